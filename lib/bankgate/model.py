@@ -1,0 +1,150 @@
+# The shared data model: one preallocated record per module slot and the bank
+# that holds them.  The bus layer writes these records, admission, metrics,
+# diagnoses, the inverter link and telemetry read them.  All values are integers
+# in the unit their name says:
+#   _mv millivolt, _ma milliampere (+ = charging the module), _mah milliampere-hour,
+#   _dc 0.1 degree Celsius, _pm permille (0.1 %), _mohm milliohm, t_* ticks_ms.
+# Nothing here allocates after construction: updating an int attribute or an
+# array element in place is allocation-free in MicroPython.
+import array
+
+from micropython import const
+
+MAX_MODULES = const(16)
+MAX_CELLS = const(24)
+MAX_TEMPS = const(8)
+
+# Normalised BMS alarm bits (Module.alarms), filled by every protocol family.
+ALM_CELL_OV = const(0x0001)
+ALM_CELL_UV = const(0x0002)
+ALM_MOD_OV = const(0x0004)
+ALM_MOD_UV = const(0x0008)
+ALM_CHG_OT = const(0x0010)
+ALM_DSG_OT = const(0x0020)
+ALM_CHG_UT = const(0x0040)
+ALM_DSG_UT = const(0x0080)
+ALM_CHG_OC = const(0x0100)
+ALM_DSG_OC = const(0x0200)
+ALM_INTERNAL = const(0x0400)   # BMS internal / communication fault, system error
+ALM_CELL_IMB = const(0x0800)   # cell imbalance reported by the BMS
+# Protection (trip) versions of the above live in Module.protections, same bits.
+# Which bits count as critical (block closing, open at once) is configuration;
+# this is the default: any protection, and these alarms.
+ALM_CRITICAL_DEFAULT = const(0x07FF)
+
+ALARM_NAMES = (
+    (ALM_CELL_OV, "cell_ov"), (ALM_CELL_UV, "cell_uv"), (ALM_MOD_OV, "module_ov"),
+    (ALM_MOD_UV, "module_uv"), (ALM_CHG_OT, "charge_ot"), (ALM_DSG_OT, "discharge_ot"),
+    (ALM_CHG_UT, "charge_ut"), (ALM_DSG_UT, "discharge_ut"), (ALM_CHG_OC, "charge_oc"),
+    (ALM_DSG_OC, "discharge_oc"), (ALM_INTERNAL, "internal"), (ALM_CELL_IMB, "cell_imbalance"),
+)
+
+
+def alarm_names(bits):
+    """Names of the set bits (allocates: telemetry/reporting only)."""
+    return [name for bit, name in ALARM_NAMES if bits & bit]
+
+
+class Module:
+    """Everything known about the module in one slot (one bus address)."""
+
+    def __init__(self, slot):
+        self.slot = slot
+        self.addr = -1               # bus address; -1: slot unused
+        # identity: 0x51 manufacturer info, 0x93 serial, 0x4F protocol version
+        self.serial = bytearray(16)
+        self.serial_len = 0
+        self.model = bytearray(10)
+        self.model_len = 0
+        self.manufacturer = bytearray(20)
+        self.manufacturer_len = 0
+        self.sw_version = -1         # (major << 8) | minor
+        self.proto_version = -1
+        self.id_valid = False
+        self.t_id = 0
+        # analog values: 0x42
+        self.n_cells = 0
+        self.cell_mv = array.array("H", bytes(2 * MAX_CELLS))
+        self.n_temps = 0
+        self.temp_dc = array.array("h", bytes(2 * MAX_TEMPS))  # [0] is the BMS board
+        self.current_ma = 0
+        self.voltage_mv = 0
+        self.remaining_mah = 0
+        self.total_mah = 0
+        self.cycles = 0
+        self.soc_pm = 0              # state of charge, permille (remaining * 1000 // total)
+        self.soh_pm = 1000           # state of health, permille, where the family reports it
+        self.analog_valid = False
+        self.t_analog = 0
+        # alarms: 0x44 (bitmasks of ALM_*), raw status bytes kept for diagnosis
+        self.alarms = 0
+        self.protections = 0
+        self.status = bytearray(5)
+        self.alarm_valid = False
+        self.t_alarm = 0
+        # charge/discharge management: 0x92 (limits as positive magnitudes)
+        self.chg_v_mv = 0
+        self.dsg_v_mv = 0
+        self.chg_limit_ma = 0
+        self.dsg_limit_ma = 0
+        self.mgmt_flags = 0          # b7 charge enable, b6 discharge enable, b5/b4 force charge, b3 full
+        self.mgmt_valid = False
+        self.t_mgmt = 0
+        # system parameters: 0x47
+        self.cell_hi_mv = 0
+        self.cell_lo_mv = 0
+        self.cell_uv_mv = 0
+        self.mod_hi_mv = 0
+        self.mod_lo_mv = 0
+        self.mod_uv_mv = 0
+        self.params_chg_ma = 0
+        self.params_dsg_ma = 0
+        self.params_valid = False
+        # bus statistics for this address (see bankgate.bushealth)
+        self.st_requests = 0
+        self.st_good = 0
+        self.st_timeouts = 0
+        self.st_checksum = 0         # CHKSUM / LCHKSUM errors
+        self.st_framing = 0          # missing SOI/EOI, non-hex, bad length, truncated
+        self.st_rtn = 0              # error return codes from the BMS
+        self.st_invalid = 0          # well-formed but implausible values, wrong address
+        self.st_lat_sum_ms = 0
+        self.st_lat_max_ms = 0
+        self.last_error = 0          # last rejection code (bankgate.proto.errors)
+        self.t_last_reply = 0
+        self.seen = False            # answered at least once since discovery
+
+    def clear_data(self):
+        """Forget measured data (module lost or replaced); keeps the slot and address."""
+        self.analog_valid = False
+        self.alarm_valid = False
+        self.mgmt_valid = False
+        self.params_valid = False
+        self.id_valid = False
+        self.alarms = 0
+        self.protections = 0
+
+    def serial_str(self):
+        return bytes(self.serial[: self.serial_len]).decode()
+
+    def model_str(self):
+        return bytes(self.model[: self.model_len]).decode()
+
+
+class Bank:
+    """The module slots plus the bank-wide measurements other layers share."""
+
+    def __init__(self, n_slots=MAX_MODULES):
+        self.modules = [Module(i) for i in range(n_slots)]
+        self.n_used = 0              # slots in use (addresses configured or discovered)
+        # measured at the bank terminal / DC link (where the board can measure it;
+        # otherwise derived from the admitted modules)
+        self.link_mv = -1            # DC-link voltage, -1 = not measured
+        self.bank_mv = 0
+        self.bank_ma = 0
+
+    def slot_for(self, addr):
+        for m in self.modules:
+            if m.addr == addr:
+                return m
+        return None
