@@ -140,8 +140,14 @@ class Bank:
         # measured at the bank terminal / DC link (where the board can measure it;
         # otherwise derived from the admitted modules)
         self.link_mv = -1            # DC-link voltage, -1 = not measured
-        self.bank_mv = 0
-        self.bank_ma = 0
+        # aggregates over the ADMITTED modules (bankgate.aggregate.update)
+        self.bank_mv = 0             # mean module voltage
+        self.bank_ma = 0             # sum of module currents (+ = charging)
+        self.soc_pm = 0              # capacity-weighted SOC
+        self.soh_pm = 0              # capacity-weighted SOH
+        self.temp_dc = 0             # highest module temperature (BMS sensors)
+        self.temp_min_dc = 0
+        self.capacity_mah = 0        # sum of admitted modules' full capacity (saturates at 2**30 - 1)
 
     def slot_for(self, addr):
         for m in self.modules:

@@ -37,6 +37,7 @@ class Hardware:
         self.inputs = {}          # name -> input pin (auxiliary feedback, reset button)
         self.terminator = None    # output pin switching the gateway's own 120 ohm terminator
         self.idle_adc = None      # ADC reading the RS485/CAN idle differential voltage
+        self.link_sensor = None   # read_mv(): DC-link (inverter side) voltage, for closed-loop gating
         self.led = None
         self.wdt = None
         self.net = None           # network adapter (Wi-Fi on the ESP32), see bankgate.net

@@ -1,0 +1,211 @@
+# The gateway: wires the bus, admission, metrics, inverter link and telemetry into
+# one cooperative loop (docs/architecture.md).  Runs the same on the ESP32 (via
+# bankgate.firmware) and on the unix port (simulator, tests, `bankgate run`).
+#
+# Safety structure of the loop:
+# - a control step (bus health -> admission -> contactor outputs) runs whenever
+#   a frame was decoded and at least every control.period_ms;
+# - the watchdog is fed only after a control step completed, so a hung or
+#   crashing loop resets the chip, and a reset leaves every coil released;
+# - telemetry and the console get what is left of the period, with a budget,
+#   and are state machines that never wait on a socket;
+# - any exception escaping a step releases every output before it propagates.
+from micropython import const
+
+from bankgate import aggregate
+from bankgate import clock as tk
+from bankgate.events import EV_BOOT, EventLog
+from bankgate.model import Bank
+
+_DATA_PERIOD_MS = const(1000)   # metrics/diagnoses also run at least this often without new data
+_MAX_IDLE_MS = const(20)        # never idle longer than this (device: keeps the console responsive)
+
+
+class Gateway:
+    def __init__(self, hw, cfg, net=None, console=None):
+        self.hw = hw
+        self.cfg = cfg
+        self.config_error = None
+        hw.release_all()
+        now = hw.clock.ticks_ms()
+        self.bank = Bank()
+        self.events = EventLog(64)
+        self.events.emit(now, EV_BOOT)
+
+        from bankgate.poller import Poller
+        from bankgate.bushealth import BusHealth
+        from bankgate.admission import Admission
+        from bankgate.metrics import Metrics
+        from bankgate.diagnose import Diagnoser
+
+        self.poller = Poller(hw, cfg, self.bank, self.events)
+        self.health = BusHealth(hw, cfg, self.bank, self.poller, self.events)
+        self.admission = Admission(hw, cfg, self.bank, self.events)
+        self.metrics = Metrics(cfg, self.bank)
+        self.diagnoser = Diagnoser(cfg, self.bank, self.metrics, self.events)
+        self.inverter = None
+        if cfg["inverter"]["enabled"] and hw.can_inverter is not None:
+            from bankgate.inverter import InverterLink
+            self.inverter = InverterLink(hw, cfg, self.bank, self.admission, self.events)
+        self.telemetry = None
+        if cfg["mqtt"]["enabled"] and net is not None:
+            from bankgate.telemetry import Telemetry
+            self.telemetry = Telemetry(net, cfg, self)
+        self.console = console
+
+        self.period_ms = cfg["control"]["period_ms"]
+        self.next_control = now
+        self.next_data = now
+        self.cycles = 0
+        self.control_steps = 0
+        self.loop_max_us = 0          # worst CPU time of one step() (control part, excluding telemetry)
+        self.telemetry_max_us = 0     # worst CPU time spent in telemetry in one step()
+        self._new_data = False
+        if hasattr(hw, "start_watchdog"):
+            hw.start_watchdog(cfg["control"]["watchdog_ms"])
+
+    # ------------------------------------------------------------------ loop
+    def step(self):
+        """One loop iteration; never blocks.  Returns ms until the next deadline."""
+        hw = self.hw
+        clk = hw.clock
+        t0 = clk.ticks_us()
+        try:
+            now = clk.ticks_ms()
+            slot = self.poller.service(now)
+            if slot >= 0:
+                self._new_data = True
+            if slot >= 0 or tk.due(now, self.next_control):
+                self._control(now)
+            if self.inverter is not None:
+                self.inverter.service(now)
+        except BaseException:
+            hw.release_all()
+            raise
+        t1 = clk.ticks_us()
+        dt = tk.diff(t1, t0)
+        if dt > self.loop_max_us:
+            self.loop_max_us = dt
+        if self.telemetry is not None:
+            # whatever is left of the period, at least 1 ms; the client never blocks
+            self.telemetry.service(now, 5)
+            dt = tk.diff(clk.ticks_us(), t1)
+            if dt > self.telemetry_max_us:
+                self.telemetry_max_us = dt
+        if self.console is not None:
+            self.console.service(now)
+        self.cycles += 1
+        wait = tk.diff(self.next_control, clk.ticks_ms())
+        w = self.poller.wait_ms(now)
+        if w < wait:
+            wait = w
+        if wait > _MAX_IDLE_MS:
+            wait = _MAX_IDLE_MS
+        return wait if wait > 0 else 0
+
+    def _control(self, now):
+        self.health.update(now)
+        bus_fault = 0 if self.health.ok() else self.health.verdict
+        inv_ok = True
+        if self.inverter is not None:
+            inv_ok = self.inverter.heartbeat_ok
+        adm = self.admission
+        if self.hw.link_sensor is not None:
+            self.bank.link_mv = self.hw.link_sensor.read_mv()
+        adm.step(now, bus_fault, self.poller.discovery.slot_fault_mask(), inv_ok)
+        aggregate.update(self.bank, adm.admitted_mask)
+        if self._new_data or tk.due(now, self.next_data):
+            self._new_data = False
+            self.next_data = tk.add(now, _DATA_PERIOD_MS)
+            self.metrics.update(now, adm.admitted_mask)
+            self.diagnoser.step(now, adm.admitted_mask, adm.expected_mask)
+        self.next_control = tk.add(now, self.period_ms)
+        self.control_steps += 1
+        wdt = self.hw.wdt
+        if wdt is not None:
+            wdt.feed()
+
+    def run(self, stop=None):
+        """The main loop.  On the device `stop` is None: it runs until reset."""
+        hw = self.hw
+        try:
+            while stop is None or not stop():
+                wait = self.step()
+                if wait:
+                    hw.idle(wait)
+        finally:
+            hw.release_all()
+
+    # -------------------------------------------------------------- reporting
+    def outputs(self):
+        return {name: pin.value() for name, pin in self.hw.outputs.items()}
+
+    def module_snapshot(self, m):
+        adm = self.admission
+        s = m.slot
+        d = {
+            "slot": s, "addr": m.addr,
+            "state": adm.mod_state_name(s), "reason": adm.mod_reason_name(s),
+            "value": adm.mod_value[s],
+            "online": m.analog_valid, "mv": m.voltage_mv, "ma": m.current_ma,
+            "soc_pm": m.soc_pm, "soh_pm": m.soh_pm,
+            "temp_dc": max(m.temp_dc[i] for i in range(m.n_temps)) if m.n_temps else None,
+            "cell_min_mv": min(m.cell_mv[i] for i in range(m.n_cells)) if m.n_cells else None,
+            "cell_max_mv": max(m.cell_mv[i] for i in range(m.n_cells)) if m.n_cells else None,
+            "chg_limit_ma": m.chg_limit_ma, "dsg_limit_ma": m.dsg_limit_ma,
+            "alarms": m.alarms, "protections": m.protections,
+            "serial": m.serial_str() if m.serial_len else None,
+            "model": m.model_str() if m.model_len else None,
+            "sw_version": m.sw_version, "cycles": m.cycles,
+        }
+        return d
+
+    def snapshot(self):
+        """Everything an observer needs, as JSON-able integers and names (allocates)."""
+        adm = self.admission
+        b = self.bank
+        return {
+            "t_ms": self.hw.clock.ticks_ms(),
+            "state": adm.state_name(),
+            "mv": b.bank_mv, "ma": b.bank_ma, "soc_pm": b.soc_pm, "soh_pm": b.soh_pm,
+            "temp_dc": b.temp_dc, "link_mv": b.link_mv,
+            "admitted": adm.admitted, "expected": adm.expected,
+            "limits": {"chg_ma": adm.chg_limit_ma, "dsg_ma": adm.dsg_limit_ma,
+                       "chg_v_mv": adm.chg_v_mv, "dsg_v_mv": adm.dsg_v_mv},
+            "ramp_down": adm.ramp_down,
+            "faults": adm.fault_names(),
+            "outputs": self.outputs(),
+            "bus": self.health.snapshot(),
+            "modules": [self.module_snapshot(m) for m in b.modules if m.addr >= 0],
+            "metrics": self.metrics.snapshot(),
+            "diagnoses": self.diagnoser.snapshot(),
+            "inverter": self.inverter.snapshot() if self.inverter is not None else None,
+            "config_error": self.config_error,
+        }
+
+
+def run_device(hw, config_path, secrets_path):
+    """Device entry (bankgate.firmware.device_main): load, validate, run forever.
+
+    An invalid configuration keeps every output released and says why on the
+    console, then waits for a local reset (nothing here may close a contactor)."""
+    import json
+    from bankgate import config
+
+    try:
+        with open(config_path) as f:
+            cfg = config.validate(json.load(f))
+    except Exception as e:
+        hw.release_all()
+        msg = "bankgate: invalid configuration, all contactors open: %s" % (e,)
+        print(msg)
+        while True:
+            hw.release_all()
+            if hw.wdt is not None:
+                hw.wdt.feed()
+            hw.idle(1000)
+    net = None
+    if cfg["mqtt"]["enabled"]:
+        from bankgate import net as netmod
+        net = netmod.open_net(hw, cfg, secrets_path)
+    Gateway(hw, cfg, net).run()
