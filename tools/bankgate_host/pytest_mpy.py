@@ -71,7 +71,11 @@ class MpyFile(pytest.File):
 
     def _run(self, names):
         script = os.path.join(mpy.MP_TOOLS, "mptest_run.py")
-        args = [script, str(parse_size(self.heapsize)), str(self.path)] + names
+        try:
+            compiled = mpy.compile_file(str(self.path))
+        except SyntaxError as e:
+            return {name: ("fail", str(e), "") for name in names}
+        args = [script, str(parse_size(self.heapsize)), compiled] + names
         try:
             proc = mpy.run(args, heapsize=self.heapsize, timeout=self.timeout)
             out, err, rc = proc.stdout, proc.stderr, proc.returncode

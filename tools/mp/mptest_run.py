@@ -26,7 +26,7 @@ def main(argv):
     d, _, fname = path.rpartition("/")
     sys.path.insert(0, d or ".")
     try:
-        mod = __import__(fname[:-3])
+        mod = __import__(fname.rpartition(".")[0])
     except Exception as e:
         buf = io.StringIO()
         sys.print_exception(e, buf)
