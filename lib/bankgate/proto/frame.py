@@ -1,0 +1,172 @@
+# Shared framing of the Pylontech-style ASCII RS485 protocols (Pylontech, PACE, Seplos V2).
+#
+#   '~' VER ADR CID1 CID2 LENGTH INFO CHKSUM '\r'
+#
+# Everything between '~' and '\r' is upper-case hex ASCII, two characters per
+# byte.  LENGTH is 4 hex characters: the low 12 bits (LENID) count the ASCII
+# characters of INFO, the top nibble is LCHKSUM = (-(n0 + n1 + n2)) & 0xF over
+# the three LENID nibbles (spec V3.3 §3; LENID 2 -> E002, 18 -> D012, 0 -> 0000).
+# CHKSUM = (-(sum of the ASCII codes from VER to the end of INFO)) & 0xFFFF.
+# In a request CID2 is the command, in a response it is the return code RTN.
+#
+# parse() validates a received frame and hex-decodes it into the module-level
+# buffers HDR (VER, ADR, CID1, CID2/RTN) and INFO; encode() writes a frame.
+# Neither allocates.  Only one frame is decoded at a time (single-threaded
+# firmware), so the buffers are shared by every RS485 family.
+import array
+
+from micropython import const
+
+from bankgate.proto.errors import (
+    E_CHKSUM, E_EOI, E_HEX, E_LCHKSUM, E_LENGTH, E_SOI, E_TRUNCATED)
+
+SOI = const(0x7E)          # '~'
+EOI = const(0x0D)          # '\r'
+CID1_BATTERY = const(0x46)
+OVERHEAD = const(18)       # '~' + 12 header chars + 4 CHKSUM chars + '\r'
+MAX_INFO = const(1400)     # INFO bytes we can hold: a 16-pack group of 24-cell packs is 1330
+
+VER = const(0)             # indices into HDR
+ADR = const(1)
+CID1 = const(2)
+CID2 = const(3)            # RTN in a response
+
+HDR = bytearray(4)
+INFO = bytearray(MAX_INFO)
+# Diagnostics of the last rejection, for the CLI: [computed, found] checksum or
+# length values, [-1, -1] when the last parse did not get that far.
+DIAG = array.array("i", (-1, -1))
+
+_HEXCHARS = b"0123456789ABCDEF"
+
+
+def nibble(c):
+    """Value of one hex ASCII character (upper or lower case), -1 if not hex."""
+    if 48 <= c <= 57:
+        return c - 48
+    if 65 <= c <= 70:
+        return c - 55
+    if 97 <= c <= 102:
+        return c - 87
+    return -1
+
+
+def lchksum(lenid):
+    """LCHKSUM nibble of a 12-bit LENID."""
+    return (-((lenid & 0xF) + ((lenid >> 4) & 0xF) + ((lenid >> 8) & 0xF))) & 0xF
+
+
+def length_field(lenid):
+    """The 16-bit LENGTH field (LCHKSUM << 12 | LENID)."""
+    return (lchksum(lenid) << 12) | (lenid & 0xFFF)
+
+
+def chksum(buf, start, end):
+    """CHKSUM over the ASCII codes buf[start:end] (pass 1, n-5 for a whole frame)."""
+    s = 0
+    for i in range(start, end):
+        s += buf[i]
+    return (-s) & 0xFFFF
+
+
+def _hexbyte(buf, i):
+    # two already-validated hex characters -> byte
+    return (nibble(buf[i]) << 4) | nibble(buf[i + 1])
+
+
+def parse(buf, n):
+    """Validate the frame buf[0:n] ('~' .. '\r') and decode it into HDR and INFO.
+
+    Returns the number of INFO bytes (>= 0) or a negative error code.  Checks in
+    this order: SOI, EOI, minimum size, hex digits, LCHKSUM, LENID against the
+    frame size, CHKSUM.  Never raises for any bytes; allocates nothing.
+    """
+    DIAG[0] = -1
+    DIAG[1] = -1
+    if n <= 0 or n > len(buf):
+        return E_TRUNCATED
+    if buf[0] != SOI:
+        return E_SOI
+    if buf[n - 1] != EOI:
+        return E_EOI
+    if n < OVERHEAD:
+        return E_TRUNCATED
+    for i in range(1, n - 1):
+        if nibble(buf[i]) < 0:
+            return E_HEX
+    for k in range(4):
+        HDR[k] = _hexbyte(buf, 1 + 2 * k)
+    length = (_hexbyte(buf, 9) << 8) | _hexbyte(buf, 11)
+    lenid = length & 0xFFF
+    if (length >> 12) != lchksum(lenid):
+        DIAG[0] = lchksum(lenid)
+        DIAG[1] = length >> 12
+        return E_LCHKSUM
+    DIAG[0] = lenid
+    DIAG[1] = n - OVERHEAD
+    if lenid > n - OVERHEAD:
+        return E_TRUNCATED
+    if lenid < n - OVERHEAD or (lenid & 1) or (lenid >> 1) > MAX_INFO:
+        return E_LENGTH
+    cs = chksum(buf, 1, n - 5)
+    found = (_hexbyte(buf, n - 5) << 8) | _hexbyte(buf, n - 3)
+    if cs != found:
+        DIAG[0] = cs
+        DIAG[1] = found
+        return E_CHKSUM
+    DIAG[0] = -1
+    DIAG[1] = -1
+    ni = lenid >> 1
+    for k in range(ni):
+        INFO[k] = _hexbyte(buf, 13 + 2 * k)
+    return ni
+
+
+def _puthex(buf, pos, b):
+    buf[pos] = _HEXCHARS[(b >> 4) & 0xF]
+    buf[pos + 1] = _HEXCHARS[b & 0xF]
+
+
+def encode(buf, ver, adr, cid1, cid2, info, info_n):
+    """Write a complete frame into buf; returns its length (OVERHEAD + 2*info_n).
+
+    `info` holds the INFO bytes (info_n of them; info may be None when 0).  The
+    caller guarantees len(buf) >= OVERHEAD + 2*info_n and info_n <= 2047.
+    Allocates nothing.
+    """
+    buf[0] = SOI
+    _puthex(buf, 1, ver)
+    _puthex(buf, 3, adr)
+    _puthex(buf, 5, cid1)
+    _puthex(buf, 7, cid2)
+    length = length_field(2 * info_n)
+    _puthex(buf, 9, length >> 8)
+    _puthex(buf, 11, length & 0xFF)
+    pos = 13
+    for k in range(info_n):
+        _puthex(buf, pos, info[k])
+        pos += 2
+    cs = chksum(buf, 1, pos)
+    _puthex(buf, pos, cs >> 8)
+    _puthex(buf, pos + 2, cs & 0xFF)
+    buf[pos + 4] = EOI
+    return pos + 5
+
+
+# -- INFO field readers (big-endian), used by the family decoders.  No bounds
+# checks here: callers check the INFO length against the layout first.
+def u8(i):
+    return INFO[i]
+
+
+def u16(i):
+    return (INFO[i] << 8) | INFO[i + 1]
+
+
+def s16(i):
+    v = (INFO[i] << 8) | INFO[i + 1]
+    return v - 0x10000 if v & 0x8000 else v
+
+
+def u24(i):
+    return (INFO[i] << 16) | (INFO[i + 1] << 8) | INFO[i + 2]
