@@ -41,9 +41,11 @@ class Hardware:
         self.led = None
         self.wdt = None
         self.net = None           # network adapter (Wi-Fi on the ESP32), see bankgate.net
+        self.release_count = 0    # release_all() calls so far (admission notices an external release)
 
     def release_all(self):
         """De-energise every output: the fail-safe state.  Must never raise."""
+        self.release_count += 1
         for pin in self.outputs.values():
             try:
                 pin.value(0)
