@@ -99,6 +99,10 @@ class Gateway:
         w = self.poller.wait_ms(now)
         if w < wait:
             wait = w
+        if self.inverter is not None:
+            w = self.inverter.wait_ms(now)
+            if w < wait:
+                wait = w
         if wait > _MAX_IDLE_MS:
             wait = _MAX_IDLE_MS
         return wait if wait > 0 else 0
@@ -110,8 +114,6 @@ class Gateway:
         if self.inverter is not None:
             inv_ok = self.inverter.heartbeat_ok
         adm = self.admission
-        if self.hw.link_sensor is not None:
-            self.bank.link_mv = self.hw.link_sensor.read_mv()
         adm.step(now, bus_fault, self.poller.discovery.slot_fault_mask(), inv_ok)
         aggregate.update(self.bank, adm.admitted_mask)
         if self._new_data or tk.due(now, self.next_data):
@@ -141,12 +143,17 @@ class Gateway:
         return {name: pin.value() for name, pin in self.hw.outputs.items()}
 
     def module_snapshot(self, m):
+        """One module as JSON-able integers and names (allocates)."""
+        from bankgate.admission import CHECK_NAMES, MOD_STATE_NAMES
         adm = self.admission
         s = m.slot
-        d = {
-            "slot": s, "addr": m.addr,
-            "state": adm.mod_state_name(s), "reason": adm.mod_reason_name(s),
-            "value": adm.mod_value[s],
+        if s < adm.n_exp:
+            state, reason, value = MOD_STATE_NAMES[adm.mod_state[s]], CHECK_NAMES[adm.mod_reason[s]], adm.mod_value[s]
+            dv = adm.dv_mv[s]
+        else:
+            state, reason, value, dv = "unexpected", "not_configured", m.addr, 0
+        return {
+            "slot": s, "addr": m.addr, "state": state, "reason": reason, "value": value, "dv_mv": dv,
             "online": m.analog_valid, "mv": m.voltage_mv, "ma": m.current_ma,
             "soc_pm": m.soc_pm, "soh_pm": m.soh_pm,
             "temp_dc": max(m.temp_dc[i] for i in range(m.n_temps)) if m.n_temps else None,
@@ -157,30 +164,30 @@ class Gateway:
             "serial": m.serial_str() if m.serial_len else None,
             "model": m.model_str() if m.model_len else None,
             "sw_version": m.sw_version, "cycles": m.cycles,
+            "errors": m.st_checksum + m.st_framing + m.st_rtn + m.st_invalid, "timeouts": m.st_timeouts,
         }
-        return d
 
     def snapshot(self):
         """Everything an observer needs, as JSON-able integers and names (allocates)."""
-        adm = self.admission
+        a = self.admission.snapshot()
         b = self.bank
         return {
             "t_ms": self.hw.clock.ticks_ms(),
-            "state": adm.state_name(),
+            "state": a["state"], "reason": a["reason"], "value": a["value"],
             "mv": b.bank_mv, "ma": b.bank_ma, "soc_pm": b.soc_pm, "soh_pm": b.soh_pm,
-            "temp_dc": b.temp_dc, "link_mv": b.link_mv,
-            "admitted": adm.admitted, "expected": adm.expected,
-            "limits": {"chg_ma": adm.chg_limit_ma, "dsg_ma": adm.dsg_limit_ma,
-                       "chg_v_mv": adm.chg_v_mv, "dsg_v_mv": adm.dsg_v_mv},
-            "ramp_down": adm.ramp_down,
-            "faults": adm.fault_names(),
+            "temp_dc": b.temp_dc, "link_mv": b.link_mv, "capacity_mah": b.capacity_mah,
+            "admitted": a["admitted"], "expected": a["expected"],
+            "limits": {"chg_ma": a["chg_limit_ma"], "dsg_ma": a["dsg_limit_ma"],
+                       "chg_v_mv": a["chg_v_mv"], "dsg_v_mv": a["dsg_v_mv"]},
+            "ramp_down": a["ramp_down"], "faults": a["faults"], "topology": a["topology"],
             "outputs": self.outputs(),
             "bus": self.health.snapshot(),
+            "discovery": self.poller.discovery.snapshot(),
             "modules": [self.module_snapshot(m) for m in b.modules if m.addr >= 0],
             "metrics": self.metrics.snapshot(),
             "diagnoses": self.diagnoser.snapshot(),
             "inverter": self.inverter.snapshot() if self.inverter is not None else None,
-            "config_error": self.config_error,
+            "loop_max_us": self.loop_max_us, "events_seq": self.events.seq,
         }
 
 

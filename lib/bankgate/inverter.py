@@ -41,7 +41,9 @@ class InverterLink:
         self.heartbeat_seen = False
         self.heartbeat_ok = False
         self.frames_sent = 0
-        self.tx_fail = 0
+        self.tx_busy = 0             # send() refused (queue full): retried on the next call
+        self.overruns = 0            # periods that ended with frames still unsent
+        self._cursor = 6             # next frame of this period to hand to the controller
         self.rx_other = 0
         self.enabled_flags = 0       # last 0x35C flags sent
         self._rx = bytearray(8)
@@ -107,24 +109,34 @@ class InverterLink:
         dlc[5] = 8
 
     def service(self, now):
+        """Receive, and feed this period's frames into the controller as its TX
+        queue accepts them (an MCP2515 has 3 TX buffers, a TWAI queue may be
+        short): frames not accepted now are retried on the next call; a period
+        that ends with frames still unsent counts as an overrun."""
         self._receive(now)
-        if not tk.due(now, self.next_tx):
-            return
-        self.next_tx = tk.add(now, self.period_ms)
-        self._encode()
+        if tk.due(now, self.next_tx):
+            if self._cursor < 6:
+                self.overruns += 1
+            self.next_tx = tk.add(now, self.period_ms)
+            self._encode()
+            self._cursor = 0
         can = self.can
         ids = self._ids
         bufs = self._buf
         dlc = self._dlc
-        for i in range(6):
-            if can.send(ids[i], bufs[i], dlc[i]):
-                self.frames_sent += 1
-            else:
-                self.tx_fail += 1
+        while self._cursor < 6:
+            i = self._cursor
+            if not can.send(ids[i], bufs[i], dlc[i]):
+                self.tx_busy += 1
+                break
+            self.frames_sent += 1
+            self._cursor = i + 1
 
     def wait_ms(self, now):
+        if self._cursor < 6:
+            return 1
         return tk.diff(self.next_tx, now)
 
     def snapshot(self):
         return {"heartbeat": self.heartbeat_ok, "frames_sent": self.frames_sent,
-                "tx_fail": self.tx_fail, "flags": self.enabled_flags}
+                "tx_busy": self.tx_busy, "overruns": self.overruns, "flags": self.enabled_flags}
