@@ -16,6 +16,30 @@ class Clock:
     ticks_ms = staticmethod(time.ticks_ms)
     ticks_us = staticmethod(time.ticks_us)
     sleep_ms = staticmethod(time.sleep_ms)
+    sleep_us = staticmethod(time.sleep_us)   # RS485 master: request wire time
+
+
+class Uart:
+    """machine.UART plus the attributes the RS485 master reads (machine.UART
+    objects take no new attributes).  rx_latency_chars: bytes the ESP32 UART may
+    hold in its hardware FIFO before software sees them (docs/bus.md)."""
+
+    def __init__(self, uart, baudrate, rx_latency_chars=0):
+        self._u = uart
+        self.baudrate = baudrate
+        self.rx_latency_chars = rx_latency_chars
+        self.write = uart.write
+        self.any = uart.any
+        self.readinto = uart.readinto
+        self.read = uart.read
+        self.txdone = uart.txdone if hasattr(uart, "txdone") else self._txdone_flush
+
+    def _txdone_flush(self):
+        self._u.flush()
+        return True
+
+    def ioctl(self, req, arg):          # lets select.poll() wait on the wrapper
+        return self._u.ioctl(req, arg)
 
 
 class Adc:
@@ -37,14 +61,27 @@ class Esp32Hardware(Hardware):
             self.inputs[name] = machine.Pin(pin, machine.Pin.IN, machine.Pin.PULL_UP)
         rs = board.get("rs485")
         if rs:
-            self.uart = machine.UART(rs.get("uart", 1), baudrate=rs.get("baud", 115200),
-                                     tx=rs["tx"], rx=rs["rx"], rxbuf=_UART_RXBUF,
-                                     timeout=0, timeout_char=0)
-            self.uart.baudrate = rs.get("baud", 115200)
+            baud = rs.get("baud", 115200)
+            raw = machine.UART(rs.get("uart", 1), baudrate=baud, tx=rs["tx"], rx=rs["rx"],
+                               rxbuf=_UART_RXBUF, timeout=0, timeout_char=0)
+            self._raw_uart = raw
+            self.uart = Uart(raw, baud, rs.get("rx_latency_chars", 0))
             if rs.get("de") is not None:
                 self.de_pin = machine.Pin(rs["de"], machine.Pin.OUT, value=0)
             for pin in rs.get("enable_high", ()):  # transceiver power/enable lines
                 machine.Pin(pin, machine.Pin.OUT, value=1)
+        # CAN controllers (docs/bus.md "Board keys"): "can" faces the inverter unless
+        # its "role" says "modules" or "both"; "can_modules" is a second controller.
+        c = board.get("can")
+        if c:
+            ctl = open_can(c)
+            role = c.get("role", "inverter")
+            if role in ("inverter", "both"):
+                self.can_inverter = ctl
+            if role in ("modules", "both"):
+                self.can_modules = ctl
+        if board.get("can_modules"):
+            self.can_modules = open_can(board["can_modules"])
         if board.get("terminator") is not None:
             self.terminator = machine.Pin(board["terminator"], machine.Pin.OUT, value=0)
         if board.get("idle_adc") is not None:
@@ -55,7 +92,7 @@ class Esp32Hardware(Hardware):
         if self.uart is not None:
             import select
             self._poll = select.poll()
-            self._poll.register(self.uart, select.POLLIN)
+            self._poll.register(self._raw_uart, select.POLLIN)
 
     def start_watchdog(self, timeout_ms):
         self.wdt = machine.WDT(timeout=timeout_ms)
@@ -68,6 +105,35 @@ class Esp32Hardware(Hardware):
 
     def reset(self):
         machine.reset()
+
+
+def open_can(c):
+    """A bankgate.bus.can controller from a board "can" entry:
+    {"backend": "twai", "id": 0, "tx": 5, "rx": 4, "bitrate": 500000} or
+    {"backend": "mcp2515", "spi": {"id": 1, "sck": 18, "mosi": 23, "miso": 19,
+     "baudrate": 8000000}, "cs": 5, "int": 21, "crystal_hz": 8000000, "bitrate": 500000}"""
+    backend = c.get("backend", "mcp2515")
+    bitrate = c.get("bitrate", 500000)
+    if backend == "twai":
+        if not hasattr(machine, "CAN"):
+            raise OSError("this firmware has no machine.CAN (build with TWAI support or use an MCP2515)")
+        from bankgate.hal.twai import TwaiCan
+        if c.get("tx") is not None:
+            can = machine.CAN(c.get("id", 0), bitrate, tx=c["tx"], rx=c["rx"])
+        else:
+            can = machine.CAN(c.get("id", 0), bitrate)
+        return TwaiCan(can)
+    if backend == "mcp2515":
+        from bankgate.bus.mcp2515 import Mcp2515
+        s = c.get("spi", {})
+        spi = machine.SPI(s.get("id", 1), baudrate=s.get("baudrate", 8000000), polarity=0, phase=0,
+                          sck=machine.Pin(s.get("sck", 18)), mosi=machine.Pin(s.get("mosi", 23)),
+                          miso=machine.Pin(s.get("miso", 19)))
+        cs = machine.Pin(c.get("cs", 5), machine.Pin.OUT, value=1)
+        irq = machine.Pin(c["int"], machine.Pin.IN, machine.Pin.PULL_UP) if c.get("int") is not None else None
+        return Mcp2515(spi, cs, crystal_hz=c.get("crystal_hz", 8000000), bitrate=bitrate,
+                       int_pin=irq)
+    raise ValueError("unknown CAN backend %r (twai or mcp2515)" % (backend,))
 
 
 def open_board(board):

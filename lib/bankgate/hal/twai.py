@@ -1,0 +1,105 @@
+# CAN back end on MicroPython's generic machine.CAN API (docs.micropython.org,
+# library/machine.CAN.html): the ESP32's on-chip TWAI controller on firmware built
+# with TWAI support (esp32 port PR micropython#19461; stock ESP32 builds have no
+# machine.CAN -- use bankgate.bus.mcp2515 there), and stm32/mimxrt/alif.
+#
+# The machine.CAN object is created by the board layer (hal/esp32.py) and passed
+# in, so this module needs no `machine` import and runs against
+# tools/sim/fakebus.FakeMachineCan in host tests.  It implements the
+# bankgate.bus.can interface:
+#   send()  copies the data into a preallocated buffer and queues a memoryview of
+#           exactly n bytes (one view per length, made once); machine.CAN returns
+#           None when its queue is full (or an equal-ID frame is still queued) and
+#           raises OSError when bus-off: both give False.
+#   recv()  machine.CAN.recv(list) with a preallocated [id, memoryview, flags,
+#           errors] list: no allocation.  Remote and extended-ID frames are skipped
+#           (counted); RECV_ERR_OVERRUN is counted in rx_overruns.
+#   state() STATE_ACTIVE/WARNING/PASSIVE/BUS_OFF map to the bankgate.bus.can
+#           constants; STATE_STOPPED (not initialised) reports BUS_OFF.
+#   tec()/rec() from get_counters(list) (-1 where the controller gives None).
+from micropython import const
+
+from bankgate.bus import can as _can
+
+_MAX_SKIP = const(4)
+
+
+class TwaiCan:
+    def __init__(self, can):
+        self._can = can
+        self._txb = bytearray(8)
+        mv = memoryview(self._txb)
+        self._txv = [mv[:k] for k in range(9)]
+        self._rxb = bytearray(8)
+        self._rxv = memoryview(self._rxb)
+        self._res = [0, self._rxv, 0, 0]
+        self._cnt = [None] * 8
+        self._st_active = can.STATE_ACTIVE
+        self._st_warning = can.STATE_WARNING
+        self._st_passive = can.STATE_PASSIVE
+        self._skip_flags = can.FLAG_RTR | can.FLAG_EXT_ID
+        self._overrun = can.RECV_ERR_OVERRUN
+        self.rx_overruns = 0
+        self.skipped = 0
+        self.tx_full = 0
+        can.set_filters(None)          # receive everything
+
+    def send(self, can_id, buf, n):
+        if not (0 <= can_id <= 0x7FF and 0 <= n <= 8 and n <= len(buf)):
+            return False
+        if self.state() == _can.BUS_OFF:
+            return False
+        t = self._txb
+        for i in range(n):
+            t[i] = buf[i]
+        try:
+            r = self._can.send(can_id, self._txv[n], 0)
+        except OSError:
+            return False
+        if r is None:
+            self.tx_full += 1
+            return False
+        return True
+
+    def recv(self, buf):
+        res = self._res
+        can = self._can
+        for _ in range(_MAX_SKIP):
+            res[1] = self._rxv             # full length again (recv shrinks it)
+            r = can.recv(res)
+            if r is None:
+                return -1
+            if r[3] & self._overrun:
+                self.rx_overruns += 1
+            if r[2] & self._skip_flags:
+                self.skipped += 1
+                continue
+            data = r[1]
+            dlc = len(data)
+            if dlc > 8:
+                dlc = 8
+            for i in range(dlc):
+                buf[i] = data[i]
+            return (r[0] << 4) | dlc
+        return -1
+
+    def state(self):
+        s = self._can.state()
+        if s == self._st_active:
+            return _can.ERROR_ACTIVE
+        if s == self._st_warning:
+            return _can.ERROR_WARNING
+        if s == self._st_passive:
+            return _can.ERROR_PASSIVE
+        return _can.BUS_OFF
+
+    def tec(self):
+        v = self._can.get_counters(self._cnt)[0]
+        return -1 if v is None else v
+
+    def rec(self):
+        v = self._can.get_counters(self._cnt)[1]
+        return -1 if v is None else v
+
+    def restart(self):
+        self._can.restart()
