@@ -1,0 +1,513 @@
+# Bus health: classify the module bus from the per-address statistics the poller
+# keeps in the Module records (and its per-command counters), over a sliding
+# window, and -- where the board can -- check the gateway's own terminator.
+# docs/bus_health.md explains the classifier and its numbers; the constants below
+# are the single source of those numbers.
+#
+# Window (RS485): a sample of every slot's cumulative counters is taken every
+# SAMPLE_TX transactions (or SAMPLE_MAX_MS, whichever first); the window is the
+# difference between the newest sample and the one WINDOW_SAMPLES samples older,
+# i.e. about 256 transactions.  The verdict is re-evaluated at each sample.
+#
+# Verdicts, checked in this order:
+#   DUPLICATE_ADDRESS    discovery holds a duplicate finding, or one address has
+#                        >= DUP_PM corrupt replies while the rest of the bus has
+#                        <= CLEAN_PM.
+#   (CAN)                controller error-passive / bus-off or TEC+REC rising.
+#   TERMINATION_SUSPECT  the terminator check measured a wrongly terminated bus.
+#   TERMINATION_SUSPECT  errors (corrupt replies + timeouts of answering modules)
+#   or WIRING_NOISE      >= ERR_PM of the window, at >= half the answering addresses.
+#                        Which one: if the terminator check measured the termination
+#                        right -> WIRING_NOISE (and re-check now and then); without
+#                        the check: below TERM_STAT_MIN_BAUD -> WIRING_NOISE
+#                        (reflections cannot matter), else TERMINATION_SUSPECT when
+#                        the error rate grows with the reply length (long-frame rate
+#                        >= 1.5 x short-frame rate and >= 2 % points above it),
+#                        WIRING_NOISE when it does not.
+#   MODULE_OFFLINE       an address the poller gave up on (lost), or one answering
+#                        <= OFFLINE_ANSWER_PM of its requests with no corrupt reply.
+#   HEALTHY              none of the above.
+# A new non-healthy verdict must be seen in CONFIRM consecutive evaluations (a
+# duplicate finding from discovery is taken at once); HEALTHY likewise.  Each
+# change emits EV_BUS (a = verdict, b = the main evidence number: error permille,
+# or the address for DUPLICATE/OFFLINE).
+#
+# CAN module bus: controller state and TEC/REC are sampled with the window;
+# BUS_OFF / ERROR_PASSIVE, or REC/TEC rising by >= CAN_ERR_RISE over the window,
+# is WIRING_NOISE (TERMINATION_SUSPECT when the terminator check says so); silent
+# modules are MODULE_OFFLINE.
+#
+# Terminator check (board with hw.terminator and hw.idle_adc): with the bus idle
+# (the poller holds), the idle differential voltage is read with the gateway's
+# 120 ohm terminator off (v_off) and on (v_on).  The fail-safe bias of the bus
+# makes the idle voltage proportional to the terminating resistance as long as it
+# is small against the bias resistors, so ratio = v_on / v_off = R_other || 120 /
+# R_other = 120 / (120 + R_other):
+#     no other terminator   R_other >~ 1 kohm (unit loads)  ratio <~ 0.11 (0.16 with
+#                                                            560 ohm bias)
+#     one other (far end)   R_other = 120                   ratio 0.50 .. 0.54
+#     two others            R_other = 60                    ratio 0.67 .. 0.69
+#     three others          R_other = 40                    ratio 0.75
+# Thresholds (permille) half-way between: < TERM_NONE_PM (300): nothing else
+# terminates the bus -> ours on, and still TERMINATION_SUSPECT (far end missing);
+# < TERM_ONE_PM (600): one other -> ours ON (correct: two in total); < TERM_TWO_PM
+# (710): two others -> ours OFF; above: over-terminated -> ours OFF and
+# TERMINATION_SUSPECT.  v_off below IDLE_MIN_MV means no fail-safe bias (or a
+# short): the check cannot judge and leaves the switch as it was.
+# update() allocates nothing.
+import array
+
+from micropython import const
+
+from bankgate import clock
+from bankgate.events import EV_BUS
+
+HEALTHY = const(0)
+TERMINATION_SUSPECT = const(1)
+WIRING_NOISE = const(2)
+DUPLICATE_ADDRESS = const(3)
+MODULE_OFFLINE = const(4)
+VERDICT_NAMES = ("healthy", "termination_suspect", "wiring_noise", "duplicate_address",
+                 "module_offline")
+
+# evidence[] indices
+EVI_ERR_PM = const(0)        # corrupt replies + timeouts of answering modules, permille of requests
+EVI_TIMEOUTS = const(1)      # timeouts in the window
+EVI_ADDR = const(2)          # the address behind the verdict (-1: bus-wide)
+EVI_REQUESTS = const(3)      # requests in the window
+EVI_LONG_PM = const(4)       # corrupt permille of the longest reply type
+EVI_SHORT_PM = const(5)      # corrupt permille of the shortest reply type
+EVI_JUNK = const(6)          # bytes outside frames in the window (RS485)
+EVI_N_ADDR = const(7)        # addresses affected
+EVI_CAN_STATE = const(8)
+EVI_CAN_TEC = const(9)
+EVI_CAN_REC = const(10)
+EVI_IDLE_OFF_MV = const(11)  # last terminator check: idle mV with ours off / on, -1 none
+EVI_IDLE_ON_MV = const(12)
+EVI_TERM = const(13)         # last terminator check result (TERM_*)
+N_EVIDENCE = const(14)
+EVIDENCE_NAMES = ("error_pm", "timeouts", "addr", "requests", "long_frame_pm", "short_frame_pm",
+                  "junk_bytes", "n_addr", "can_state", "can_tec", "can_rec", "idle_off_mv",
+                  "idle_on_mv", "terminator")
+
+# classifier numbers (see docs/bus_health.md)
+SAMPLE_TX = const(32)
+SAMPLE_MAX_MS = const(5000)
+WINDOW_SAMPLES = const(8)
+MIN_REQUESTS = const(48)     # fewer requests in the window: no new verdict
+ERR_PM = const(30)           # bus-wide error rate that is a problem (3 %)
+CLEAN_PM = const(20)         # "the others are clean"
+DUP_PM = const(600)          # one address with this many corrupt replies: duplicate
+DUP_MIN_REQ = const(8)
+OFFLINE_ANSWER_PM = const(200)   # answers at most 20 % of its requests -> offline
+LEN_GROWTH_PCT = const(150) # length-dependent: long-frame rate >= 1.5 x short-frame rate ...
+LEN_MARGIN_PM = const(20)    # ... and at least 2 % points above it
+LEN_MIN_RATIO = const(2)     # compare only replies at least 2 x apart in length
+TERM_STAT_MIN_BAUD = const(38400)  # below: reflections cannot matter (see docs)
+RECHECK_MS = const(60000)    # spread errors re-run the terminator check at most this often
+LEN_MIN_REQ = const(16)
+CONFIRM = const(2)
+OK_MAX_PM = const(250)       # ok() false above this error rate (data no longer flows)
+CAN_ERR_RISE = const(16)
+
+# terminator check
+TERM_UNKNOWN = const(0)
+TERM_NONE = const(1)         # nothing else terminates the bus
+TERM_ONE = const(2)          # one other terminator: ours on
+TERM_TWO = const(3)          # two others: ours off
+TERM_MANY = const(4)         # over-terminated
+TERM_NO_BIAS = const(5)      # idle voltage too low to judge
+TERM_NAMES = ("unknown", "none", "one_other", "two_others", "over_terminated", "no_bias")
+TERM_NONE_PM = const(400)
+TERM_ONE_PM = const(600)
+TERM_TWO_PM = const(710)
+IDLE_MIN_MV = const(20)
+TERM_SETTLE_MS = const(5)
+TERM_READS = const(4)
+TERM_PERIOD_MS = const(600000)   # re-check every 10 minutes (and on demand)
+
+_F = const(5)                # per-slot fields in a sample: req, good, timeouts, corrupt, rejected
+_MASK = const(0x3FFFFFFF)
+_TC_IDLE = const(0)
+_TC_WAIT_BUS = const(1)
+_TC_OFF = const(2)
+_TC_ON = const(3)
+
+
+class BusHealth:
+    def __init__(self, hw, cfg, bank, poller, events):
+        self.hw = hw
+        self.bank = bank
+        self.poller = poller
+        self.events = events
+        self.discovery = poller.discovery
+        self.is_can = cfg["bank"]["bus"] == "can"
+        self.baud = cfg["bank"]["baud"]
+        n = len(bank.modules)
+        self._n = n
+        self._k = len(poller.cmd_ids)
+        ring = WINDOW_SAMPLES + 1
+        self._ring = ring
+        self._s = array.array("i", bytes(4 * ring * n * _F))
+        self._c = array.array("i", bytes(4 * ring * 2 * max(self._k, 1)))
+        self._junk = array.array("i", bytes(4 * ring))
+        self._tec = array.array("i", bytes(4 * ring))
+        self._rec = array.array("i", bytes(4 * ring))
+        self._head = 0
+        self._filled = 0
+        self._t_sample = 0
+        self._tx_sample = 0
+        # window deltas (per slot / per command), recomputed at each sample
+        self.w = array.array("i", bytes(4 * n * _F))
+        self.wc_req = array.array("i", bytes(4 * max(self._k, 1)))
+        self.wc_bad = array.array("i", bytes(4 * max(self._k, 1)))
+        self.evidence = array.array("i", bytes(4 * N_EVIDENCE))
+        self.evidence[EVI_ADDR] = -1
+        self.evidence[EVI_IDLE_OFF_MV] = -1
+        self.evidence[EVI_IDLE_ON_MV] = -1
+        self.verdict = HEALTHY
+        self._cand = HEALTHY
+        self._cand_n = 0
+        self.evaluations = 0
+        self.changes = 0
+        self.verdict_counts = array.array("i", bytes(4 * len(VERDICT_NAMES)))
+        # terminator check
+        self.can_check = hw.terminator is not None and hw.idle_adc is not None
+        self.term = TERM_UNKNOWN
+        self._tc = _TC_IDLE
+        self._tc_t = 0
+        self._tc_prev = 0
+        self._t_term = 0
+        self._term_due = self.can_check   # check once at start
+        self._started = False
+
+    # ------------------------------------------------------------------ public
+    def ok(self):
+        """False when the bus cannot be trusted for admission: a duplicate address,
+        an error rate above OK_MAX_PM, or a CAN controller that is bus-off."""
+        if self.verdict == DUPLICATE_ADDRESS:
+            return False
+        if self.evidence[EVI_ERR_PM] > OK_MAX_PM:
+            return False
+        if self.is_can and self.evidence[EVI_CAN_STATE] >= 3:
+            return False
+        return True
+
+    def name(self):
+        return VERDICT_NAMES[self.verdict]
+
+    def snapshot(self):
+        """Verdict and the numbers behind it, for telemetry (allocates)."""
+        d = {"verdict": self.name()}
+        for i in range(len(EVIDENCE_NAMES)):
+            d[EVIDENCE_NAMES[i]] = self.evidence[i]
+        return d
+
+    def check_terminator(self):
+        """Ask for a terminator check at the next bus pause (no-op without hardware)."""
+        if self.can_check:
+            self._term_due = True
+
+    def update(self, now):
+        """Sample / classify when due; run the terminator check state machine.
+        Returns the verdict.  Allocates nothing."""
+        if not self._started:
+            self._started = True
+            self._t_sample = now
+            self._t_term = now
+            self._tx_sample = self.poller.transactions
+            self._sample(now)
+        if self.can_check:
+            self._term_step(now)
+        tx = self.poller.transactions
+        if (tx - self._tx_sample) & _MASK >= SAMPLE_TX or \
+                clock.diff(now, self._t_sample) >= SAMPLE_MAX_MS:
+            self._t_sample = now
+            self._tx_sample = tx
+            self._sample(now)
+            self._classify(now)
+        return self.verdict
+
+    # ------------------------------------------------------------------ sampling
+    def _sample(self, now):
+        ring = self._ring
+        h = self._head
+        mods = self.bank.modules
+        s = self._s
+        n = self._n
+        base = h * n * _F
+        for i in range(n):
+            m = mods[i]
+            j = base + i * _F
+            s[j] = m.st_requests
+            s[j + 1] = m.st_good
+            s[j + 2] = m.st_timeouts
+            s[j + 3] = (m.st_checksum + m.st_framing) & _MASK
+            s[j + 4] = (m.st_rtn + m.st_invalid) & _MASK
+        p = self.poller
+        k = self._k
+        c = self._c
+        cb = h * 2 * k
+        for i in range(k):
+            c[cb + 2 * i] = p.cmd_req[i]
+            c[cb + 2 * i + 1] = p.cmd_bad[i]
+        rs = p.rs
+        if rs is not None:
+            self._junk[h] = (rs.noise + rs.stale) & _MASK
+        can = p.can
+        if can is not None:
+            self._tec[h] = can.tec()
+            self._rec[h] = can.rec()
+        # window = newest - oldest
+        if self._filled < ring:
+            self._filled += 1
+        old = (h + ring - (self._filled - 1)) % ring
+        self._head = (h + 1) % ring
+        w = self.w
+        ob = old * n * _F
+        for j in range(n * _F):
+            w[j] = (s[base + j] - s[ob + j]) & _MASK
+        obc = old * 2 * k
+        for i in range(k):
+            self.wc_req[i] = (c[cb + 2 * i] - c[obc + 2 * i]) & _MASK
+            self.wc_bad[i] = (c[cb + 2 * i + 1] - c[obc + 2 * i + 1]) & _MASK
+        ev = self.evidence
+        ev[EVI_JUNK] = (self._junk[h] - self._junk[old]) & _MASK
+        if can is not None:
+            ev[EVI_CAN_STATE] = can.state()
+            ev[EVI_CAN_TEC] = self._tec[h]
+            ev[EVI_CAN_REC] = self._rec[h]
+
+    # ------------------------------------------------------------------ classifier
+    def _classify(self, now):
+        self.evaluations += 1
+        ev = self.evidence
+        w = self.w
+        n = self.bank.n_used
+        lost = self.poller.lost_mask
+        req = 0
+        bad = 0
+        to_ans = 0            # timeouts of modules that otherwise answer
+        to_all = 0
+        n_ans = 0             # answering addresses in the window
+        n_err = 0             # answering addresses with errors
+        worst = -1
+        worst_pm = 0
+        n_off = 0
+        off_addr = -1
+        for i in range(n):
+            j = i * _F
+            r = w[j]
+            if (lost >> i) & 1:       # the poller gave up on it (only re-probed now)
+                n_off += 1
+                if off_addr < 0:
+                    off_addr = self.bank.modules[i].addr
+                req += r
+                to_all += w[j + 2]
+                continue
+            if r == 0:
+                continue
+            t = w[j + 2]
+            b = w[j + 3]
+            req += r
+            bad += b
+            to_all += t
+            answers = r - t
+            if answers * 1000 <= OFFLINE_ANSWER_PM * r:
+                if b == 0:
+                    n_off += 1
+                    if off_addr < 0:
+                        off_addr = self.bank.modules[i].addr
+                    continue
+            n_ans += 1
+            to_ans += t
+            if b + t:
+                n_err += 1
+            if r >= DUP_MIN_REQ:
+                pm = b * 1000 // r
+                if pm > worst_pm:
+                    worst_pm = pm
+                    worst = i
+        ev[EVI_REQUESTS] = req
+        ev[EVI_TIMEOUTS] = to_all
+        err_pm = (bad + to_ans) * 1000 // req if req else 0
+        ev[EVI_ERR_PM] = err_pm
+        self._length_rates()
+        cand = HEALTHY
+        main = err_pm
+        addr = -1
+        naddr = 0
+        # 1. duplicate address
+        dup_slot = self._dup_finding()
+        if dup_slot >= 0:
+            cand = DUPLICATE_ADDRESS
+            addr = self.bank.modules[dup_slot].addr
+            naddr = 1
+        elif worst >= 0 and worst_pm >= DUP_PM and req >= MIN_REQUESTS:
+            j = worst * _F
+            rest_req = req - w[j]
+            rest_bad = bad - w[j + 3]
+            if rest_req >= DUP_MIN_REQ and rest_bad * 1000 <= CLEAN_PM * rest_req:
+                cand = DUPLICATE_ADDRESS
+                addr = self.bank.modules[worst].addr
+                naddr = 1
+        if cand == HEALTHY and self.is_can:
+            cand = self._can_verdict()
+        if cand == HEALTHY and (self.term == TERM_NONE or self.term == TERM_MANY):
+            cand = TERMINATION_SUSPECT
+        if cand == HEALTHY and req >= MIN_REQUESTS and err_pm >= ERR_PM \
+                and n_err * 2 >= n_ans and n_ans > 0:
+            cand = self._spread_verdict(now)
+            naddr = n_err
+        if cand == HEALTHY and n_off > 0 and (n_ans > 0 or self.bank.n_used == n_off):
+            cand = MODULE_OFFLINE
+            addr = off_addr
+            naddr = n_off
+        if cand == DUPLICATE_ADDRESS or cand == MODULE_OFFLINE:
+            main = addr
+        if cand == HEALTHY and req < MIN_REQUESTS and self.verdict != HEALTHY:
+            cand = self.verdict         # too little data to clear a verdict
+        # debounce
+        if cand == self.verdict:
+            self._cand_n = 0
+        else:
+            if cand == self._cand:
+                self._cand_n += 1
+            else:
+                self._cand = cand
+                self._cand_n = 1
+            if self._cand_n >= CONFIRM or (cand == DUPLICATE_ADDRESS and dup_slot >= 0):
+                self.verdict = cand
+                self._cand_n = 0
+                self.changes += 1
+                self.events.emit(now, EV_BUS, addr, cand, main)
+        ev[EVI_ADDR] = addr
+        ev[EVI_N_ADDR] = naddr
+        self.verdict_counts[self.verdict] += 1
+
+    def _dup_finding(self):
+        d = self.discovery
+        for i in range(d.count):
+            if d.f_code[i] == 1 and d.f_slot[i] >= 0:      # discovery.F_DUPLICATE
+                return d.f_slot[i]
+        return -1
+
+    def _length_rates(self):
+        """Corrupt permille of the longest and the shortest reply type in the window."""
+        p = self.poller
+        lo = -1
+        hi = -1
+        for i in range(self._k):
+            if self.wc_req[i] < LEN_MIN_REQ or p.cmd_len[i] <= 0:
+                continue
+            if lo < 0 or p.cmd_len[i] < p.cmd_len[lo]:
+                lo = i
+            if hi < 0 or p.cmd_len[i] > p.cmd_len[hi]:
+                hi = i
+        ev = self.evidence
+        if lo < 0 or hi == lo or p.cmd_len[hi] < LEN_MIN_RATIO * p.cmd_len[lo]:
+            ev[EVI_LONG_PM] = -1
+            ev[EVI_SHORT_PM] = -1
+            return
+        ev[EVI_LONG_PM] = self.wc_bad[hi] * 1000 // self.wc_req[hi]
+        ev[EVI_SHORT_PM] = self.wc_bad[lo] * 1000 // self.wc_req[lo]
+
+    def _length_dependent(self):
+        ev = self.evidence
+        lp = ev[EVI_LONG_PM]
+        sp = ev[EVI_SHORT_PM]
+        if lp < 0:
+            return False
+        return lp * 100 >= LEN_GROWTH_PCT * sp and lp >= sp + LEN_MARGIN_PM
+
+    def _spread_verdict(self, now):
+        """Errors spread over the bus: reflections (termination) or noise/wiring?"""
+        t = self.term
+        if t == TERM_NONE or t == TERM_MANY:
+            return TERMINATION_SUSPECT
+        if t == TERM_ONE or t == TERM_TWO:
+            # measured and set right: what remains is noise / wiring.  Re-measure now
+            # and then (a module's terminator DIP switch may have changed).
+            if clock.diff(now, self._t_term) >= RECHECK_MS:
+                self._term_due = True
+            return WIRING_NOISE
+        if self.baud < TERM_STAT_MIN_BAUD:
+            return WIRING_NOISE
+        return TERMINATION_SUSPECT if self._length_dependent() else WIRING_NOISE
+
+    def _can_verdict(self):
+        ev = self.evidence
+        ring = self._ring
+        old = (self._head + ring - self._filled) % ring
+        new = (self._head + ring - 1) % ring
+        rise = (self._tec[new] - self._tec[old]) + (self._rec[new] - self._rec[old])
+        if ev[EVI_CAN_STATE] >= 2 or rise >= CAN_ERR_RISE:
+            if self.term == TERM_NONE or self.term == TERM_MANY:
+                return TERMINATION_SUSPECT
+            return WIRING_NOISE
+        return HEALTHY
+
+    # ------------------------------------------------------------------ terminator check
+    def _term_step(self, now):
+        tc = self._tc
+        p = self.poller
+        if tc == _TC_IDLE:
+            if not self._term_due and clock.diff(now, self._t_term) < TERM_PERIOD_MS:
+                return
+            self._term_due = False
+            self._t_term = now
+            self._tc_prev = self.hw.terminator.value()
+            p.hold = True
+            self._tc = _TC_WAIT_BUS
+            return
+        if tc == _TC_WAIT_BUS:
+            if p.busy():
+                return
+            self.hw.terminator.value(0)
+            self._tc_t = now
+            self._tc = _TC_OFF
+            return
+        if clock.diff(now, self._tc_t) < TERM_SETTLE_MS:
+            return
+        if tc == _TC_OFF:
+            self.evidence[EVI_IDLE_OFF_MV] = self._read_idle()
+            self.hw.terminator.value(1)
+            self._tc_t = now
+            self._tc = _TC_ON
+            return
+        # _TC_ON
+        v_off = self.evidence[EVI_IDLE_OFF_MV]
+        v_on = self._read_idle()
+        self.evidence[EVI_IDLE_ON_MV] = v_on
+        self.term = judge_termination(v_off, v_on)
+        self.evidence[EVI_TERM] = self.term
+        if self.term == TERM_NONE or self.term == TERM_ONE:
+            want = 1
+        elif self.term == TERM_TWO or self.term == TERM_MANY:
+            want = 0
+        else:
+            want = self._tc_prev
+        self.hw.terminator.value(want)
+        p.hold = False
+        self._tc = _TC_IDLE
+
+    def _read_idle(self):
+        adc = self.hw.idle_adc
+        s = 0
+        for _ in range(TERM_READS):
+            s += adc.read_mv()
+        return s // TERM_READS
+
+
+def judge_termination(v_off_mv, v_on_mv):
+    """TERM_* from the idle differential voltage with our terminator off / on."""
+    if v_off_mv < IDLE_MIN_MV or v_on_mv < 0:
+        return TERM_NO_BIAS
+    ratio_pm = v_on_mv * 1000 // v_off_mv
+    if ratio_pm < TERM_NONE_PM:
+        return TERM_NONE
+    if ratio_pm < TERM_ONE_PM:
+        return TERM_ONE
+    if ratio_pm < TERM_TWO_PM:
+        return TERM_TWO
+    return TERM_MANY

@@ -1,0 +1,539 @@
+# The module-bus poller: one request/response transaction at a time on the RS485
+# module bus (or frame reception on a CAN module bus), decoded into the bank's
+# Module records, with per-address statistics for bankgate.bushealth.
+#
+# Schedule (RS485):
+#   1. SCAN   probe every address of cfg bank.scan_from..scan_to plus the configured
+#             addresses with PROBE_CMD (the family's protocol-version command when it
+#             has one, else its first identity command).  A corrupt reply is probed
+#             again (up to 3 times: collision or noise?), a configured address that
+#             timed out once more (2 probes).  Discovery assigns slots: configured
+#             addresses keep slots 0..n-1 in cfg order, extra addresses take the
+#             next free slots.
+#   2. GROUP  where the family supports it, one 0x42 group query (INFO FF) to the
+#             first answering address: the pack count it reports is COUNT evidence.
+#   3. IDENT  the family's IDENT_CMDS for every slot that answered (serial number,
+#             manufacturer/model, version); then again every IDENT_PERIOD_MS
+#             (catches swaps), and every sweep for a slot whose serial just changed.
+#   4. CYCLE  POLL_CMDS round-robin over the slots.  A slot with LOST_AFTER
+#             consecutive timeouts is "lost" and only re-probed every REPROBE_MS;
+#             when it answers again its identity is re-read first.
+#   rescan() restarts at 1 after the current transaction.
+#
+# Statistics (Module.st_*): counted when a transaction ends, so that always
+#   st_requests == st_good + st_timeouts + st_checksum + st_framing + st_rtn + st_invalid.
+#   Driver failures count as framing (GAP: frame cut short, OVERFLOW, NOISE: bytes
+#   without a frame start) with last_error E_BUS_*; a timeout sets E_BUS_TIMEOUT.
+#   Counters wrap at 2**30 (compare them with bankgate.clock.diff-style deltas).
+#   Per-command counters (cmd_req/cmd_bad/cmd_len) give bushealth the error rate as a
+#   function of reply frame length.
+#
+# CAN module bus (cfg bank.bus == "can", family "pylontech-can"): modules send the
+# Pylontech frame set (0x351, 0x355, 0x356, 0x359, 0x35C, 0x35E) on their own IDs:
+#       CAN id = CAN_MOD_BASE (0x400) + (address << 4) + (Pylontech id & 0xF)
+#   address 0..63 (id 0x400..0x7FF; 11-bit).  The plain ids 0x350..0x35F are taken
+#   as address 0 (one unmodified pack).  A frame counts as a request + good reply;
+#   a module silent for CAN_SILENT_MS counts one timeout per CAN_SILENT_MS.
+#   Discovery listens for CAN_LISTEN_MS, then reports; later newcomers are
+#   reported when first heard.  Two packs sending on one id are found by frame
+#   spacing (see Discovery.can_frame).
+#
+# service() never blocks beyond the RS485 driver's bounded TX busy-wait and
+# allocates nothing once constructed (tests/mp/test_poller.py proves it).
+import array
+
+from micropython import const
+
+from bankgate import clock
+from bankgate import discovery as dsc
+from bankgate.model import Module
+from bankgate.proto import errors as perr
+from bankgate.proto import frame
+from bankgate.proto import registry
+
+IDENT_PERIOD_MS = const(60000)   # routine identity re-read (swap detection)
+REPROBE_MS = const(5000)         # a lost/missing module is asked this often
+LOST_AFTER = const(3)            # consecutive timeouts that make a module "lost"
+CAN_LISTEN_MS = const(3000)      # CAN discovery listening window
+CAN_SILENT_MS = const(3000)      # CAN: no frame this long counts one timeout
+CAN_MOD_BASE = const(0x400)
+CAN_MAX_FRAMES = const(16)       # frames handled per service() call (bounded work)
+CAN_WAIT_MS = const(10)          # CAN: idle at most this long (hw.idle wakes on input anyway)
+
+# last_error codes for bus-level failures (the proto codes stop at -21)
+E_BUS_TIMEOUT = const(-101)
+E_BUS_GAP = const(-102)
+E_BUS_OVERFLOW = const(-103)
+E_BUS_NOISE = const(-104)
+
+PH_SCAN = const(0)
+PH_GROUP = const(1)
+PH_RUN = const(2)
+PH_CAN_LISTEN = const(3)
+PH_CAN_RUN = const(4)
+
+K_PROBE = const(0)
+K_GROUP = const(1)
+K_IDENT = const(2)
+K_POLL = const(3)
+K_REPROBE = const(4)
+
+_CMASK = const(0x3FFFFFFF)
+MAX_CMDS = const(12)
+
+# driver results (bankgate.bus.rs485)
+_BUSY = const(0)
+_DONE = const(1)
+_TIMEOUT = const(-1)
+_GAP = const(-2)
+_OVERFLOW = const(-3)
+_NOISE = const(-4)
+
+
+def can_id_to_addr(can_id):
+    """Module address of a module-bus CAN id, -1 if the id is not a module frame."""
+    if 0x350 <= can_id <= 0x35F:
+        return 0
+    if CAN_MOD_BASE <= can_id <= 0x7FF:
+        return (can_id - CAN_MOD_BASE) >> 4
+    return -1
+
+
+def can_id_for(addr, pylon_id):
+    """CAN id a module at `addr` uses for Pylontech frame `pylon_id` (0x351 ...)."""
+    return CAN_MOD_BASE + (addr << 4) + (pylon_id & 0xF)
+
+
+class Poller:
+    def __init__(self, hw, cfg, bank, events):
+        b = cfg["bank"]
+        c = cfg["control"]
+        self.hw = hw
+        self.bank = bank
+        self.events = events
+        self.fam = registry.get(b["family"])
+        fam = self.fam
+        self.is_can = b["bus"] == "can"
+        self.timeout_ms = c["poll_timeout_ms"]
+        self.gap_ms = c["poll_gap_ms"]
+        self.scan_from = b["scan_from"]
+        self.scan_to = b["scan_to"]
+        # probe list: the scan range plus configured addresses outside it
+        seen = bytearray(256)
+        plist = []
+        for a in range(self.scan_from, self.scan_to + 1):
+            seen[a] = 1
+            plist.append(a)
+        for a in b["addresses"]:
+            if not seen[a]:
+                seen[a] = 1
+                plist.append(a)
+        self._probe_list = bytes(plist)
+        # slots: configured addresses first, in cfg order
+        n = len(bank.modules)
+        for i, a in enumerate(b["addresses"]):
+            bank.modules[i].addr = a
+        bank.n_used = len(b["addresses"])
+        self.discovery = dsc.Discovery(cfg, bank, events)
+        # commands (RS485 families; the CAN family has none: modules send unasked)
+        self._poll_cmds = bytes(getattr(fam, "POLL_CMDS", ()))
+        self._ident_cmds = bytes(getattr(fam, "IDENT_CMDS", ()))
+        vcmd = getattr(fam, "CMD_VERSION", 0)
+        if vcmd in self._ident_cmds or not self._ident_cmds:
+            self.probe_cmd = vcmd
+        else:
+            self.probe_cmd = self._ident_cmds[0]
+        self._serial_cmd = getattr(fam, "CMD_SERIAL", -1)
+        self._group = bool(getattr(fam, "SUPPORTS_GROUP", False)) and \
+            hasattr(fam, "encode_group_request")
+        cmds = []
+        for x in tuple(self._poll_cmds) + tuple(self._ident_cmds) + (self.probe_cmd,):
+            if x not in cmds:
+                cmds.append(x)
+        self.cmd_ids = bytes(cmds[:MAX_CMDS])
+        k = len(self.cmd_ids)
+        self.cmd_req = array.array("i", bytes(4 * k))   # transactions per command
+        self.cmd_bad = array.array("i", bytes(4 * k))   # corrupt replies (checksum/framing/driver)
+        self.cmd_len = array.array("i", bytes(4 * k))   # bytes of the last good reply frame
+        # per-slot schedule state
+        self._miss = bytearray(n)                      # consecutive timeouts
+        self.lost_mask = 0                             # slots currently lost (not answering)
+        self._t_reprobe = array.array("i", bytes(4 * n))
+        self._id_pending = 0                           # slots whose identity is to be read
+        self._t_ident = 0
+        self._scratch = Module(-1)                     # decode target for unassigned addresses
+        # transaction state
+        self._tx = bytearray(64)
+        self._busy = False
+        self._t_next = 0
+        self._t_kind = 0
+        self._t_addr = 0
+        self._t_slot = -1
+        self._t_cmd = 0
+        self._t_tries = 0
+        self._phase = PH_SCAN
+        self._pi = 0                                   # probe list index
+        self._cur = 0                                  # current slot in the cycle
+        self._ci = 0                                   # index into the current command list
+        self._ident_run = False                        # the current slot visit reads identity
+        self._rescan = False
+        self.hold = False          # set by BusHealth's terminator check: start nothing new
+        self.sweep_count = 0
+        self.transactions = 0
+        self._started = False
+        self.rs = None
+        self.can = None
+        if self.is_can:
+            self.can = hw.can_modules
+            self._canbuf = bytearray(8)
+            self._t_can = array.array("i", bytes(4 * n))     # last frame per slot
+            self._t_listen = 0
+            self._phase = PH_CAN_LISTEN
+        else:
+            from bankgate.bus.rs485 import Rs485Master
+            # room for the longest reply of the family (a 16-pack group answer)
+            self.rs = Rs485Master(hw.uart, hw.de_pin, hw.clock, self.timeout_ms,
+                                  rxbuf_size=getattr(fam, "MAX_FRAME", 512))
+
+    # ------------------------------------------------------------------ public
+    def rescan(self):
+        """Start a new discovery after the transaction in flight."""
+        self._rescan = True
+
+    def busy(self):
+        """A request is in flight (the bus is not idle)."""
+        return self._busy
+
+    def wait_ms(self, now):
+        if self.is_can:
+            return CAN_WAIT_MS
+        if self._busy:
+            return self.rs.wait_ms(now)
+        if self.hold:
+            return 1
+        d = clock.diff(self._t_next, now)
+        return d if d > 0 else 0
+
+    def service(self, now):
+        """Advance the bus; return the slot whose record a decoded frame changed, else -1."""
+        if self.is_can:
+            return self._service_can(now)
+        if not self._started:
+            self._started = True
+            self.discovery.begin_scan(now)
+            self._t_ident = clock.add(now, IDENT_PERIOD_MS)
+        if self._busy:
+            r = self.rs.poll(now)
+            if r == _BUSY:
+                return -1
+            self._busy = False
+            self._t_next = clock.add(now, self.gap_ms)
+            slot = self._finish(r, now)
+            if slot >= 0:
+                return slot
+        if not self.hold and clock.due(now, self._t_next):
+            self._start_next(now)
+        return -1
+
+    # ------------------------------------------------------------------ scheduling
+    def _start(self, kind, addr, slot, cmd, now):
+        fam = self.fam
+        if kind == K_GROUP:
+            n = fam.encode_group_request(cmd, addr, self._tx)
+        else:
+            n = fam.encode_request(cmd, addr, self._tx)
+        if n <= 0:                      # the family cannot ask this: skip it
+            return
+        self._t_kind = kind
+        self._t_addr = addr
+        self._t_slot = slot
+        self._t_cmd = cmd
+        self._busy = True
+        self.rs.start(self._tx, n)
+
+    def _start_next(self, now):
+        if self._rescan:
+            self._rescan = False
+            self._phase = PH_SCAN
+            self._pi = 0
+            self._t_tries = 0
+            self.discovery.begin_scan(now)
+        if self._phase == PH_SCAN:
+            if self._pi < len(self._probe_list):
+                a = self._probe_list[self._pi]
+                self._t_tries += 1
+                self._start(K_PROBE, a, self.discovery.slot_of(a), self.probe_cmd, now)
+                return
+            self._end_scan(now)
+        if self._phase == PH_GROUP:
+            self._phase = PH_RUN
+            master = self._group_master()
+            if master >= 0:
+                self._start(K_GROUP, master, -1, self.fam.CMD_ANALOG, now)
+                return
+        self._start_routine(now)
+
+    def _group_master(self):
+        mods = self.bank.modules
+        best = -1
+        for s in range(self.bank.n_used):
+            m = mods[s]
+            if m.seen and (best < 0 or m.addr < best):
+                best = m.addr
+        return best
+
+    def _end_scan(self, now):
+        d = self.discovery
+        d.end_scan(now, self.scan_from, self.scan_to)
+        mods = self.bank.modules
+        self._id_pending = 0
+        self.lost_mask = 0
+        for s in range(self.bank.n_used):
+            if d.answered(mods[s].addr):
+                self._id_pending |= 1 << s
+                self._miss[s] = 0
+            else:
+                self.lost_mask |= 1 << s
+                self._t_reprobe[s] = clock.add(now, REPROBE_MS)
+        self._cur = 0
+        self._ci = 0
+        self._ident_run = False
+        self._phase = PH_GROUP if self._group else PH_RUN
+
+    def _start_routine(self, now):
+        """Pick the next (slot, command) of the cycle and start it."""
+        n = self.bank.n_used
+        if n == 0:
+            self._t_next = clock.add(now, REPROBE_MS)
+            return
+        for _ in range(n + 1):
+            s = self._cur
+            if s >= n:
+                self._new_sweep(now)
+                s = 0
+                self._cur = 0
+            bit = 1 << s
+            a = self.bank.modules[s].addr
+            if self.lost_mask & bit:
+                self._cur = s + 1
+                if clock.due(now, self._t_reprobe[s]):
+                    self._t_reprobe[s] = clock.add(now, REPROBE_MS)
+                    self._start(K_REPROBE, a, s, self.probe_cmd, now)
+                    return
+                continue
+            if self._ci == 0:
+                self._ident_run = (self._id_pending & bit) != 0 and len(self._ident_cmds) > 0
+            cmds = self._ident_cmds if self._ident_run else self._poll_cmds
+            if self._ci >= len(cmds):
+                if self._ident_run:
+                    self._id_pending &= ~bit
+                self._ci = 0
+                self._ident_run = False
+                self._cur = s + 1
+                continue
+            cmd = cmds[self._ci]
+            self._ci += 1
+            self._start(K_IDENT if self._ident_run else K_POLL, a, s, cmd, now)
+            return
+        # every slot lost: wait for the earliest re-probe
+        t = self._t_reprobe[0]
+        for s in range(1, n):
+            if clock.diff(self._t_reprobe[s], t) < 0:
+                t = self._t_reprobe[s]
+        self._t_next = t
+
+    def _new_sweep(self, now):
+        self.sweep_count += 1
+        mods = self.bank.modules
+        if clock.due(now, self._t_ident):
+            self._t_ident = clock.add(now, IDENT_PERIOD_MS)
+            for s in range(self.bank.n_used):
+                if mods[s].seen:
+                    self._id_pending |= 1 << s
+        self._id_pending |= self.discovery.id_fast_mask
+
+    # ------------------------------------------------------------------ completion
+    def _cmd_index(self, cmd):
+        ids = self.cmd_ids
+        for i in range(len(ids)):
+            if ids[i] == cmd:
+                return i
+        return -1
+
+    def _finish(self, r, now):
+        """Account for the finished transaction; return the changed slot or -1."""
+        self.transactions += 1
+        kind = self._t_kind
+        slot = self._t_slot
+        cmd = self._t_cmd
+        addr = self._t_addr
+        rs = self.rs
+        m = self.bank.modules[slot] if slot >= 0 else None
+        code = perr.E_OK
+        cat = perr.CAT_NONE
+        if r == _DONE:
+            try:
+                if kind == K_GROUP:
+                    code = self.fam.decode_group(cmd, rs.rx, rs.n, self.bank, addr, now)
+                else:
+                    code = self.fam.decode(cmd, rs.rx, rs.n, addr,
+                                           m if m is not None else self._scratch, now)
+            except Exception:
+                code = perr.E_TRUNCATED     # a decoder bug must not stop the bus
+            if code >= 0:
+                outcome = dsc.R_GOOD
+            else:
+                cat = perr.category(code)
+                outcome = dsc.R_CORRUPT if (cat == perr.CAT_CHECKSUM or cat == perr.CAT_FRAMING) \
+                    else dsc.R_REJECT
+        elif r == _TIMEOUT:
+            outcome = dsc.R_TIMEOUT
+            code = E_BUS_TIMEOUT
+        else:
+            outcome = dsc.R_CORRUPT
+            cat = perr.CAT_FRAMING
+            code = E_BUS_GAP if r == _GAP else (E_BUS_OVERFLOW if r == _OVERFLOW else E_BUS_NOISE)
+        ci = self._cmd_index(cmd)
+        if ci >= 0:
+            self.cmd_req[ci] = (self.cmd_req[ci] + 1) & _CMASK
+            if outcome == dsc.R_CORRUPT:
+                self.cmd_bad[ci] = (self.cmd_bad[ci] + 1) & _CMASK
+            elif outcome == dsc.R_GOOD and kind != K_GROUP:
+                self.cmd_len[ci] = rs.n
+        if kind == K_GROUP:
+            if outcome == dsc.R_GOOD:
+                # decode_group returns the packs it wrote (those with a slot); the
+                # count the master reported is the command value, INFO[1]
+                self.discovery.set_group_count(frame.INFO[1])
+                self.discovery.recount(now)
+            return -1
+        if m is not None:
+            self._count(m, outcome, cat, code, now)
+        if kind == K_PROBE:
+            self.discovery.probe_result(addr, outcome)
+            if self.discovery.probe_needs_retry(addr, self._t_tries):
+                return slot if (outcome == dsc.R_GOOD and m is not None) else -1
+            self._pi += 1
+            self._t_tries = 0
+            return slot if (outcome == dsc.R_GOOD and m is not None) else -1
+        # routine transaction of an assigned slot
+        d = self.discovery
+        d.note(slot, outcome, now)
+        bit = 1 << slot
+        if outcome == dsc.R_TIMEOUT:
+            if self._miss[slot] < 255:
+                self._miss[slot] += 1
+            if self._miss[slot] >= LOST_AFTER and not (self.lost_mask & bit):
+                self.lost_mask |= bit
+                self._t_reprobe[slot] = clock.add(now, REPROBE_MS)
+                if self._cur == slot:          # abandon the rest of this visit
+                    self._ci = 0
+                    self._ident_run = False
+                    self._cur = slot + 1
+            return -1
+        self._miss[slot] = 0
+        if self.lost_mask & bit:                # a lost module answers again
+            self.lost_mask &= ~bit
+            self._id_pending |= bit
+        if outcome != dsc.R_GOOD:
+            return -1
+        if kind == K_IDENT and cmd == self._serial_cmd:
+            d.identity(slot, now)
+        return slot
+
+    def _count(self, m, outcome, cat, code, now):
+        m.st_requests = (m.st_requests + 1) & _CMASK
+        if outcome == dsc.R_GOOD:
+            m.st_good = (m.st_good + 1) & _CMASK
+            lat = self.rs.latency_ms if self.rs is not None else 0
+            m.st_lat_sum_ms = (m.st_lat_sum_ms + lat) & _CMASK
+            if lat > m.st_lat_max_ms:
+                m.st_lat_max_ms = lat
+            m.t_last_reply = now
+            m.seen = True
+            return
+        m.last_error = code
+        if outcome == dsc.R_TIMEOUT:
+            m.st_timeouts = (m.st_timeouts + 1) & _CMASK
+        elif cat == perr.CAT_CHECKSUM:
+            m.st_checksum = (m.st_checksum + 1) & _CMASK
+        elif cat == perr.CAT_FRAMING:
+            m.st_framing = (m.st_framing + 1) & _CMASK
+        elif cat == perr.CAT_RTN:
+            m.st_rtn = (m.st_rtn + 1) & _CMASK
+            m.t_last_reply = now
+        else:
+            m.st_invalid = (m.st_invalid + 1) & _CMASK
+            m.t_last_reply = now
+
+    # ------------------------------------------------------------------ CAN
+    def _service_can(self, now):
+        can = self.can
+        d = self.discovery
+        if not self._started or self._rescan:
+            self._started = True
+            self._rescan = False
+            self._t_listen = clock.add(now, CAN_LISTEN_MS)
+            d.begin_scan(now)
+            self._phase = PH_CAN_LISTEN
+        changed = -1
+        buf = self._canbuf
+        mods = self.bank.modules
+        for _ in range(CAN_MAX_FRAMES):
+            r = can.recv(buf)
+            if r < 0:
+                break
+            cid = r >> 4
+            addr = can_id_to_addr(cid)
+            if addr < 0:
+                continue                       # not a module frame (counted nowhere)
+            slot = d.slot_of(addr)
+            if slot < 0:
+                if self._phase == PH_CAN_LISTEN:
+                    d.probe_result(addr, dsc.R_GOOD)   # slot assigned when listening ends
+                    continue
+                slot = d.late_arrival(addr, now)
+                if slot < 0:
+                    continue
+            m = mods[slot]
+            pid = 0x350 | (cid & 0xF)
+            try:
+                code = self.fam.decode(pid, buf, r & 0xF, m, now)
+            except Exception:
+                code = perr.E_TRUNCATED
+            cat = perr.CAT_NONE
+            if code >= 0:
+                outcome = dsc.R_GOOD
+            else:
+                cat = perr.category(code)
+                outcome = dsc.R_CORRUPT if (cat == perr.CAT_CHECKSUM or cat == perr.CAT_FRAMING) \
+                    else dsc.R_REJECT
+            self.transactions += 1
+            self._count(m, outcome, cat, code, now)
+            self._t_can[slot] = now
+            self.lost_mask &= ~(1 << slot)
+            if self._phase == PH_CAN_LISTEN:
+                d.probe_result(addr, outcome)
+            else:
+                d.note(slot, outcome, now)
+                d.can_frame(slot, pid, now)
+            if outcome == dsc.R_GOOD:
+                changed = slot
+        if self._phase == PH_CAN_LISTEN:
+            if clock.due(now, self._t_listen):
+                d.end_scan(now, 0, 63)
+                self._phase = PH_CAN_RUN
+                for s in range(self.bank.n_used):
+                    self._t_can[s] = now
+                    if not d.answered(mods[s].addr):
+                        self.lost_mask |= 1 << s
+                self.sweep_count += 1
+        else:
+            for s in range(self.bank.n_used):
+                if clock.diff(now, self._t_can[s]) >= CAN_SILENT_MS:
+                    # silence: one timeout per CAN_SILENT_MS, and the module is lost
+                    self._t_can[s] = now
+                    self.transactions += 1
+                    self._count(mods[s], dsc.R_TIMEOUT, perr.CAT_NONE, E_BUS_TIMEOUT, now)
+                    self.lost_mask |= 1 << s
+        return changed
