@@ -189,30 +189,3 @@ class Gateway:
             "inverter": self.inverter.snapshot() if self.inverter is not None else None,
             "loop_max_us": self.loop_max_us, "events_seq": self.events.seq,
         }
-
-
-def run_device(hw, config_path, secrets_path):
-    """Device entry (bankgate.firmware.device_main): load, validate, run forever.
-
-    An invalid configuration keeps every output released and says why on the
-    console, then waits for a local reset (nothing here may close a contactor)."""
-    import json
-    from bankgate import config
-
-    try:
-        with open(config_path) as f:
-            cfg = config.validate(json.load(f))
-    except Exception as e:
-        hw.release_all()
-        msg = "bankgate: invalid configuration, all contactors open: %s" % (e,)
-        print(msg)
-        while True:
-            hw.release_all()
-            if hw.wdt is not None:
-                hw.wdt.feed()
-            hw.idle(1000)
-    net = None
-    if cfg["mqtt"]["enabled"]:
-        from bankgate import net as netmod
-        net = netmod.open_net(hw, cfg, secrets_path)
-    Gateway(hw, cfg, net).run()

@@ -53,6 +53,8 @@ SCHEMA = {
         "min_limit_ma": ("int", 1000, 0, 1000000, "A module reporting a smaller charge/discharge limit is implausible."),
         "max_limit_ma": ("int", 500000, 0, 2000000, "A module reporting a larger limit is implausible."),
         "share_min_ma": ("int", 5000, 0, 1000000, "Bank current below which shares are not measurable."),
+        "limits_max_age_ms": ("int", 60000, 200, 600000,
+                              "Charge/discharge limits (0x92) older than this count as missing."),
     },
     "contactors": {
         "outputs": ("strs", ["k1", "k2", "k3"], 1, 16,
@@ -60,6 +62,15 @@ SCHEMA = {
         "feedback": ("strs", [], 0, 16, "Board input names of auxiliary contacts, same order (empty: none)."),
         "feedback_ms": ("int", 200, 10, 5000, "Auxiliary contact must follow the coil within this time."),
         "weld_mv": ("int", 2000, 100, 20000, "Open branch still at bus voltage with current: welded."),
+        "weld_ma": ("int", 1500, 100, 100000, "Current through an opened branch (or the open main) beyond this: welded."),
+        "weld_confirm_ms": ("int", 2000, 0, 60000, "A measured weld must persist this long before it latches."),
+        "weld_link_ms": ("int", 30000, 0, 600000,
+                         "Main topology: DC link still at bank voltage this long with everything open: welded (0: off)."),
+        "feedback_active": ("int", 1, 0, 1, "Feedback input level meaning 'contact closed' (0: pulled-up input to ground)."),
+        "reset_input": ("str", "", 0, 16, "Board input whose rising edge clears latched faults (local only; empty: none)."),
+        "link_isolated_input": ("str", "", 0, 16,
+                                "Branch topology without a DC-link sensor: input reading 1 while the DC link is isolated;"
+                                " the first module may close only then (empty: without a sensor nothing closes)."),
     },
     "control": {
         "period_ms": ("int", 50, 10, 1000, "Control-loop period: the bound on reaction time."),
@@ -87,8 +98,52 @@ SCHEMA = {
         "metrics_period_ms": ("int", 10000, 200, 600000, "Metrics and diagnoses publish period."),
         "discovery": ("bool", True, None, None, "Publish Home Assistant discovery."),
         "discovery_prefix": ("str", "homeassistant", 1, 32, "Home Assistant discovery prefix."),
+        "ring_bytes": ("int", 8192, 1024, 65536,
+                       "Store-and-forward ring (RAM, preallocated): events and telemetry kept while offline."),
+        "connect_timeout_ms": ("int", 10000, 500, 60000,
+                               "Name lookup + TCP + TLS + CONNACK must complete within this time."),
+        "reconnect_max_ms": ("int", 30000, 1000, 600000,
+                             "Cap of the exponential reconnect backoff (starts at 0.5 s, +-25 % jitter)."),
     },
-    "diagnosis": ("dict", {}, None, None, "Diagnosis thresholds (see docs/diagnoses.md)."),
+    # Diagnosis and metrics thresholds (docs/diagnoses.md, docs/metrics.md).  Every
+    # *_raise_* must be above its *_clear_* (bankgate.diagnose.check_config).
+    "diagnosis": {
+        "hold_raise_ms": ("int", 10000, 0, 3600000, "A condition must hold this long before it is raised."),
+        "hold_clear_ms": ("int", 30000, 0, 3600000, "A clear condition must hold this long before it clears."),
+        "load_min_ma": ("int", 10000, 100, 1000000, "Bank current above which current-sharing rules judge."),
+        "rest_ma": ("int", 1000, 0, 100000, "|Bank current| below which the bank is at rest."),
+        "share_raise_pm": ("int", 250, 10, 10000, "current_high: share above the capacity share by this (relative)."),
+        "share_clear_pm": ("int", 150, 0, 10000, "current_high clears below this."),
+        "soc_fall_raise_pm": ("int", 30, 1, 1000, "soc_falling_fast: SOC lost against the mean during one discharge."),
+        "soc_fall_clear_pm": ("int", 15, 0, 1000, "soc_falling_fast clears below this."),
+        "temp_raise_dc": ("int", 50, 1, 1000, "running_warm: module hotter than the bank mean by this (0.1 degC)."),
+        "temp_clear_dc": ("int", 30, 0, 1000, "running_warm clears below this."),
+        "r_min_di_ma": ("int", 5000, 500, 1000000, "Current step that makes a new operating point for dV/dI."),
+        "r_conf_min": ("int", 50, 1, 100, "Resistance estimates below this confidence are not judged."),
+        "r_rise_raise_pm": ("int", 500, 10, 100000, "resistance_rising: above the module's first estimate by this."),
+        "r_rise_clear_pm": ("int", 250, 0, 100000, "resistance_rising clears below this."),
+        "alarm_count": ("int", 3, 1, 8, "bms_alarms_repeated: this many new BMS alarms..."),
+        "alarm_window_ms": ("int", 3600000, 1000, 86400000, "...within this time."),
+        "circ_raise_ma": ("int", 2000, 100, 1000000, "circulating_current: exchanged current at rest."),
+        "circ_clear_ma": ("int", 1000, 0, 1000000, "circulating_current clears below this."),
+        "offline_ms": ("int", 30000, 1000, 3600000, "module_offline: an expected module silent this long."),
+        "drift_raise_pm": ("int", 20, 1, 1000, "soc_drift_cycle: SOC spread growth per full cycle."),
+        "drift_clear_pm": ("int", 10, 0, 1000, "soc_drift_cycle clears after a cycle below this."),
+        "drift_cycles": ("int", 2, 1, 100, "soc_drift_cycle: consecutive drifting cycles to raise."),
+        "cycle_low_pm": ("int", 200, 0, 1000, "Bank SOC at or below this arms a full cycle."),
+        "cycle_high_pm": ("int", 950, 0, 1000, "Bank SOC reaching this afterwards completes the cycle."),
+        "reduced_hold_ms": ("int", 60000, 0, 3600000, "reduced_capacity: a module left out this long."),
+        "fuse_zero_ma": ("int", 500, 0, 100000, "branch_fuse_trip: |module current| at or below this..."),
+        "fuse_load_ma": ("int", 10000, 100, 1000000, "...while the other modules carry at least this each."),
+        "fuse_clear_ma": ("int", 2000, 1, 1000000, "branch_fuse_trip clears when the module carries this."),
+        "cap_raise_pm": ("int", 50, 1, 1000, "capacity_mismatch: full capacity off the mean by this (seed: 5 %)."),
+        "cap_clear_pm": ("int", 40, 0, 1000, "capacity_mismatch clears below this."),
+        "vimb_raise_mv": ("int", 500, 10, 65000, "voltage_imbalance: |V - mean| at rest (seed: > 0.5 V)."),
+        "vimb_clear_mv": ("int", 200, 0, 65000, "voltage_imbalance clears below this (seed: +-0.2 V)."),
+        "fluct_raise_mv": ("int", 1000, 10, 65000, "voltage_fluctuation: swing of V - mean in a window (seed: >= 1 V)."),
+        "fluct_clear_mv": ("int", 500, 0, 65000, "voltage_fluctuation clears below this."),
+        "fluct_window_ms": ("int", 60000, 1000, 3600000, "Window of the voltage swing."),
+    },
 }
 
 
@@ -118,78 +173,521 @@ def defaults():
     return _default(SCHEMA)
 
 
-def _check(path, entry, value):
+# ------------------------------------------------------------------ validator
+# Every error names the field path (e.g. "bank.addresses[1]"), what was expected and
+# what was found.  Values are echoed as JSON cut to 40 characters; secrets never are
+# (only their kind and length).  Validation builds a new dict and touches nothing
+# else, so a rejected configuration changes no state.
+
+MAX_CONFIG_BYTES = 16384    # a complete config with every key is about 5 KiB
+MAX_SECRETS_BYTES = 2048
+
+# Settings without a safe default: they describe the installation, so a strict
+# (file) validation insists on them.  validate(dict) without strict=True fills
+# them from the schema (simulator, tests).
+REQUIRED = ("board", "bank.expected_modules", "bank.addresses", "contactors.outputs")
+
+# Values that become MQTT topic levels: no '/', '+', '#', spaces.
+_TOPIC_SAFE = ("gateway_id", "mqtt.prefix", "mqtt.discovery_prefix")
+
+# /secrets.json: never echoed back (status, errors and MQTT mask these values).
+SECRETS_SCHEMA = {
+    "wifi": {
+        "ssid": ("str", "", 0, 32, "Wi-Fi network name (needed when mqtt.enabled on the ESP32)."),
+        "password": ("str", "", 0, 63, "Wi-Fi password: 8 to 63 characters, or empty for an open network."),
+    },
+    "mqtt": {
+        "user": ("str", "", 0, 64, "Broker user name (empty: anonymous)."),
+        "password": ("str", "", 0, 128, "Broker password (needs mqtt.user)."),
+        "ca_file": ("str", "", 0, 64, "TLS: CA certificate file on the device (empty: none)."),
+        "cert_reqs": ("enum", "required", ("required", "none"), None,
+                      "TLS: verify the broker certificate (none: encrypt only)."),
+    },
+}
+# The values config.mask() hides (the others in secrets.json are not secret).
+_SECRET_KEYS = (("wifi", "ssid"), ("wifi", "password"), ("mqtt", "user"), ("mqtt", "password"))
+
+# Nominal cell voltage bounds per chemistry (mV): catches a nominal_mv / cells
+# pair that cannot be right (e.g. a 48 V bank declared with 4 cells).
+_CELL_NOMINAL_MV = {"lfp": (2800, 3500), "nmc": (3000, 4000)}
+_RS485_BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+_CAN_BITRATES = (125000, 250000, 500000, 1000000)
+_FAMILY_BUS = {"pylontech": "rs485", "pace": "rs485", "pylontech-can": "can"}
+
+
+def _kind(value):
+    if value is None:
+        return "null"
+    t = type(value)
+    if t is bool:
+        return "true/false"
+    if t is int or t is float:
+        return "a number"
+    if t is str:
+        return "a string"
+    if t is list:
+        return "a list"
+    if t is dict:
+        return "an object"
+    return t.__name__
+
+
+def _show(value, secret=False):
+    """How a found value appears in a message: JSON, at most 40 characters."""
+    if secret:
+        if type(value) is str:
+            return "a string of %d characters" % len(value)
+        return _kind(value)
+    import json
+    try:
+        s = json.dumps(value)
+    except Exception:
+        s = repr(value)
+    if len(s) > 40:
+        s = s[:37] + "..."
+    return s
+
+
+def _check(path, entry, value, secret=False):
     kind, _, lo, hi, _ = entry
     if kind == "int":
         if type(value) is not int:
-            raise ConfigError(path, "an integer", repr(value))
+            raise ConfigError(path, "an integer", _show(value, secret))
         if value < lo or value > hi:
-            raise ConfigError(path, "an integer from %d to %d" % (lo, hi), value)
+            raise ConfigError(path, "an integer from %d to %d" % (lo, hi), _show(value, secret))
     elif kind == "bool":
         if type(value) is not bool:
-            raise ConfigError(path, "true or false", repr(value))
+            raise ConfigError(path, "true or false", _show(value, secret))
     elif kind == "str":
         if type(value) is not str:
-            raise ConfigError(path, "a string", repr(value))
+            raise ConfigError(path, "a string", _show(value, secret))
         if not lo <= len(value) <= hi:
-            raise ConfigError(path, "a string of %d to %d characters" % (lo, hi), repr(value))
+            raise ConfigError(path, "a string of %d to %d characters" % (lo, hi),
+                              "%d characters" % len(value) if secret else _show(value))
+        for ch in value:
+            if ord(ch) < 32 or ord(ch) == 127:
+                raise ConfigError(path, "printable text", "a control character")
     elif kind == "enum":
-        if value not in lo:
-            raise ConfigError(path, "one of %s" % ", ".join(lo), repr(value))
+        if type(value) is not str or value not in lo:
+            raise ConfigError(path, "one of %s" % ", ".join(lo), _show(value, secret))
     elif kind in ("ints", "strs"):
-        want = int if kind == "ints" else str
-        if type(value) is not list or any(type(v) is not want for v in value):
-            raise ConfigError(path, "a list of %s" % ("integers" if want is int else "strings"), repr(value))
+        what = "integers" if kind == "ints" else "names"
+        if type(value) is not list:
+            raise ConfigError(path, "a list of %s" % what, _show(value, secret))
         if not lo <= len(value) <= hi:
-            raise ConfigError(path, "a list of %d to %d items" % (lo, hi), len(value))
+            raise ConfigError(path, "a list of %d to %d %s" % (lo, hi, what), "%d items" % len(value))
+        for i, v in enumerate(value):
+            p = "%s[%d]" % (path, i)
+            if kind == "ints":
+                if type(v) is not int:
+                    raise ConfigError(p, "an integer", _show(v, secret))
+            elif type(v) is not str or not 1 <= len(v) <= 16:
+                raise ConfigError(p, "a name of 1 to 16 characters", _show(v, secret))
     elif kind == "dict":
         if type(value) is not dict:
-            raise ConfigError(path, "an object", repr(value))
+            raise ConfigError(path, "an object", _show(value, secret))
     return value
 
 
-def _merge(path, schema, given):
+def _distance(a, b):
+    """Edit distance of two short strings (for 'did you mean')."""
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+        prev = cur
+    return prev[len(b)]
+
+
+def _unknown(path, key, schema):
+    known = sorted(schema)
+    best, best_d = None, 3
+    if len(key) <= 40:
+        low = key.lower()
+        for k in known:
+            d = _distance(low, k)
+            if d < best_d:
+                best, best_d = k, d
+        if best is None:
+            # a setting without its unit suffix ("max_dv" for "max_dv_mv")
+            for k in known:
+                if k.startswith(low + "_"):
+                    best = k
+                    break
+    where = "section %s" % path if path else "the top level"
+    if best is not None:
+        expected = "a setting of %s (did you mean %s?)" % (where, best)
+    elif len(known) <= 12:
+        expected = "a setting of %s (known: %s)" % (where, ", ".join(known))
+    else:
+        expected = "a setting of %s (see docs/configuration.md)" % where
+    return ConfigError((path + "." if path else "") + key, expected, "an unknown key")
+
+
+def _merge(path, schema, given, secret=False):
     if type(given) is not dict:
-        raise ConfigError(path or "(top level)", "an object", repr(given))
+        raise ConfigError(path or "(top level)", "an object", _show(given, secret))
     for key in given:
+        if type(key) is not str:
+            # MicroPython's json.loads accepts unquoted names ({0: 1}, {true: 1}); found by
+            # tests/mp/test_fuzz_config.py (it raised TypeError in _unknown)
+            raise ConfigError(path or "(top level)", "quoted names (JSON object keys are strings)",
+                              _show(key))
         if key not in schema:
-            raise ConfigError((path + "." if path else "") + key, "no such setting (known: %s)"
-                              % ", ".join(sorted(schema)), "unknown key")
+            raise _unknown(path, key, schema)
     out = {}
     for key, entry in schema.items():
         p = (path + "." if path else "") + key
         if isinstance(entry, dict):
-            out[key] = _merge(p, entry, given.get(key, {}))
+            out[key] = _merge(p, entry, given.get(key, {}), secret)
         elif key in given:
-            out[key] = _check(p, entry, given[key])
+            v = _check(p, entry, given[key], secret)
+            out[key] = list(v) if type(v) is list else (dict(v) if type(v) is dict else v)
         else:
             out[key] = _default(entry)
     return out
 
 
-def validate(given):
-    """Return the complete configuration or raise ConfigError (changes nothing)."""
-    cfg = _merge("", SCHEMA, given)
+def _require(given):
+    for path in REQUIRED:
+        d = given
+        for part in path.split("."):
+            if type(d) is not dict or part not in d:
+                raise ConfigError(path, "a value (required: no default fits every installation)",
+                                  "nothing")
+            d = d[part]
+
+
+def _cross(cfg):
+    """Rules that relate two or more settings (docs/configuration.md lists them)."""
     bank = cfg["bank"]
-    if len(bank["addresses"]) != bank["expected_modules"]:
-        raise ConfigError("bank.addresses", "%d addresses (bank.expected_modules)"
-                          % bank["expected_modules"], len(bank["addresses"]))
-    if len(set(bank["addresses"])) != len(bank["addresses"]):
-        raise ConfigError("bank.addresses", "unique addresses", bank["addresses"])
-    if bank["expected_modules"] > bank["max_parallel"]:
+    n = bank["expected_modules"]
+    addrs = bank["addresses"]
+    if len(addrs) != n:
+        raise ConfigError("bank.addresses", "%d addresses (bank.expected_modules)" % n,
+                          "%d" % len(addrs))
+    if bank["scan_from"] > bank["scan_to"]:
+        raise ConfigError("bank.scan_from", "at most bank.scan_to (%d)" % bank["scan_to"],
+                          bank["scan_from"])
+    for i, a in enumerate(addrs):
+        if a < bank["scan_from"] or a > bank["scan_to"]:
+            raise ConfigError("bank.addresses[%d]" % i, "an address from bank.scan_from (%d) to "
+                              "bank.scan_to (%d)" % (bank["scan_from"], bank["scan_to"]), a)
+        if a in addrs[:i]:
+            raise ConfigError("bank.addresses[%d]" % i, "unique addresses", "%d twice" % a)
+    if n > bank["max_parallel"]:
         raise ConfigError("bank.expected_modules", "at most bank.max_parallel (%d)"
-                          % bank["max_parallel"], bank["expected_modules"])
+                          % bank["max_parallel"], n)
+    want_bus = _FAMILY_BUS.get(bank["family"])
+    if want_bus is not None and bank["bus"] != want_bus:
+        raise ConfigError("bank.bus", "%s for family %s" % (want_bus, bank["family"]),
+                          _show(bank["bus"]))
+    if bank["bus"] == "rs485" and bank["baud"] not in _RS485_BAUDS:
+        raise ConfigError("bank.baud", "an RS485 baud rate (%s)"
+                          % ", ".join([str(b) for b in _RS485_BAUDS]), bank["baud"])
+    if bank["bus"] == "can" and bank["baud"] not in _CAN_BITRATES:
+        raise ConfigError("bank.baud", "a CAN bit rate (%s)"
+                          % ", ".join([str(b) for b in _CAN_BITRATES]), bank["baud"])
+    lo, hi = _CELL_NOMINAL_MV[bank["chemistry"]]
+    per_cell = bank["nominal_mv"] // bank["cells"]
+    if per_cell < lo or per_cell > hi:
+        raise ConfigError("bank.nominal_mv", "%d cells x %d..%d mV (%s) = %d..%d"
+                          % (bank["cells"], lo, hi, bank["chemistry"], bank["cells"] * lo,
+                             bank["cells"] * hi), bank["nominal_mv"])
+
     g = cfg["gating"]
     if g["module_mv_min"] >= g["module_mv_max"]:
-        raise ConfigError("gating.module_mv_min", "below gating.module_mv_max", g["module_mv_min"])
+        raise ConfigError("gating.module_mv_min", "below gating.module_mv_max (%d)"
+                          % g["module_mv_max"], g["module_mv_min"])
     if g["hysteresis_mv"] >= g["max_dv_mv"]:
-        raise ConfigError("gating.hysteresis_mv", "below gating.max_dv_mv", g["hysteresis_mv"])
-    outs = cfg["contactors"]["outputs"]
-    need = bank["expected_modules"] if g["topology"] == "branch" else 2
+        raise ConfigError("gating.hysteresis_mv", "below gating.max_dv_mv (%d)" % g["max_dv_mv"],
+                          g["hysteresis_mv"])
+    if g["soc_min_pm"] >= g["soc_max_pm"]:
+        raise ConfigError("gating.soc_min_pm", "below gating.soc_max_pm (%d)" % g["soc_max_pm"],
+                          g["soc_min_pm"])
+    if g["precharge_min_ms"] >= g["precharge_timeout_ms"]:
+        raise ConfigError("gating.precharge_min_ms", "below gating.precharge_timeout_ms (%d)"
+                          % g["precharge_timeout_ms"], g["precharge_min_ms"])
+    if g["min_limit_ma"] >= g["max_limit_ma"]:
+        raise ConfigError("gating.min_limit_ma", "below gating.max_limit_ma (%d)" % g["max_limit_ma"],
+                          g["min_limit_ma"])
+
+    c = cfg["contactors"]
+    outs = c["outputs"]
+    need = n if g["topology"] == "branch" else 2
     if len(outs) != need:
-        raise ConfigError("contactors.outputs", "%d output names for topology %s"
-                          % (need, g["topology"]), len(outs))
-    fb = cfg["contactors"]["feedback"]
+        raise ConfigError("contactors.outputs", "%d output names for topology %s%s"
+                          % (need, g["topology"], " (one per module)" if need == n else
+                             " (main, precharge)"), "%d" % len(outs))
+    for i, name in enumerate(outs):
+        if name in outs[:i]:
+            raise ConfigError("contactors.outputs[%d]" % i, "a name not used before", _show(name))
+    fb = c["feedback"]
     if fb and len(fb) != len(outs):
-        raise ConfigError("contactors.feedback", "none or one per output (%d)" % len(outs), len(fb))
+        raise ConfigError("contactors.feedback", "none or one per output (%d)" % len(outs),
+                          "%d" % len(fb))
+    for i, name in enumerate(fb):
+        if name in fb[:i]:
+            raise ConfigError("contactors.feedback[%d]" % i, "a name not used before", _show(name))
+    for key in ("reset_input", "link_isolated_input"):
+        name = c.get(key, "")
+        if name and name in fb:
+            raise ConfigError("contactors." + key, "an input not used as feedback", _show(name))
+    if c.get("reset_input") and c.get("reset_input") == c.get("link_isolated_input"):
+        raise ConfigError("contactors.link_isolated_input", "another input than reset_input",
+                          _show(c["reset_input"]))
+
+    ctl = cfg["control"]
+    if ctl["watchdog_ms"] < 2 * ctl["period_ms"]:
+        raise ConfigError("control.watchdog_ms", "at least 2 x control.period_ms (%d)"
+                          % (2 * ctl["period_ms"]), ctl["watchdog_ms"])
+    if g["max_age_ms"] < n * ctl["poll_timeout_ms"]:
+        raise ConfigError("gating.max_age_ms", "at least bank.expected_modules x "
+                          "control.poll_timeout_ms (%d): one slow poll cycle must not drop "
+                          "every module" % (n * ctl["poll_timeout_ms"]), g["max_age_ms"])
+    if g["max_age_ms"] <= ctl["period_ms"]:
+        raise ConfigError("gating.max_age_ms", "above control.period_ms (%d)" % ctl["period_ms"],
+                          g["max_age_ms"])
+
+    inv = cfg["inverter"]
+    if inv["require_heartbeat"] and not inv["enabled"]:
+        raise ConfigError("inverter.require_heartbeat", "false while inverter.enabled is false",
+                          "true")
+
+    for path in _TOPIC_SAFE:
+        sec, _, key = path.rpartition(".")
+        v = (cfg[sec] if sec else cfg)[key]
+        for ch in v:
+            if not (ch.isalpha() or ch.isdigit() or ch in "-_"):
+                raise ConfigError(path, "letters, digits, '-' or '_' (it is an MQTT topic level)",
+                                  _show(v))
+
+    # Diagnosis thresholds come in raise/clear pairs: raising must be the stricter
+    # (hold times, *_ms, are not thresholds and may be in any order).
+    diag = cfg.get("diagnosis")
+    if type(diag) is dict:
+        for key in sorted(diag):
+            if "_raise_" in key and not key.endswith("_ms"):
+                other = key.replace("_raise_", "_clear_")
+                if other in diag and diag[key] <= diag[other]:
+                    raise ConfigError("diagnosis." + key, "above diagnosis.%s (%d)"
+                                      % (other, diag[other]), diag[key])
+
+
+def check_board(cfg, board):
+    """The configuration against the board it runs on (a validated board dict,
+    see bankgate.boards): every named output/input exists, the board supports
+    the topology and the buses the configuration uses."""
+    name = board.get("name", "?")
+    if cfg["board"] != name:
+        raise ConfigError("board", "%s (the board this configuration is for)" % _show(name),
+                          _show(cfg["board"]))
+    outs = board.get("outputs", {})
+    ins = board.get("inputs", {})
+    c = cfg["contactors"]
+    for i, o in enumerate(c["outputs"]):
+        if o not in outs:
+            raise ConfigError("contactors.outputs[%d]" % i, "an output of board %s (%s)"
+                              % (name, ", ".join(sorted(outs))), _show(o))
+    for i, o in enumerate(c["feedback"]):
+        if o not in ins:
+            raise ConfigError("contactors.feedback[%d]" % i, "an input of board %s (%s)"
+                              % (name, ", ".join(sorted(ins)) or "none"), _show(o))
+    for key in ("reset_input", "link_isolated_input"):
+        o = c.get(key, "")
+        if o and o not in ins:
+            raise ConfigError("contactors." + key, "an input of board %s (%s)"
+                              % (name, ", ".join(sorted(ins)) or "none"), _show(o))
+    topo = cfg["gating"]["topology"]
+    if topo not in board.get("topologies", ()):
+        raise ConfigError("gating.topology", "a topology board %s supports (%s)"
+                          % (name, ", ".join(board.get("topologies", ()))), _show(topo))
+    from bankgate.boards import can_roles
+    can_mods, can_inv = can_roles(board)
+    bus = cfg["bank"]["bus"]
+    if (bus == "rs485" and board.get("rs485") is None) or (bus == "can" and not can_mods):
+        raise ConfigError("bank.bus", "a module bus board %s has (%s)" % (name, ", ".join(
+            [b for b, ok in (("rs485", board.get("rs485") is not None), ("can", can_mods)) if ok])
+            or "none"), _show(bus))
+    if cfg["inverter"]["enabled"] and not can_inv:
+        raise ConfigError("inverter.enabled", "false (board %s has no CAN controller for the "
+                          "inverter)" % name, "true")
     return cfg
+
+
+def validate(given, strict=False, board=None):
+    """Return the complete configuration (defaults filled in) or raise ConfigError.
+
+    strict=True (configuration files): the REQUIRED settings must be present.
+    board: a validated board dict; names and buses are checked against it.
+    Changes nothing: the result is a new dict."""
+    cfg = _merge("", SCHEMA, given)
+    if strict:
+        _require(given)
+    _cross(cfg)
+    if board is not None:
+        check_board(cfg, board)
+    return cfg
+
+
+# ------------------------------------------------------------------- secrets
+
+def validate_secrets(given):
+    """Return the complete secrets dict or raise ConfigError (values never shown)."""
+    s = _merge("secrets", SECRETS_SCHEMA, given, True)
+    pw = s["wifi"]["password"]
+    if pw and not 8 <= len(pw) <= 63:
+        raise ConfigError("secrets.wifi.password", "8 to 63 characters (WPA2), or empty",
+                          "%d characters" % len(pw))
+    if pw and not s["wifi"]["ssid"]:
+        raise ConfigError("secrets.wifi.ssid", "a network name (a password is set)", "nothing")
+    if s["mqtt"]["password"] and not s["mqtt"]["user"]:
+        raise ConfigError("secrets.mqtt.user", "a user name (a password is set)", "nothing")
+    return s
+
+
+def check_secrets(cfg, secrets, need_wifi):
+    """Cross rules between configuration and secrets.  need_wifi: the target
+    reaches the broker over Wi-Fi (the ESP32; not the unix port)."""
+    if need_wifi and cfg["mqtt"]["enabled"] and not secrets["wifi"]["ssid"]:
+        raise ConfigError("secrets.wifi.ssid", "a network name (mqtt.enabled needs Wi-Fi)",
+                          "nothing")
+
+
+def secret_values(secrets):
+    """Every non-empty secret string (what mask() hides)."""
+    out = []
+    for sec, key in _SECRET_KEYS:
+        v = secrets.get(sec, {}).get(key) if type(secrets.get(sec)) is dict else None
+        if type(v) is str and v:
+            out.append(v)
+    # longest first, so a secret containing another is hidden whole
+    out.sort(key=len, reverse=True)
+    return out
+
+
+def mask_text(text, values):
+    from bankgate.console import mask_text as m
+    return m(text, values)
+
+
+def mask(obj, values):
+    """A copy of obj with every secret value inside strings replaced by '***'
+    (implemented in bankgate.console, which keeps it after this module is freed)."""
+    from bankgate.console import mask as m
+    return m(obj, values)
+
+
+# ------------------------------------------------------------- files on disk
+
+def parse(text, name="config.json", limit=MAX_CONFIG_BYTES):
+    """JSON text (str or bytes) -> object, or ConfigError naming the file.
+    The text itself is never quoted (it may hold secrets)."""
+    n = len(text)
+    if n > limit:
+        raise ConfigError(name, "at most %d bytes" % limit, "%d bytes" % n)
+    if type(text) is not str:
+        try:
+            text = bytes(text).decode("utf-8")
+        except Exception:
+            raise ConfigError(name, "UTF-8 text", "bytes that are not UTF-8")
+    if not text.strip():
+        raise ConfigError(name, "a JSON object", "an empty file")
+    d = _nesting(text)
+    if d > MAX_JSON_DEPTH:
+        raise ConfigError(name, "JSON nested at most %d levels deep" % MAX_JSON_DEPTH,
+                          "more than %d levels" % MAX_JSON_DEPTH)
+    import json
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise ConfigError(name, "valid JSON (check quotes, commas and brackets)",
+                          "a syntax error (%s)" % (e,))
+    except MemoryError:
+        # e.g. thousands of list items: the text is within `limit` but the objects are not
+        raise ConfigError(name, "a document the heap can hold", "%d bytes too large to parse" % n)
+
+
+# MicroPython's json.loads needs heap per nesting level: 3000 nested '[' (6 KB, under
+# MAX_CONFIG_BYTES) exhausted a 256 KiB heap with MemoryError (tests/mp/test_fuzz_config.py).
+# Configurations nest 3 levels, boards 3, secrets 2.
+MAX_JSON_DEPTH = 16
+
+
+def _nesting(text):
+    """Deepest [ / { nesting of JSON text outside strings (stops counting past the limit)."""
+    depth = 0
+    deepest = 0
+    in_str = False
+    esc = False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch == "[" or ch == "{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_JSON_DEPTH:
+                    return deepest
+        elif ch == "]" or ch == "}":
+            depth -= 1
+    return deepest
+
+
+def read_file(path, limit):
+    """The bytes of a small file; the size is checked before reading, so a huge
+    file cannot exhaust the heap.  Missing file: ConfigError."""
+    import os
+    try:
+        size = os.stat(path)[6]
+    except OSError:
+        raise ConfigError(path, "a file", "none (bankgate config push copies it)")
+    if size > limit:
+        raise ConfigError(path, "at most %d bytes" % limit, "%d bytes" % size)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def load_files(config_path, secrets_path=None, board=None, need_wifi=False):
+    """What the device does at start: read, parse and strictly validate the
+    configuration (against the board), then the secrets (optional file).
+    Returns (cfg, secrets) or raises ConfigError."""
+    cfg = validate(parse(read_file(config_path, MAX_CONFIG_BYTES), config_path), True, board)
+    given = {}
+    if secrets_path is not None:
+        try:
+            import os
+            os.stat(secrets_path)
+            present = True
+        except OSError:
+            present = False
+        if present:
+            given = parse(read_file(secrets_path, MAX_SECRETS_BYTES), secrets_path,
+                          MAX_SECRETS_BYTES)
+    secrets = validate_secrets(given)
+    check_secrets(cfg, secrets, need_wifi)
+    return cfg, secrets
+
+
+def salvage_mqtt(given):
+    """From a configuration that failed validation: the gateway_id and mqtt
+    section if they alone are valid, so the error can still be published.
+    Returns {"gateway_id": ..., "mqtt": {...}} or None."""
+    if type(given) is not dict:
+        return None
+    try:
+        gid = given.get("gateway_id", SCHEMA["gateway_id"][1])
+        _check("gateway_id", SCHEMA["gateway_id"], gid)
+        m = _merge("mqtt", SCHEMA["mqtt"], given.get("mqtt", {}))
+        return {"gateway_id": gid, "mqtt": m}
+    except ConfigError:
+        return None

@@ -51,6 +51,18 @@ class Adc:
         return self._adc.read_uv() // 1000
 
 
+class LinkSensor:
+    """DC-link voltage through a divider: link_mv = adc_mv * mul // div."""
+
+    def __init__(self, spec):
+        self._adc = Adc(spec["pin"])
+        self._mul = spec.get("mul", 1)
+        self._div = spec.get("div", 1)
+
+    def read_mv(self):
+        return self._adc.read_mv() * self._mul // self._div
+
+
 class Esp32Hardware(Hardware):
     def __init__(self, board):
         Hardware.__init__(self, Clock(), board.get("name", "?"))
@@ -84,6 +96,8 @@ class Esp32Hardware(Hardware):
             self.can_modules = open_can(board["can_modules"])
         if board.get("terminator") is not None:
             self.terminator = machine.Pin(board["terminator"], machine.Pin.OUT, value=0)
+        if board.get("link_adc"):
+            self.link_sensor = LinkSensor(board["link_adc"])
         if board.get("idle_adc") is not None:
             self.idle_adc = Adc(board["idle_adc"])
         if board.get("led") is not None:
@@ -114,6 +128,8 @@ def open_can(c):
      "baudrate": 8000000}, "cs": 5, "int": 21, "crystal_hz": 8000000, "bitrate": 500000}"""
     backend = c.get("backend", "mcp2515")
     bitrate = c.get("bitrate", 500000)
+    for pin in c.get("enable_low", ()):   # e.g. SN65HVD231 Rs pin: low = high-speed mode
+        machine.Pin(pin, machine.Pin.OUT, value=0)
     if backend == "twai":
         if not hasattr(machine, "CAN"):
             raise OSError("this firmware has no machine.CAN (build with TWAI support or use an MCP2515)")

@@ -1,0 +1,121 @@
+"""`bankgate status --port P [--reset-faults]` -- the local console over USB.
+
+Talks the running firmware's line protocol (bankgate.console): sends `status` (or
+`reset-faults`) and reads until the reply line "BG {json}".  It does not enter the
+REPL, so reading the status never stops the control loop.  Lines that are not
+replies (log output) are skipped.  The fault reset is only possible here, on the
+local USB port: nothing on the network can clear a latched fault.
+"""
+import json
+import sys
+import time
+
+PREFIX = "BG "
+
+
+def add_arguments(p):
+    p.add_argument("--port", required=True, help="serial port of the board (e.g. /dev/ttyUSB0)")
+    p.add_argument("--reset-faults", action="store_true",
+                   help="clear latched faults (local only), then show the status")
+    p.add_argument("--json", action="store_true", help="print the raw JSON reply line(s)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply")
+    p.add_argument("--baud", type=int, default=115200)
+
+
+class ConsoleClient:
+    def __init__(self, port, baud=115200):
+        import serial
+        self.ser = serial.Serial(port, baud, timeout=0.1)
+        self._buf = b""
+
+    def close(self):
+        self.ser.close()
+
+    def _lines(self):
+        data = self.ser.read(4096)
+        if data:
+            self._buf += data
+        while b"\n" in self._buf:
+            line, self._buf = self._buf.split(b"\n", 1)
+            yield line.decode("utf-8", "replace").strip("\r")
+
+    def command(self, cmd, timeout=10.0):
+        """Send one command line; return the decoded reply dict.  The command is
+        re-sent every second until a reply arrives (the firmware may still be
+        starting), so a slow start is not a failure."""
+        end = time.monotonic() + timeout
+        next_send = 0.0
+        while time.monotonic() < end:
+            if time.monotonic() >= next_send:
+                self.ser.write(("\r%s\r\n" % cmd).encode())
+                self.ser.flush()
+                next_send = time.monotonic() + 1.0
+            for line in self._lines():
+                if line.startswith(PREFIX):
+                    try:
+                        reply = json.loads(line[len(PREFIX):])
+                    except ValueError:
+                        continue
+                    if reply.get("cmd") == cmd:
+                        return reply
+        raise TimeoutError("no reply to %r within %.0f s: is the bankgate firmware running on "
+                           "this port?" % (cmd, timeout))
+
+
+def summary(st):
+    """Human-readable status."""
+    out = []
+    state = st.get("state")
+    out.append("state: %s   board: %s   gateway: %s" % (state, st.get("board"), st.get("gateway_id")))
+    if st.get("error"):
+        out.append("ERROR: %s" % st["error"])
+    outs = st.get("outputs") or {}
+    closed = sorted(k for k, v in outs.items() if v)
+    out.append("outputs: %s" % (", ".join("%s=%s" % (k, "closed" if outs[k] else "open")
+                                          for k in sorted(outs)) or "none"))
+    if not closed:
+        out.append("  (every contactor open)")
+    if "mv" in st:
+        out.append("bank: %.2f V  %.1f A  SOC %s  admitted %s/%s" % (
+            st.get("mv", 0) / 1000.0, st.get("ma", 0) / 1000.0,
+            "%.1f %%" % (st["soc_pm"] / 10.0) if st.get("soc_pm") is not None else "?",
+            st.get("admitted"), st.get("expected")))
+    lim = st.get("limits")
+    if lim:
+        out.append("limits: charge %.1f A, discharge %.1f A" % (
+            (lim.get("chg_ma") or 0) / 1000.0, (lim.get("dsg_ma") or 0) / 1000.0))
+    faults = st.get("faults")
+    out.append("latched faults: %s" % (", ".join(map(str, faults)) if faults else "none"))
+    for m in st.get("modules") or []:
+        out.append("  module %s (slot %s): %s, %s, %s mV, SOC %s pm" % (
+            m.get("addr"), m.get("slot"), m.get("state"), m.get("reason"), m.get("mv"), m.get("soc_pm")))
+    return "\n".join(out)
+
+
+def main(args):
+    try:
+        client = ConsoleClient(args.port, args.baud)
+    except Exception as e:
+        print("status: cannot open %s: %s" % (args.port, e), file=sys.stderr)
+        return 1
+    try:
+        if args.reset_faults:
+            r = client.command("reset-faults", args.timeout)
+            if args.json:
+                print(PREFIX + json.dumps(r))
+            if not r.get("ok"):
+                print("reset-faults refused: %s" % r.get("error"), file=sys.stderr)
+                return 1
+            if not args.json:
+                print("faults reset (%s)" % ("something cleared" if r.get("cleared") else "nothing was latched"))
+        st = client.command("status", args.timeout)
+        if args.json:
+            print(PREFIX + json.dumps(st))
+        else:
+            print(summary(st))
+        return 0 if st.get("ok") else 1
+    except TimeoutError as e:
+        print("status: %s" % e, file=sys.stderr)
+        return 1
+    finally:
+        client.close()
