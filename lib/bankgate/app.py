@@ -120,7 +120,12 @@ class Gateway:
             self._new_data = False
             self.next_data = tk.add(now, _DATA_PERIOD_MS)
             self.metrics.update(now, adm.admitted_mask)
-            self.diagnoser.step(now, adm.admitted_mask, adm.expected_mask)
+            pending = 0
+            ps = adm.pending_since
+            for i in range(adm.n_exp):
+                if ps[i] != -1:
+                    pending |= 1 << i
+            self.diagnoser.step(now, adm.admitted_mask, adm.expected_mask, pending)
         self.next_control = tk.add(now, self.period_ms)
         self.control_steps += 1
         wdt = self.hw.wdt

@@ -1,0 +1,555 @@
+# Diagnoses an installer can act on, from the failure and troubleshooting tables
+# of the parallel-bank seed articles (docs/diagnoses.md has the full table).
+#
+# Diagnoser(cfg, bank, metrics, events).step(now, admitted_mask, expected_mask,
+# pending_mask=0) runs after Metrics.update() with the same admitted_mask and
+# judges every rule.  A diagnosis instance is (code, slot): per-module rules use
+# the module's slot, bank-wide rules the extra index BANK (their `addr` is the
+# module most involved, fixed while the diagnosis is active).
+#
+# Hysteresis, per instance: a rule reports one of
+#   RAISE (level at or above its raise threshold), CLEAR (below its clear
+#   threshold, which is lower), BAND (in between), or is not judged at all when
+#   its input is not measurable (e.g. sharing at low load, module not measured).
+# Idle -> active after RAISE held for hold_raise_ms (uninterrupted by BAND/CLEAR);
+# active -> idle after CLEAR held for hold_clear_ms.  BAND resets the pending
+# timer, "not judged" leaves everything as it is (a diagnosis about a module that
+# drops out of the measured set stays until the module is measured again or its
+# own clear condition holds).  Rules with their own time base (offline age,
+# pending time, alarm window, full cycles, swing windows) use shorter holds.
+#
+# step() allocates nothing (events are preallocated ring records); snapshot()
+# allocates (telemetry).  pending_mask: bit s = slot s is pending admission (the
+# admission component's per-slot state); the diagnoser keeps its own
+# pending-since times from it.
+import array
+
+from micropython import const
+
+from bankgate import clock
+from bankgate.config import ConfigError
+from bankgate.events import EV_DIAG_CLEARED, EV_DIAG_RAISED
+from bankgate.metrics import mdiv
+from bankgate.model import MAX_MODULES
+
+# ---- stable codes (never renumber: telemetry and installers key on them)
+DG_CURRENT_HIGH = const(1)
+DG_SOC_FALLING_FAST = const(2)
+DG_RUNNING_WARM = const(3)
+DG_RESISTANCE_RISING = const(4)
+DG_BMS_ALARMS_REPEATED = const(5)
+DG_CIRCULATING_CURRENT = const(6)
+DG_MODULE_OFFLINE = const(7)
+DG_SOC_DRIFT_CYCLE = const(8)
+DG_REDUCED_CAPACITY = const(9)
+DG_BRANCH_FUSE_TRIP = const(10)
+DG_STARTUP_VOLTAGE_DIFF = const(11)
+DG_PENDING_LONG = const(12)
+DG_CAPACITY_MISMATCH = const(13)
+DG_VOLTAGE_IMBALANCE = const(14)
+DG_VOLTAGE_FLUCTUATION = const(15)
+N_CODES = const(15)
+
+# stop and call the installer?
+STOP_NO = const(0)          # monitor; fix at the next service
+STOP_YES = const(1)
+STOP_BEFORE_LOAD = const(2)  # yes, before any heavy load
+STOP_NOW = const(3)         # yes, immediately
+STOP_TEXT = ("no", "yes", "yes, before heavy load", "yes, immediately")
+
+BANK = const(16)            # instance index of bank-wide rules
+_W = const(17)              # instances per code
+_RAISE = const(1)
+_BAND = const(0)
+_CLEAR = const(-1)
+_ALARM_RING = const(8)      # remembered alarm onsets per module (config alarm_count <= 8)
+
+# code -> (name, evidence a, evidence b, first check (seed tables), stop); index code - 1
+DIAG_INFO = (
+    ("current_high", "share_pm", "capacity_share_pm",
+     "Unequal cable resistance: check cable length, gauge and busbar landing", STOP_BEFORE_LOAD),
+    ("soc_falling_fast", "soc_fall_pm", "soc_dev_pm",
+     "Lower resistance path or older module: check cable length, gauge and module health", STOP_NO),
+    ("running_warm", "temp_dev_dc", "temp_dc",
+     "Loose lug or high current load: check torque, lug surface and branch current", STOP_YES),
+    ("resistance_rising", "r_rise_pm", "r_mohm",
+     "Hot terminal suspected (loose lug / high resistance joint): check torque, lug surface, discoloration",
+     STOP_NOW),
+    ("bms_alarms_repeated", "alarm_count", "alarm_bits",
+     "Unequal sharing or SOC mismatch: check current readings and SOC alignment", STOP_YES),
+    ("circulating_current", "circ_ma", "v_spread_mv",
+     "Voltage or SOC mismatch: check pre-connect voltage and SOC", STOP_YES),
+    ("module_offline", "silent_s", "timeouts",
+     "BMS address, breaker or contactor: check address setting, branch breaker, communication cable",
+     STOP_YES),
+    ("soc_drift_cycle", "drift_pm", "cycles_in_row",
+     "Initial SOC mismatch or weak module: check SOC alignment and module health data", STOP_YES),
+    ("reduced_capacity", "admitted", "expected",
+     "Module not accepted: check CAN/RS485 order, firmware and battery protocol", STOP_YES),
+    ("branch_fuse_trip", "module_ma", "others_ma",
+     "Overcurrent or wrong fuse rating: check branch current and fuse specification", STOP_YES),
+    ("startup_voltage_diff", "spread_mv", "limit_mv",
+     "Voltage difference at startup: check pre-connect voltage and BMS status", STOP_YES),
+    ("pending_long", "pending_s", "dv_mv",
+     "Module kept pending by its voltage difference: bring SOC close together before connecting",
+     STOP_NO),
+    ("capacity_mismatch", "cap_dev_pm", "total_mah",
+     "Capacity outside 5 % of the mean: check module health and capacity (test every 6 months)",
+     STOP_NO),
+    ("voltage_imbalance", "v_dev_mv", "limit_mv",
+     "Voltage imbalance at rest (over 0.5 V; healthy within 0.2 V): check SOC alignment and connections",
+     STOP_YES),
+    ("voltage_fluctuation", "swing_mv", "window_s",
+     "Voltage fluctuation of 1 V or more: failing connection, check torque and terminals", STOP_NOW),
+)
+
+# raise/clear key pairs that must be ordered (check_config)
+_PAIRS = (
+    ("share_raise_pm", "share_clear_pm"), ("soc_fall_raise_pm", "soc_fall_clear_pm"),
+    ("temp_raise_dc", "temp_clear_dc"), ("r_rise_raise_pm", "r_rise_clear_pm"),
+    ("circ_raise_ma", "circ_clear_ma"), ("drift_raise_pm", "drift_clear_pm"),
+    ("cap_raise_pm", "cap_clear_pm"), ("vimb_raise_mv", "vimb_clear_mv"),
+    ("fluct_raise_mv", "fluct_clear_mv"), ("fuse_clear_ma", "fuse_zero_ma"),
+    ("cycle_high_pm", "cycle_low_pm"),
+)
+
+
+def check_config(cfg):
+    """Cross-field checks of the "diagnosis" section (raises ConfigError)."""
+    d = cfg["diagnosis"]
+    for hi, lo in _PAIRS:
+        if d[hi] <= d[lo]:
+            raise ConfigError("diagnosis." + lo, "below diagnosis.%s (%d)" % (hi, d[hi]), d[lo])
+
+
+def name_of(code):
+    return DIAG_INFO[code - 1][0]
+
+
+class Diagnoser:
+    def __init__(self, cfg, bank, metrics, events):
+        check_config(cfg)
+        self.bank = bank
+        self.metrics = metrics
+        self.events = events
+        d = cfg["diagnosis"]
+        g = cfg["gating"]
+        self.d = d
+        self.hold_r = d["hold_raise_ms"]
+        self.hold_c = d["hold_clear_ms"]
+        self.max_dv_mv = g["max_dv_mv"]
+        self.dv_clear_mv = g["max_dv_mv"] - g["hysteresis_mv"]
+        self.pending_ms = g["pending_event_ms"]
+        self.max_age_ms = g["max_age_ms"]
+        self.module_mv_min = g["module_mv_min"]
+        n = N_CODES * _W
+        # instance state, index (code - 1) * 17 + slot (or BANK)
+        self.active = bytearray(n)
+        self.acked = bytearray(n)
+        self._pend = bytearray(n)        # timer running (towards raise when idle, clear when active)
+        self._t_pend = array.array("i", bytes(4 * n))
+        self.t_raised = array.array("i", bytes(4 * n))
+        self.addr = array.array("h", bytes(2 * n))
+        self.ev_a = array.array("i", bytes(4 * n))
+        self.ev_b = array.array("i", bytes(4 * n))
+        self.n_active = 0
+        self.raised_total = 0
+        # per-slot rule memory
+        m = MAX_MODULES
+        self._soc_ref = array.array("i", bytes(4 * m))   # soc_dev_pm when the discharge began
+        self._soc_ref_mask = 0
+        self._dsg = False
+        self._r_base = array.array("i", bytes(4 * m))    # first confident resistance estimate
+        self._prev_alarms = array.array("i", bytes(4 * m))
+        self._alarm_t = array.array("i", bytes(4 * m * _ALARM_RING))
+        self._alarm_n = bytearray(m)                     # onsets recorded (saturates at ring size)
+        self._alarm_i = bytearray(m)                     # next ring position
+        self._offl_t = array.array("i", bytes(4 * m))    # t_last_reply when module_offline was raised
+        self._pend_mask = 0
+        self._pend_since = array.array("i", bytes(4 * m))
+        self._fl_min = array.array("i", bytes(4 * m))
+        self._fl_max = array.array("i", bytes(4 * m))
+        self._fl_mask = 0
+        self._t_fl = 0
+        self._cycles_seen = 0
+        self._drift_run = 0
+        self._t_start = 0
+        self._started = False
+
+    # ------------------------------------------------------------ core machine
+    def _judge(self, now, code, slot, cond, addr, a, b, hold_r, hold_c):
+        k = (code - 1) * _W + slot
+        if self.active[k]:
+            self.ev_a[k] = a
+            self.ev_b[k] = b
+            if cond == _CLEAR:
+                if not self._pend[k]:
+                    self._pend[k] = 1
+                    self._t_pend[k] = now
+                if clock.diff(now, self._t_pend[k]) >= hold_c:
+                    self.active[k] = 0
+                    self._pend[k] = 0
+                    self.n_active -= 1
+                    self.events.emit(now, EV_DIAG_CLEARED, self.addr[k], code, a)
+            else:
+                self._pend[k] = 0
+        elif cond == _RAISE:
+            if not self._pend[k]:
+                self._pend[k] = 1
+                self._t_pend[k] = now
+            if clock.diff(now, self._t_pend[k]) >= hold_r:
+                self.active[k] = 1
+                self.acked[k] = 0
+                self._pend[k] = 0
+                self.t_raised[k] = now
+                self.addr[k] = addr
+                self.ev_a[k] = a
+                self.ev_b[k] = b
+                self.n_active += 1
+                self.raised_total += 1
+                self.events.emit(now, EV_DIAG_RAISED, addr, code, a)
+        else:
+            self._pend[k] = 0
+
+    # ------------------------------------------------------------------- rules
+    def step(self, now, admitted_mask, expected_mask, pending_mask=0):
+        if not self._started:
+            self._started = True
+            self._t_start = now
+            self._t_fl = now
+        d = self.d
+        me = self.metrics
+        mods = self.bank.modules
+        ns = len(mods)
+        if ns > MAX_MODULES:
+            ns = MAX_MODULES
+        hr = self.hold_r
+        hc = self.hold_c
+        inc = me.mask
+        n = me.n
+        bank_ma = me.bank_ma
+        load = bank_ma if bank_ma >= 0 else -bank_ma
+        sharing = me.shares_valid and load >= d["load_min_ma"]
+        if sharing:
+            # a branch carrying nothing (fuse, open contactor) makes the others
+            # carry more: that is branch_fuse_trip's finding, not unequal cables
+            fz = d["fuse_zero_ma"]
+            for s in range(ns):
+                if inc & (1 << s):
+                    i = mods[s].current_ma
+                    if i <= fz and i >= -fz:
+                        sharing = False
+                        break
+        dsg = n > 0 and bank_ma <= -d["load_min_ma"]
+        if dsg and not self._dsg:
+            self._soc_ref_mask = 0          # a new discharge: take fresh references
+        self._dsg = dsg
+        fl_end = clock.diff(now, self._t_fl) >= d["fluct_window_ms"]
+        closed = admitted_mask & expected_mask
+        n_adm = 0
+        n_exp = 0
+        missing_addr = -1
+        n_missing = 0
+        big_addr = -1
+        big_i = -1
+        far_addr = -1
+        far_soc = -1
+        v_lo = 0
+        v_hi = 0
+        v_sum = 0
+        v_n = 0
+        for s in range(ns):
+            m = mods[s]
+            bit = 1 << s
+            addr = m.addr
+            if inc & bit:
+                self._module_rules(now, s, m, addr, n, load, sharing, dsg, fl_end, hr, hc)
+                i = m.current_ma
+                if i < 0:
+                    i = -i
+                if i > big_i:
+                    big_i = i
+                    big_addr = addr
+                sd = me.soc_dev_pm[s]
+                if sd < 0:
+                    sd = -sd
+                if sd > far_soc:
+                    far_soc = sd
+                    far_addr = addr
+            self._alarm_rule(now, s, m, addr, hc)
+            online = self._offline_rule(now, s, m, addr, expected_mask & bit, hc)
+            self._pending_rule(now, s, m, addr, pending_mask & bit, hc)
+            if expected_mask & bit:
+                n_exp += 1
+                if admitted_mask & bit:
+                    n_adm += 1
+                elif online and not pending_mask & bit:
+                    n_missing += 1
+                    if missing_addr < 0:
+                        missing_addr = addr
+                if m.analog_valid:
+                    v = m.voltage_mv
+                    if v_n == 0 or v < v_lo:
+                        v_lo = v
+                    if v_n == 0 or v > v_hi:
+                        v_hi = v
+                    v_sum += v
+                    v_n += 1
+        if fl_end:
+            self._t_fl = now
+            self._fl_mask = 0
+        # circulating current at rest (bank-wide, addr = module with the largest |I|)
+        if me.at_rest:
+            c = me.circ_ma
+            cond = _RAISE if c >= d["circ_raise_ma"] else (_CLEAR if c < d["circ_clear_ma"] else _BAND)
+            self._judge(now, DG_CIRCULATING_CURRENT, BANK, cond, big_addr, c, me.v_spread_mv, hr, hc)
+        # SOC drift: judged once per completed full cycle
+        if me.cycles != self._cycles_seen:
+            self._cycles_seen = me.cycles
+            if me.drift_valid:
+                dr = me.soc_drift_pm
+                if dr >= d["drift_raise_pm"]:
+                    self._drift_run += 1
+                elif dr < d["drift_clear_pm"]:
+                    self._drift_run = 0
+                if self._drift_run >= d["drift_cycles"]:
+                    cond = _RAISE
+                elif dr < d["drift_clear_pm"]:
+                    cond = _CLEAR
+                else:
+                    cond = _BAND
+                self._judge(now, DG_SOC_DRIFT_CYCLE, BANK, cond, far_addr, dr, self._drift_run, 0, 0)
+        # reduced capacity: bank closed, an expected module answering but left out
+        # (neither offline nor pending: those have their own diagnoses)
+        if closed:
+            cond = _RAISE if n_missing > 0 else _CLEAR
+        else:
+            cond = _CLEAR
+        self._judge(now, DG_REDUCED_CAPACITY, BANK, cond, missing_addr, n_adm, n_exp,
+                    d["reduced_hold_ms"], hc)
+        # startup: nothing connected yet and the expected modules differ too much
+        if not closed and v_n >= 2:
+            spread = v_hi - v_lo
+            mean = v_sum // v_n
+            far = -1
+            far_dv = -1
+            for s in range(ns):
+                m = mods[s]
+                if expected_mask & (1 << s) and m.analog_valid:
+                    dv = m.voltage_mv - mean
+                    if dv < 0:
+                        dv = -dv
+                    if dv > far_dv:
+                        far_dv = dv
+                        far = m.addr
+            if spread > self.max_dv_mv:
+                cond = _RAISE
+            elif spread < self.dv_clear_mv:
+                cond = _CLEAR
+            else:
+                cond = _BAND
+            self._judge(now, DG_STARTUP_VOLTAGE_DIFF, BANK, cond, far, spread, self.max_dv_mv, hr, hc)
+        elif closed:
+            self._judge(now, DG_STARTUP_VOLTAGE_DIFF, BANK, _CLEAR, -1, 0, self.max_dv_mv, hr, 0)
+
+    def _module_rules(self, now, s, m, addr, n, load, sharing, dsg, fl_end, hr, hc):
+        d = self.d
+        me = self.metrics
+        bit = 1 << s
+        # one module carrying much more than its capacity share
+        if sharing:
+            cs = me.cap_share_pm[s]
+            if cs > 0:
+                rel = mdiv(me.share_cap_dev_pm[s], 3, cs)
+                cond = _RAISE if rel >= d["share_raise_pm"] else (
+                    _CLEAR if rel < d["share_clear_pm"] else _BAND)
+                self._judge(now, DG_CURRENT_HIGH, s, cond, addr, me.share_pm[s], cs, hr, hc)
+        # SOC falling faster than the mean during a discharge
+        if dsg:
+            dev = me.soc_dev_pm[s]
+            if not self._soc_ref_mask & bit:
+                self._soc_ref[s] = dev
+                self._soc_ref_mask |= bit
+            fall = self._soc_ref[s] - dev
+            cond = _RAISE if fall >= d["soc_fall_raise_pm"] else (
+                _CLEAR if fall < d["soc_fall_clear_pm"] else _BAND)
+            self._judge(now, DG_SOC_FALLING_FAST, s, cond, addr, fall, dev, hr, hc)
+        # warmer than the others
+        if me.temp_mask & bit and me.n > 1:
+            td = me.temp_dev_dc[s]
+            cond = _RAISE if td >= d["temp_raise_dc"] else (_CLEAR if td < d["temp_clear_dc"] else _BAND)
+            self._judge(now, DG_RUNNING_WARM, s, cond, addr, td, me.temp_dc[s], hr, hc)
+        # resistance rising against the module's own first confident estimate
+        r = me.r_mohm[s]
+        if me.r_conf[s] >= d["r_conf_min"] and r > 0:
+            base = self._r_base[s]
+            if base <= 0:
+                self._r_base[s] = r
+                base = r
+            rise = mdiv(r - base, 3, base)
+            cond = _RAISE if rise >= d["r_rise_raise_pm"] else (
+                _CLEAR if rise < d["r_rise_clear_pm"] else _BAND)
+            self._judge(now, DG_RESISTANCE_RISING, s, cond, addr, rise, r, hr, hc)
+        # capacity outside the seed's 5 % of the mean
+        if me.total_mah > 0 and n > 1:
+            cd = me.cap_dev_pm[s]
+            if cd < 0:
+                cd = -cd
+            cond = _RAISE if cd >= d["cap_raise_pm"] else (_CLEAR if cd < d["cap_clear_pm"] else _BAND)
+            self._judge(now, DG_CAPACITY_MISMATCH, s, cond, addr, me.cap_dev_pm[s], m.total_mah, hr, hc)
+        vd = me.v_dev_mv[s]
+        # voltage imbalance at rest (seed: > 0.5 V imbalance, +-0.2 V healthy)
+        if me.at_rest:
+            av = vd if vd >= 0 else -vd
+            cond = _RAISE if av >= d["vimb_raise_mv"] else (_CLEAR if av < d["vimb_clear_mv"] else _BAND)
+            self._judge(now, DG_VOLTAGE_IMBALANCE, s, cond, addr, vd, d["vimb_raise_mv"], hr, hc)
+        # voltage fluctuation: swing of (V - mean) within a window (seed: >= 1 V)
+        if n > 1:
+            if self._fl_mask & bit:
+                if vd < self._fl_min[s]:
+                    self._fl_min[s] = vd
+                if vd > self._fl_max[s]:
+                    self._fl_max[s] = vd
+            else:
+                self._fl_min[s] = vd
+                self._fl_max[s] = vd
+                self._fl_mask |= bit
+        if fl_end and self._fl_mask & bit:
+            sw = self._fl_max[s] - self._fl_min[s]
+            cond = _RAISE if sw >= d["fluct_raise_mv"] else (_CLEAR if sw < d["fluct_clear_mv"] else _BAND)
+            self._judge(now, DG_VOLTAGE_FLUCTUATION, s, cond, addr, sw, d["fluct_window_ms"] // 1000, 0, 0)
+        # branch fuse trip: module voltage present, no BMS protection, ~0 current
+        # while the other modules carry load
+        if n > 1 and m.protections == 0 and m.voltage_mv >= self.module_mv_min:
+            i = m.current_ma
+            if i < 0:
+                i = -i
+            others = (me.abs_sum_ma - i) // (n - 1)
+            if others >= d["fuse_load_ma"]:
+                cond = _RAISE if i <= d["fuse_zero_ma"] else (_CLEAR if i >= d["fuse_clear_ma"] else _BAND)
+                self._judge(now, DG_BRANCH_FUSE_TRIP, s, cond, addr, m.current_ma, others, hr, hc)
+
+    def _alarm_rule(self, now, s, m, addr, hc):
+        if not m.alarm_valid:
+            return
+        d = self.d
+        bits = m.alarms
+        new = bits & ~self._prev_alarms[s]
+        self._prev_alarms[s] = bits
+        base = s * _ALARM_RING
+        if new:
+            j = self._alarm_i[s]
+            self._alarm_t[base + j] = now
+            self._alarm_i[s] = (j + 1) % _ALARM_RING
+            if self._alarm_n[s] < _ALARM_RING:
+                self._alarm_n[s] += 1
+        cnt = 0
+        win = d["alarm_window_ms"]
+        j = 0
+        na = self._alarm_n[s]
+        while j < na:
+            if clock.diff(now, self._alarm_t[base + j]) < win:
+                cnt += 1
+            j += 1
+        if cnt < na and cnt == 0:
+            self._alarm_n[s] = 0            # all onsets expired: forget them
+            self._alarm_i[s] = 0
+        cond = _RAISE if cnt >= d["alarm_count"] else (_CLEAR if cnt == 0 else _BAND)
+        self._judge(now, DG_BMS_ALARMS_REPEATED, s, cond, addr, cnt, bits, 0, hc)
+
+    def _offline_rule(self, now, s, m, addr, expected, hc):
+        """Returns True when the module answers (seen, reply younger than offline_ms)."""
+        if m.seen:
+            age = clock.diff(now, m.t_last_reply)
+        else:
+            age = clock.diff(now, self._t_start)
+        online = m.seen and age < self.d["offline_ms"]
+        k = (DG_MODULE_OFFLINE - 1) * _W + s
+        if not expected:
+            cond = _CLEAR
+            hc = 0
+        elif age >= self.d["offline_ms"]:
+            cond = _RAISE
+        elif age < self.max_age_ms and (not self.active[k] or m.t_last_reply != self._offl_t[s]):
+            # only a reply newer than the one we raised on can clear (a tick
+            # difference wraps after 6 days; this does not)
+            cond = _CLEAR
+        else:
+            cond = _BAND
+        was = self.active[k]
+        self._judge(now, DG_MODULE_OFFLINE, s, cond, addr, age // 1000, m.st_timeouts, 0, hc)
+        if self.active[k] and not was:
+            self._offl_t[s] = m.t_last_reply
+        return online
+
+    def _pending_rule(self, now, s, m, addr, pending, hc):
+        bit = 1 << s
+        if not pending:
+            self._pend_mask &= ~bit
+            self._judge(now, DG_PENDING_LONG, s, _CLEAR, addr, 0, 0, 0, 0)
+            return
+        if not self._pend_mask & bit:
+            self._pend_mask |= bit
+            self._pend_since[s] = now
+        t = clock.diff(now, self._pend_since[s])
+        dv = 0
+        if m.analog_valid:
+            ref = self.bank.link_mv
+            if ref < 0:
+                ref = self.metrics.v_mean_mv
+            if ref > 0:
+                dv = m.voltage_mv - ref
+                if dv < 0:
+                    dv = -dv
+        cond = _RAISE if t >= self.pending_ms else _BAND
+        self._judge(now, DG_PENDING_LONG, s, cond, addr, t // 1000, dv, 0, hc)
+
+    # ------------------------------------------------------------- interface
+    def is_active(self, code, addr):
+        """Is diagnosis `code` active for module address `addr` (-1: any / bank)?"""
+        base = (code - 1) * _W
+        for j in range(_W):
+            if self.active[base + j] and (addr == -1 or self.addr[base + j] == addr):
+                return True
+        return False
+
+    def next_active(self, k=-1):
+        """Index of the next active instance after k, or -1 (allocation-free walk):
+        code = k // 17 + 1; addr, ev_a, ev_b, t_raised, acked are arrays at k."""
+        k += 1
+        n = N_CODES * _W
+        while k < n:
+            if self.active[k]:
+                return k
+            k += 1
+        return -1
+
+    def acknowledge(self, code, addr):
+        """Mark active diagnosis (code, addr) acknowledged (it stays active until its
+        condition clears).  Returns True if one was found."""
+        if type(code) is not int or code < 1 or code > N_CODES:
+            return False
+        base = (code - 1) * _W
+        found = False
+        for j in range(_W):
+            k = base + j
+            if self.active[k] and self.addr[k] == addr:
+                self.acked[k] = 1
+                found = True
+        return found
+
+    def snapshot(self):
+        """Active diagnoses as a list of dicts (allocates: telemetry only)."""
+        out = []
+        k = self.next_active()
+        while k >= 0:
+            code = k // _W + 1
+            name, an, bn, advice, stop = DIAG_INFO[code - 1]
+            out.append({
+                "code": code, "name": name, "addr": self.addr[k],
+                "evidence": {an: self.ev_a[k], bn: self.ev_b[k]},
+                "t_raised": self.t_raised[k], "acked": bool(self.acked[k]),
+                "first_check": advice, "stop": STOP_TEXT[stop], "stop_code": stop,
+            })
+            k = self.next_active(k)
+        return out

@@ -1,0 +1,377 @@
+# bankgate.diagnose under the unix port: every rule raised by a crafted bank state
+# and only that rule, a healthy (noisy) bank raising nothing, hysteresis (no
+# flapping around a threshold), clearing, events, acknowledge, zero allocation.
+# mpy-heapsize: 256k
+import mptest
+
+from bankgate import config
+from bankgate import diagnose as dg
+from bankgate.events import EV_DIAG_CLEARED, EV_DIAG_RAISED, EventLog
+from bankgate.metrics import Metrics
+from bankgate.model import ALM_CELL_OV, Bank
+
+STEP_MS = 1000
+
+
+class Env:
+    """A 3-module bank (slots 0..2, addresses 2..4) of 100 Ah modules at 52 V,
+    healthy unless a test changes it; tick() advances simulated time."""
+
+    def __init__(self, over=None, n=3):
+        self.cfg = config.validate(over or {})
+        self.bank = Bank()
+        self.met = Metrics(self.cfg, self.bank)
+        self.ev = EventLog(64)
+        self.dg = dg.Diagnoser(self.cfg, self.bank, self.met, self.ev)
+        self.n = n
+        self.now = 1000
+        self.admitted = (1 << n) - 1
+        self.expected = (1 << n) - 1
+        self.pending = 0
+        self.silent = 0              # slots that stopped answering
+        self.seq_seen = 0
+        for s in range(n):
+            m = self.bank.modules[s]
+            m.addr = s + 2
+            m.seen = True
+            m.analog_valid = True
+            m.alarm_valid = True
+            m.n_cells = 16
+            m.n_temps = 2
+            m.total_mah = 100000
+            self.set(s, 52000, 0, 500, 250)
+
+    def set(self, s, v_mv, i_ma, soc_pm=None, temp_dc=None):
+        m = self.bank.modules[s]
+        m.voltage_mv = v_mv
+        m.current_ma = i_ma
+        if soc_pm is not None:
+            m.soc_pm = soc_pm
+            m.remaining_mah = m.total_mah * soc_pm // 1000
+        if temp_dc is not None:
+            m.temp_dc[0] = temp_dc
+            m.temp_dc[1] = temp_dc - 5
+        for j in range(16):
+            m.cell_mv[j] = v_mv // 16 + (j % 3)
+
+    def load(self, total_ma, v_mv=52000, r_mohm=20):
+        """Share total_ma equally; terminal voltage from a common OCV and R."""
+        each = total_ma // self.n
+        for s in range(self.n):
+            self.set(s, v_mv + each * r_mohm // 1000, each)
+
+    def tick(self, ms=STEP_MS):
+        self.now += ms
+        for s in range(self.n):
+            if not (self.silent >> s) & 1:
+                self.bank.modules[s].t_last_reply = self.now
+        self.met.update(self.now, self.admitted)
+        self.dg.step(self.now, self.admitted, self.expected, self.pending)
+
+    def run(self, seconds):
+        for _ in range(seconds * 1000 // STEP_MS):
+            self.tick()
+
+    def active_codes(self):
+        out = []
+        for code in range(1, dg.N_CODES + 1):
+            if self.dg.is_active(code, -1):
+                out.append(code)
+        return out
+
+    def events(self, code=None):
+        """New (event, addr, a) records since the last call."""
+        out = []
+        rec = [0] * 5
+        s = self.seq_seen + 1
+        while s <= self.ev.seq:
+            if self.ev.get(s, rec) and rec[1] in (EV_DIAG_RAISED, EV_DIAG_CLEARED):
+                if code is None or rec[3] == code:
+                    out.append((rec[1], rec[2], rec[3]))
+            s += 1
+        self.seq_seen = self.ev.seq
+        return out
+
+
+def _only(env, code):
+    got = env.active_codes()
+    assert got == [code], "expected only %s, active: %s" % (dg.name_of(code), [dg.name_of(c) for c in got])
+
+
+# --------------------------------------------------------------------- healthy
+def test_healthy_noisy_bank_for_an_hour_raises_nothing():
+    env = Env()
+    seed = 12345
+    for k in range(3600):
+        seed = (seed * 1103515245 + 12345) & 0x7FFFFFFF
+        noise = seed % 41 - 20                     # +-20 mV, +-2 A per module
+        phase = (k // 600) % 4                     # rest, charge, discharge, heavy discharge
+        total = (0, 60000, -60000, -150000)[phase]
+        env.load(total + noise * 100)
+        for s in range(3):
+            m = env.bank.modules[s]
+            m.voltage_mv += (noise * (s + 1)) % 20
+            m.temp_dc[0] = 250 + (noise + 7 * s) % 10
+            m.soc_pm = 500 + (phase - 1) * 10 + s % 2
+        env.tick()
+    assert env.dg.raised_total == 0, [dg.name_of(c) for c in env.active_codes()]
+    assert env.dg.snapshot() == []
+
+
+# ---------------------------------------------------------- per-rule positives
+def test_current_high_hysteresis_events_and_clear():
+    env = Env()
+    hold = env.cfg["diagnosis"]["hold_raise_ms"] // 1000
+    # 60 A discharge, module 2 carries 45 %: +35 % over its capacity share
+    def unequal(frac_pm):
+        i2 = -60000 * frac_pm // 1000
+        rest = (-60000 - i2) // 2
+        env.set(0, 51000, rest)
+        env.set(1, 51000, rest)
+        env.set(2, 51000, i2)
+    # flapping across the raise threshold faster than the hold: never raised
+    for k in range(60):
+        unequal(450 if (k // 5) % 2 == 0 else 400)    # 400 pm share: +20 %, inside the band
+        env.tick()
+    assert env.active_codes() == [] and env.events() == []
+    unequal(450)
+    env.run(hold + 1)
+    _only(env, dg.DG_CURRENT_HIGH)
+    assert env.dg.is_active(dg.DG_CURRENT_HIGH, 4)
+    assert env.events() == [(EV_DIAG_RAISED, 4, dg.DG_CURRENT_HIGH)]
+    snap = env.dg.snapshot()
+    assert snap[0]["name"] == "current_high" and snap[0]["evidence"]["share_pm"] == 450
+    assert snap[0]["stop"] == "yes, before heavy load" and "cable length" in snap[0]["first_check"]
+    # in the band (and at light load, not judged): stays, no events
+    for k in range(120):
+        unequal(420 if k % 2 else 460)
+        env.tick()
+    env.load(-3000)
+    env.run(60)
+    assert env.active_codes() == [dg.DG_CURRENT_HIGH] and env.events() == []
+    # equal again: clears after hold_clear_ms
+    env.load(-60000)
+    env.run(env.cfg["diagnosis"]["hold_clear_ms"] // 1000 + 1)
+    assert env.active_codes() == []
+    assert env.events() == [(EV_DIAG_CLEARED, 4, dg.DG_CURRENT_HIGH)]
+
+
+def test_soc_falling_fast():
+    env = Env()
+    env.load(-60000)
+    env.run(5)
+    for k in range(60):
+        for s in range(3):
+            env.bank.modules[s].soc_pm = 500 - k - (k if s == 1 else 0)
+        env.tick()
+    _only(env, dg.DG_SOC_FALLING_FAST)
+    assert env.dg.is_active(dg.DG_SOC_FALLING_FAST, 3)
+
+
+def test_running_warm():
+    env = Env()
+    env.load(60000)
+    env.bank.modules[0].temp_dc[0] = 330        # +5.3 degC over the mean of the others
+    env.run(20)
+    _only(env, dg.DG_RUNNING_WARM)
+    assert env.dg.is_active(dg.DG_RUNNING_WARM, 2)
+
+
+def test_resistance_rising_hot_terminal():
+    # physical model with a measured DC link: every branch i carries
+    # I_i = (U_link - OCV) / R_i, so dU_link / dI_i is that branch's loop resistance
+    env = Env()
+    r = [20, 20, 20]
+
+    def steps(n):
+        for k in range(n):
+            link = 52100 if k % 2 else 52700
+            env.bank.link_mv = link
+            for s in range(3):
+                env.set(s, 52000 + (link - 52000) // 4, (link - 52000) * 1000 // r[s])
+            env.tick(5000)
+
+    steps(40)
+    assert env.active_codes() == []
+    assert env.met.r_conf[0] >= 50 and env.met.r_mohm[0] == 20
+    r[0] = 40                                     # a lug of branch 0 loosens
+    steps(40)
+    _only(env, dg.DG_RESISTANCE_RISING)
+    assert env.dg.is_active(dg.DG_RESISTANCE_RISING, 2)
+    snap = env.dg.snapshot()[0]
+    assert snap["stop"] == "yes, immediately" and 35 <= snap["evidence"]["r_mohm"] <= 40
+
+
+def test_bms_alarms_repeated_counts_onsets_in_window():
+    env = Env()
+    m = env.bank.modules[1]
+    for k in range(2):
+        m.alarms = ALM_CELL_OV
+        env.run(5)
+        m.alarms = 0
+        env.run(5)
+    assert env.active_codes() == []               # two onsets: below alarm_count (3)
+    m.alarms = ALM_CELL_OV
+    env.tick()
+    _only(env, dg.DG_BMS_ALARMS_REPEATED)
+    m.alarms = 0
+    # clears once the window has no onsets left, plus hold_clear
+    env.run(env.cfg["diagnosis"]["alarm_window_ms"] // 1000 + 40)
+    assert env.active_codes() == []
+
+
+def test_circulating_current_at_rest():
+    env = Env()
+    env.set(0, 52020, 6000)
+    env.set(1, 52010, -6000)
+    env.set(2, 52015, 300)
+    env.run(20)
+    _only(env, dg.DG_CIRCULATING_CURRENT)
+    assert env.dg.ev_a[(dg.DG_CIRCULATING_CURRENT - 1) * 17 + dg.BANK] == 6300
+
+
+def test_module_offline_and_back():
+    env = Env()
+    env.run(5)
+    env.silent = 1 << 2
+    env.run(25)
+    assert env.active_codes() == []
+    env.run(10)
+    _only(env, dg.DG_MODULE_OFFLINE)
+    assert env.dg.is_active(dg.DG_MODULE_OFFLINE, 4)
+    env.silent = 0
+    env.run(env.cfg["diagnosis"]["hold_clear_ms"] // 1000 + 2)
+    assert env.active_codes() == []
+
+
+def test_soc_drift_every_cycle():
+    env = Env()
+    spread = 0
+    for cycle in range(4):
+        for soc in (600, 150, 960):
+            for s in range(3):
+                env.set(s, 52000, 0, soc + (spread if s == 0 else 0))
+            env.run(2)
+        spread += 30
+    _only(env, dg.DG_SOC_DRIFT_CYCLE)
+    assert env.dg.is_active(dg.DG_SOC_DRIFT_CYCLE, 2)
+
+
+def test_reduced_capacity_when_a_module_is_left_out():
+    env = Env()
+    env.load(30000)
+    env.admitted = 0b011                         # module 2 answers but is not admitted
+    env.run(50)
+    assert env.active_codes() == []              # reduced_hold_ms is 60 s
+    env.run(15)
+    _only(env, dg.DG_REDUCED_CAPACITY)
+    k = (dg.DG_REDUCED_CAPACITY - 1) * 17 + dg.BANK
+    assert env.dg.addr[k] == 4 and env.dg.ev_a[k] == 2 and env.dg.ev_b[k] == 3
+
+
+def test_branch_fuse_trip():
+    env = Env()
+    env.set(0, 51400, -30000)
+    env.set(1, 51400, -30000)
+    env.set(2, 51900, 0)
+    env.run(15)
+    _only(env, dg.DG_BRANCH_FUSE_TRIP)
+    assert env.dg.is_active(dg.DG_BRANCH_FUSE_TRIP, 4)
+
+
+def test_startup_voltage_difference_then_bank_closes():
+    env = Env()
+    env.admitted = 0
+    env.set(2, 52700, 0)
+    env.run(15)
+    _only(env, dg.DG_STARTUP_VOLTAGE_DIFF)
+    assert env.dg.is_active(dg.DG_STARTUP_VOLTAGE_DIFF, 4)
+    env.admitted = 0b011
+    env.pending = 0b100
+    env.tick()
+    assert env.active_codes() == []
+
+
+def test_pending_too_long():
+    env = Env({"gating": {"pending_event_ms": 60000}})
+    env.admitted = 0b011
+    env.pending = 0b100
+    env.set(2, 52700, 0)
+    env.run(55)
+    assert env.active_codes() == []
+    env.run(10)
+    _only(env, dg.DG_PENDING_LONG)
+    k = (dg.DG_PENDING_LONG - 1) * 17 + 2
+    assert env.dg.ev_a[k] >= 60 and env.dg.ev_b[k] == 700
+
+
+def test_capacity_mismatch():
+    env = Env()
+    env.bank.modules[1].total_mah = 92000        # 5.4 % below the mean
+    env.run(15)
+    _only(env, dg.DG_CAPACITY_MISMATCH)
+
+
+def test_voltage_imbalance_at_rest():
+    env = Env()
+    env.set(0, 52800, 0)
+    env.run(15)
+    _only(env, dg.DG_VOLTAGE_IMBALANCE)
+    env.set(0, 52300, 0)                         # 0.2 V < |dV| < 0.5 V: band, stays
+    env.run(60)
+    assert env.active_codes() == [dg.DG_VOLTAGE_IMBALANCE]
+    env.set(0, 52100, 0)
+    env.run(40)
+    assert env.active_codes() == []
+
+
+def test_voltage_fluctuation():
+    env = Env()
+    env.load(60000)
+    for k in range(130):
+        env.set(1, 52400 + (1400 if k % 10 < 5 else -400), 20000)
+        env.tick()
+    _only(env, dg.DG_VOLTAGE_FLUCTUATION)
+    assert env.dg.is_active(dg.DG_VOLTAGE_FLUCTUATION, 3)
+
+
+# ------------------------------------------------------------------ interface
+def test_acknowledge_keeps_the_diagnosis():
+    env = Env()
+    env.set(0, 52800, 0)
+    env.run(15)
+    assert env.dg.acknowledge(dg.DG_VOLTAGE_IMBALANCE, 2) is True
+    assert env.dg.acknowledge(dg.DG_VOLTAGE_IMBALANCE, 3) is False
+    assert env.dg.acknowledge(99, 2) is False
+    env.run(5)
+    snap = env.dg.snapshot()
+    assert len(snap) == 1 and snap[0]["acked"] is True and snap[0]["addr"] == 2
+
+
+def test_config_cross_checks():
+    # raise/clear pairs are checked by config.validate(); the pairs named
+    # differently (fuse_zero/fuse_clear, cycle_low/cycle_high) by the diagnoser
+    e = mptest.raises(config.ConfigError, config.validate, {"diagnosis": {"temp_clear_dc": 60}})
+    assert e.path.startswith("diagnosis.temp_")
+    cfg = config.validate({"diagnosis": {"fuse_zero_ma": 3000}})
+    bank = Bank()
+    e = mptest.raises(config.ConfigError, dg.Diagnoser, cfg, bank, Metrics(cfg, bank), EventLog(8))
+    assert e.path == "diagnosis.fuse_zero_ma"
+
+
+def test_step_allocates_nothing_quiet_and_when_raising():
+    env = Env()
+    env.load(60000)
+    env.run(3)
+    env.now += STEP_MS
+    mptest.no_alloc(env.met.update, env.now, env.admitted)
+    mptest.no_alloc(env.dg.step, env.now, env.admitted, env.expected)
+    # now a fault that raises (and emits) inside the locked step
+    env.set(0, 51400, 60000)
+    env.set(1, 51400, 60000)
+    env.set(2, 51900, 0)
+    for k in range(15):
+        env.now += STEP_MS
+        mptest.no_alloc(env.met.update, env.now, env.admitted)
+        mptest.no_alloc(env.dg.step, env.now, env.admitted, env.expected)
+    assert env.dg.is_active(dg.DG_BRANCH_FUSE_TRIP, 4)
