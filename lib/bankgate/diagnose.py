@@ -526,7 +526,15 @@ class Diagnoser:
 
     def acknowledge(self, code, addr):
         """Mark active diagnosis (code, addr) acknowledged (it stays active until its
-        condition clears).  Returns True if one was found."""
+        condition clears).  `code` is the int code or its stable snake name (what
+        telemetry shows and the MQTT `ack` command sends).  Returns True if one was found."""
+        if type(code) is str:
+            for i in range(N_CODES):
+                if DIAG_INFO[i][0] == code:
+                    code = i + 1
+                    break
+            else:
+                return False
         if type(code) is not int or code < 1 or code > N_CODES:
             return False
         base = (code - 1) * _W

@@ -343,6 +343,9 @@ def test_acknowledge_keeps_the_diagnosis():
     assert env.dg.acknowledge(dg.DG_VOLTAGE_IMBALANCE, 2) is True
     assert env.dg.acknowledge(dg.DG_VOLTAGE_IMBALANCE, 3) is False
     assert env.dg.acknowledge(99, 2) is False
+    # by stable name, as the MQTT `ack` command sends it
+    assert env.dg.acknowledge(dg.name_of(dg.DG_VOLTAGE_IMBALANCE), 2) is True
+    assert env.dg.acknowledge("no_such_diagnosis", 2) is False
     env.run(5)
     snap = env.dg.snapshot()
     assert len(snap) == 1 and snap[0]["acked"] is True and snap[0]["addr"] == 2

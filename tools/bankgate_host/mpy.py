@@ -130,7 +130,8 @@ def command(script_args, heapsize=None, emit_opt=None):
 
 def environ(extra_path=(), base=None):
     env = dict(os.environ if base is None else base)
-    env["MICROPYPATH"] = os.pathsep.join(list(extra_path) + compiled_path())
+    # ".frozen" first, as in MicroPython's default path (frozen modules such as ssl)
+    env["MICROPYPATH"] = os.pathsep.join([".frozen"] + list(extra_path) + compiled_path())
     return env
 
 

@@ -1,0 +1,370 @@
+# Telemetry: MQTT publishing, Home Assistant discovery, store-and-forward and commands
+# (docs/mqtt.md documents every topic and payload).
+#
+#   tel = Telemetry(net, cfg, gateway)      gateway: snapshot(), events (EventLog), poller.rescan(),
+#                                           diagnoser.acknowledge(code, addr), cfg
+#   tel.service(now, budget_ms)             once per loop iteration; returns within about budget_ms
+#   tel.online, tel.published, tel.dropped, tel.reconnects, tel.rejected_commands, tel.stats()
+#   tel.stop(now)                           retained "offline" + DISCONNECT (orderly shutdown)
+#
+# Isolation from the control loop: everything below is a bounded state machine.  The socket is
+# non-blocking (transport.py), DNS runs in a worker thread (bankgate.net), nothing waits for a
+# broker reply (client.py), and service() stops doing work once budget_ms of real CPU time is used
+# (checked between units of work: one snapshot, one message encoded, one socket read/write pass).
+# The worst single unit is formatting one snapshot as JSON (allocates; ~1-3 ms on an ESP32).
+#
+# Data flow: events are copied from the gateway's EventLog and snapshots are encoded into the
+# store-and-forward Ring (ring.py) on schedule whether or not the broker is reachable; the ring is
+# drained to the broker in order while online.  Events go at QoS 1 and stay in the ring until their
+# PUBACK; telemetry at QoS 0.  Discovery and the status topic are sent directly after each CONNACK.
+import json
+import time
+
+from micropython import const
+
+from bankgate import clock as tk
+from bankgate.events import EV_COMMAND, EV_MQTT, EVENT_NAMES
+from bankgate.telemetry import commands as cmds
+from bankgate.telemetry import ring as rg
+from bankgate.telemetry.client import Client
+from bankgate.telemetry.transport import R_INTERNAL
+
+_INFLIGHT_MAX = const(16)      # QoS 1 events awaiting PUBACK at once
+_EVENTS_PER_PASS = const(32)   # events copied from the EventLog per service() call
+_REPORTS_PER_S = const(10)     # rejected commands reported (event + reply) per second; all are counted
+_TX_BYTES = const(4096)
+_RX_BYTES = const(1024)
+_J = (",", ":")
+
+VERSION = "1"
+
+
+class Telemetry:
+    def __init__(self, net, cfg, gateway, discovery_version=VERSION):
+        m = cfg["mqtt"]
+        self.cfg = cfg
+        self.gw = gateway
+        self.events = gateway.events
+        self.net = net
+        gid = cfg["gateway_id"]
+        base = "%s/%s" % (m["prefix"], gid)
+        self.base = base
+        self.t_status = (base + "/status").encode()
+        self.t_bank = (base + "/bank").encode()
+        self.t_metrics = (base + "/metrics").encode()
+        self.t_diag = (base + "/diagnoses").encode()
+        self.t_event = (base + "/event").encode()
+        self.t_reply = (base + "/cmd_result").encode()
+        self.t_module = base + "/module/%d"
+        self.t_cmd = (base + "/cmd/").encode()
+        self.t_cmd_sub = (base + "/cmd/+").encode()
+        self.t_ha_status = (m["discovery_prefix"] + "/status").encode()
+        user = getattr(net, "user", None)
+        pswd = getattr(net, "password", None)
+        self.client = Client(
+            net, m["host"], m["port"], ("bankgate-" + gid).encode(), keepalive_s=m["keepalive_s"],
+            tls=m["tls"], user=user.encode() if user else None,
+            password=(pswd or "").encode() if user else None,
+            will_topic=self.t_status, will_msg=b"offline", tx_size=_TX_BYTES, rx_size=_RX_BYTES,
+            connect_timeout_ms=m["connect_timeout_ms"], max_backoff_ms=m["reconnect_max_ms"])
+        c = self.client
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_puback = self._on_puback
+        c.on_oversize = self._on_oversize
+        self.ring = rg.Ring(m["ring_bytes"])
+        self.disc = None
+        if m["discovery"]:
+            from bankgate.telemetry.ha import Discovery
+            self.disc = Discovery(cfg, base, self.t_status.decode(), discovery_version)
+        self.bank_period = m["bank_period_ms"]
+        self.module_period = m["module_period_ms"]
+        self.metrics_period = m["metrics_period_ms"]
+        self._next_bank = None          # None: at the first service()
+        self._next_mod = None
+        self._next_metrics = None
+        self._mods = None               # module dicts of the current module cycle
+        self._mod_i = 0
+        self._metrics_snap = None       # snapshot whose metrics/diagnoses are still to encode
+        self._diag_pending = False
+        ev = self.events
+        self._ev_next = ev.oldest() if ev.seq else 1
+        self._evrec = [0, 0, 0, 0, 0]
+        self._session = 0               # session set-up steps left after CONNACK (status, 2 subs)
+        self._disc_i = -1               # next discovery message, -1: none pending
+        self._inflight = 0
+        self._report_window = 0
+        self._reports = 0
+        # counters
+        self.published = 0              # PUBLISH packets encoded for the broker
+        self.reconnects = 0
+        self.rejected_commands = 0
+        self.accepted_commands = 0
+        self.events_lost = 0            # events overwritten in the EventLog before telemetry copied them
+        self.service_max_us = 0         # worst real time of one service() call
+        self.overruns = 0               # calls that ended past their budget (one unit of work overran)
+        self.internal_errors = 0        # exceptions caught in service() (bugs, MemoryError)
+        self.last_exception = None
+
+    # --------------------------------------------------------------- public
+    @property
+    def online(self):
+        return self.client.online
+
+    @property
+    def dropped(self):
+        r = self.ring
+        return r.dropped_events + r.dropped_telemetry + self.events_lost
+
+    def stats(self):
+        c = self.client
+        r = self.ring
+        return {"online": c.online, "published": self.published, "dropped": self.dropped,
+                "dropped_events": r.dropped_events + self.events_lost,
+                "dropped_telemetry": r.dropped_telemetry, "queued": r.n_records,
+                "queued_bytes": r.used(), "reconnects": self.reconnects,
+                "connects": c.connects, "attempts": c.attempts,
+                "rejected_commands": self.rejected_commands,
+                "accepted_commands": self.accepted_commands, "rx_oversize": c.rx_oversize,
+                "last_error": c.last_error, "service_max_us": self.service_max_us,
+                "overruns": self.overruns, "internal_errors": self.internal_errors}
+
+    def service(self, now, budget_ms=5):
+        t0 = time.ticks_us()
+        budget_us = budget_ms * 1000
+        c = self.client
+        try:
+            self.net.service(now)
+            self._copy_events(now)
+            self._produce(now)
+            if time.ticks_diff(time.ticks_us(), t0) < budget_us:
+                c.service(now)
+                while c.online and time.ticks_diff(time.ticks_us(), t0) < budget_us:
+                    if not self._send_one(now):
+                        break
+                c.flush(now)
+        except Exception as e:  # noqa: BLE001
+            # Telemetry must never take the control loop down: a bug or a MemoryError here drops
+            # the connection (it is retried after the backoff) and is counted, nothing more.
+            self.internal_errors += 1
+            self.last_exception = e
+            try:
+                c._lost(now, R_INTERNAL)
+            except Exception:  # noqa: BLE001
+                pass
+        dt = time.ticks_diff(time.ticks_us(), t0)
+        if dt > self.service_max_us:
+            self.service_max_us = dt
+        if dt > budget_us:
+            self.overruns += 1
+
+    def republish_discovery(self):
+        if self.disc is not None:
+            self._disc_i = 0
+
+    def stop(self, now):
+        self.client.close(now, self.t_status)
+
+    # ----------------------------------------------------------- producing
+    def _copy_events(self, now):
+        ev = self.events
+        n = 0
+        rec = self._evrec
+        while self._ev_next <= ev.seq and n < _EVENTS_PER_PASS:
+            old = ev.oldest()
+            if self._ev_next < old:
+                self.events_lost += old - self._ev_next
+                self._ev_next = old
+            s = self._ev_next
+            if ev.get(s, rec):
+                self.ring.append_event(s, rec[0], rec[1], rec[2], rec[3], rec[4])
+            self._ev_next = s + 1
+            n += 1
+        if n:
+            ev.mark_read(self._ev_next - 1)
+
+    def _produce(self, now):
+        """At most one snapshot or one encoded message per call (bounded cost)."""
+        if self._next_bank is None or tk.due(now, self._next_bank):
+            self._next_bank = tk.add(now, self.bank_period)
+            snap = self.gw.snapshot()
+            bank = {}
+            for k, v in snap.items():
+                if k != "modules" and k != "metrics" and k != "diagnoses":
+                    bank[k] = v
+            bank["seq"] = self.events.seq
+            self.ring.append(rg.K_BANK, json.dumps(bank, separators=_J).encode())
+            if self._next_mod is None or tk.due(now, self._next_mod):
+                self._next_mod = tk.add(now, self.module_period)
+                self._mods = snap.get("modules") or None
+                self._mod_i = 0
+            if self._next_metrics is None or tk.due(now, self._next_metrics):
+                self._next_metrics = tk.add(now, self.metrics_period)
+                self._metrics_snap = snap
+                self._diag_pending = True
+            return
+        mods = self._mods
+        if mods is not None:
+            d = mods[self._mod_i]
+            self._mod_i += 1
+            if self._mod_i >= len(mods):
+                self._mods = None
+            s = d.get("slot", 0)
+            self.ring.append(rg.K_MODULE + (s & 15), json.dumps(d, separators=_J).encode(), d.get("addr", s) & 0xFFFF)
+            return
+        snap = self._metrics_snap
+        if snap is not None:
+            if self._diag_pending:
+                self._diag_pending = False
+                d = {"t_ms": snap.get("t_ms", now), "active": snap.get("diagnoses") or []}
+                self.ring.append(rg.K_DIAG, json.dumps(d, separators=_J).encode())
+                return
+            self._metrics_snap = None
+            d = {"t_ms": snap.get("t_ms", now), "metrics": snap.get("metrics"),
+                 "bus": snap.get("bus"), "inverter": snap.get("inverter"), "mqtt": self.stats()}
+            self.ring.append(rg.K_METRICS, json.dumps(d, separators=_J).encode())
+
+    # ------------------------------------------------------------- sending
+    def _send_one(self, now):
+        """Encode one message into the transport's tx buffer.  False: nothing to do / no room."""
+        c = self.client
+        if self._session:
+            if self._session == 3:
+                if not c.fits(len(self.t_status), 6, 0):
+                    return False
+                c.publish(self.t_status, b"online", True, 0)
+            elif self._session == 2:
+                if c.tx_free() < len(self.t_cmd_sub) + 8:
+                    return False
+                c.subscribe(self.t_cmd_sub, 0)
+            else:
+                if c.tx_free() < len(self.t_ha_status) + 8:
+                    return False
+                if self.disc is not None:
+                    c.subscribe(self.t_ha_status, 0)
+            self._session -= 1
+            self.published += 1
+            return True
+        if self._disc_i >= 0:
+            disc = self.disc
+            topic, payload = disc.message(self._disc_i)
+            if not c.fits(len(topic), len(payload), 0):
+                return False
+            c.publish(topic.encode(), payload.encode(), True, 0)
+            self.published += 1
+            self._disc_i += 1
+            if self._disc_i >= disc.count():
+                self._disc_i = -1
+            return True
+        r = self.ring
+        off = r.next_pending()
+        if off < 0:
+            return False
+        kind = r.kind(off)
+        if kind == rg.K_EVENT:
+            if self._inflight >= _INFLIGHT_MAX:
+                return False
+            payload = self._event_json(r, off)
+            if not c.fits(len(self.t_event), len(payload), 1):
+                return False
+            pid = c.publish(self.t_event, payload, False, 1)
+            self._inflight += 1
+            r.mark_sent(off, pid)
+        else:
+            topic = self._topic(r, off, kind)
+            n = r.payload_len(off)
+            if not c.fits(len(topic), n, 0):
+                if n + len(topic) + 8 > len(c.t.tx):
+                    r.mark_sent(off, 0)       # can never fit: drop it (counted as telemetry drop)
+                    r.dropped_telemetry += 1
+                    return True
+                return False
+            c.publish(topic, r.payload(off), False, 0)
+            r.mark_sent(off, 0)
+        self.published += 1
+        return True
+
+    def _topic(self, r, off, kind):
+        if kind == rg.K_BANK:
+            return self.t_bank
+        if kind == rg.K_METRICS:
+            return self.t_metrics
+        if kind == rg.K_DIAG:
+            return self.t_diag
+        if kind == rg.K_REPLY:
+            return self.t_reply
+        return (self.t_module % r.tag(off)).encode()
+
+    def _event_json(self, r, off):
+        seq, t, code, addr, a, b = r.event(off)
+        return ('{"seq":%d,"t_ms":%d,"code":%d,"ev":"%s","addr":%d,"a":%d,"b":%d}'
+                % (seq, t, code, EVENT_NAMES.get(code, "?"), addr, a, b)).encode()
+
+    # ----------------------------------------------------------- callbacks
+    def _on_connect(self, now):
+        if self.client.connects > 1:
+            self.reconnects += 1
+        self._session = 3
+        self._inflight = 0
+        if self.disc is not None:
+            self._disc_i = 0
+        self.events.emit(now, EV_MQTT, -1, 1, self.client.connects)
+
+    def _on_disconnect(self, now, reason, was_online):
+        self.ring.rewind()
+        self._inflight = 0
+        self._session = 0
+        self._disc_i = -1
+        if was_online:
+            self.events.emit(now, EV_MQTT, -1, 0, reason)
+
+    def _on_puback(self, pid):
+        if self.ring.ack(pid) and self._inflight > 0:
+            self._inflight -= 1
+
+    def _on_oversize(self):
+        self._reject(cmds.CMD_UNKNOWN, cmds.E_SIZE)
+
+    def _on_message(self, topic, payload):
+        t = bytes(topic)
+        if t == self.t_ha_status:
+            if bytes(payload) == b"online":
+                self.republish_discovery()
+            return
+        p = self.t_cmd
+        if t[:len(p)] != p:
+            return
+        code, args, reason = cmds.parse(topic[len(p):], payload)
+        if reason == cmds.OK:
+            reason = cmds.execute(self.gw, code, args, self.republish_discovery)
+        if reason != cmds.OK:
+            self._reject(code, reason)
+            return
+        self.accepted_commands += 1
+        now = self._now()
+        self.events.emit(now, EV_COMMAND, -1, code, 1)
+        self._reply(code, True, reason)
+
+    def _reject(self, code, reason):
+        self.rejected_commands += 1
+        now = self._now()
+        if tk.diff(now, self._report_window) >= 1000:
+            self._report_window = now
+            self._reports = 0
+        if self._reports >= _REPORTS_PER_S:
+            return
+        self._reports += 1
+        self.events.emit(now, EV_COMMAND, -1, code, 0)
+        self._reply(code, False, reason)
+
+    def _reply(self, code, ok, reason):
+        d = '{"cmd":"%s","ok":%s,"reason":"%s","rejected":%d}' % (
+            cmds.NAMES[code], "true" if ok else "false", reason, self.rejected_commands)
+        self.ring.append(rg.K_REPLY, d.encode())
+
+    def _now(self):
+        hw = getattr(self.gw, "hw", None)
+        if hw is not None:
+            return hw.clock.ticks_ms()
+        return time.ticks_ms() & 0x3FFFFFFF

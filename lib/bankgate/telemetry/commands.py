@@ -1,0 +1,101 @@
+# Commands over MQTT: <prefix>/<gateway_id>/cmd/<name>.  NON-SAFETY ACTIONS ONLY.
+#
+#   rescan      payload empty or {}                         -> gateway.poller.rescan()
+#   discovery   payload empty or {}                         -> republish Home Assistant discovery
+#   ack         {"code": "<diagnosis code>", "addr": n}     -> gateway.diagnoser.acknowledge(code, addr)
+#               (acknowledging silences a diagnosis notice; it does not clear a latched fault)
+#
+# There is deliberately no command that closes a contactor, changes a limit or the configuration,
+# or clears a latched fault: those need the local reset (button/USB).  Any other name is "unknown".
+# Checks, in order, each with its own reason: name length and known, payload size (CMD_MAX_BYTES),
+# UTF-8, JSON, an object, exactly the expected fields with the expected types and ranges.  A
+# rejected command changes nothing.  The caller (Telemetry) counts, emits EV_COMMAND and replies.
+import json
+
+from micropython import const
+
+CMD_MAX_BYTES = const(256)     # larger payloads are rejected unread
+_NAME_MAX = const(16)
+
+# command codes (EV_COMMAND a): 0 = unknown/unparseable name
+CMD_UNKNOWN = const(0)
+CMD_RESCAN = const(1)
+CMD_DISCOVERY = const(2)
+CMD_ACK = const(3)
+
+NAMES = ("?", "rescan", "discovery", "ack")
+
+# rejection reasons (reply "reason")
+OK = "ok"
+E_UNKNOWN = "unknown command"
+E_SIZE = "payload too large"
+E_ENCODING = "payload not UTF-8"
+E_JSON = "payload not JSON"
+E_SHAPE = "unexpected payload"
+E_FIELD = "bad field"
+E_TARGET = "no such diagnosis"
+E_FAILED = "action failed"
+
+
+def _name_code(name):
+    for i in range(1, len(NAMES)):
+        if NAMES[i] == name:
+            return i
+    return CMD_UNKNOWN
+
+
+def parse(name_mv, payload_mv):
+    """Validate a command without acting.  Returns (code, args, reason): reason is OK or why
+    it is rejected; args is None or (code_str, addr) for ack."""
+    if len(name_mv) == 0 or len(name_mv) > _NAME_MAX:
+        return CMD_UNKNOWN, None, E_UNKNOWN
+    try:
+        name = str(bytes(name_mv), "utf-8")
+    except Exception:
+        return CMD_UNKNOWN, None, E_UNKNOWN
+    code = _name_code(name)
+    if code == CMD_UNKNOWN:
+        return CMD_UNKNOWN, None, E_UNKNOWN
+    if len(payload_mv) > CMD_MAX_BYTES:
+        return code, None, E_SIZE
+    try:
+        text = str(bytes(payload_mv), "utf-8")
+    except Exception:
+        return code, None, E_ENCODING
+    text = text.strip()
+    if code in (CMD_RESCAN, CMD_DISCOVERY):
+        if text == "":
+            return code, None, OK
+    try:
+        obj = json.loads(text)
+    except Exception:
+        return code, None, E_JSON
+    if type(obj) is not dict:
+        return code, None, E_SHAPE
+    if code in (CMD_RESCAN, CMD_DISCOVERY):
+        return (code, None, OK) if not obj else (code, None, E_SHAPE)
+    # ack
+    if len(obj) != 2 or "code" not in obj or "addr" not in obj:
+        return code, None, E_SHAPE
+    c = obj["code"]
+    a = obj["addr"]
+    if type(c) is not str or not 0 < len(c) <= 32 or type(a) is not int or a < -1 or a > 255:
+        return code, None, E_FIELD
+    return code, (c, a), OK
+
+
+def execute(gateway, code, args, republish):
+    """Perform a validated command.  Returns OK or a rejection reason."""
+    try:
+        if code == CMD_RESCAN:
+            gateway.poller.rescan()
+        elif code == CMD_DISCOVERY:
+            republish()
+        elif code == CMD_ACK:
+            if gateway.diagnoser.acknowledge(args[0], args[1]) is False:
+                return E_TARGET
+        else:
+            return E_UNKNOWN
+    except Exception:
+        return E_FAILED
+    return OK
