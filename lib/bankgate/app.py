@@ -17,7 +17,9 @@ from bankgate import clock as tk
 from bankgate.events import EV_BOOT, EventLog
 from bankgate.model import Bank
 
-_DATA_PERIOD_MS = const(1000)   # metrics/diagnoses also run at least this often without new data
+_DATA_PERIOD_MS = const(1000)   # metrics/diagnoses period: they describe trends (seconds), so
+                                # they run once a second on the newest data; admission, the
+                                # safety decision, runs on every decoded frame
 _MAX_IDLE_MS = const(20)        # never idle longer than this (device: keeps the console responsive)
 
 
@@ -60,7 +62,6 @@ class Gateway:
         self.control_steps = 0
         self.loop_max_us = 0          # worst CPU time of one step() (control part, excluding telemetry)
         self.telemetry_max_us = 0     # worst CPU time spent in telemetry in one step()
-        self._new_data = False
         if hasattr(hw, "start_watchdog"):
             hw.start_watchdog(cfg["control"]["watchdog_ms"])
 
@@ -73,8 +74,6 @@ class Gateway:
         try:
             now = clk.ticks_ms()
             slot = self.poller.service(now)
-            if slot >= 0:
-                self._new_data = True
             if slot >= 0 or tk.due(now, self.next_control):
                 self._control(now)
             if self.inverter is not None:
@@ -116,8 +115,7 @@ class Gateway:
         adm = self.admission
         adm.step(now, bus_fault, self.poller.discovery.slot_fault_mask(), inv_ok)
         aggregate.update(self.bank, adm.admitted_mask)
-        if self._new_data or tk.due(now, self.next_data):
-            self._new_data = False
+        if tk.due(now, self.next_data):
             self.next_data = tk.add(now, _DATA_PERIOD_MS)
             self.metrics.update(now, adm.admitted_mask)
             pending = 0

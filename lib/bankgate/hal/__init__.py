@@ -7,6 +7,8 @@
 #
 # Clock        ticks_ms(), ticks_us()  wrapping tick counters (bankgate.clock)
 #              sleep_ms(n)             blocking sleep (only the idle path uses it)
+#              sleep_us(n)             optional; the RS485 master's bounded wait for a
+#                                      request's wire time (bankgate.bus.rs485)
 # Serial port  write(buf) -> n         queue bytes for transmission
 #   (UART)     txdone() -> bool        True once every queued byte left the wire
 #              any() -> n              bytes waiting
