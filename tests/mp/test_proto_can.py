@@ -155,3 +155,23 @@ def test_decode_and_encode_allocate_nothing():
                 + C.encode_356(out, 52000, -1500, 250) + C.encode_359(out, 0x7FF, 0x7FF, 3, True)
                 + C.encode_35c(out, 0xC0) + C.encode_35e(out, name))
     assert mptest.no_alloc(enc) == 8 + 4 + 6 + 7 + 2 + 8
+
+
+def test_out_of_range_values_are_implausible_and_change_nothing():
+    from bankgate.model import Module
+    from bankgate.proto import pylon_can as pc
+    from bankgate.proto.errors import E_PLAUSIBLE
+    m = Module(0)
+    buf = bytearray(8)
+    pc.encode_356(buf, 52000, 1000, 250)
+    assert pc.decode(0x356, buf, 6, m, 1) == 0 and m.temp_dc[0] == 250
+    for mv, t in ((66000, 250), (52000, 1300), (52000, -450)):
+        b = bytearray(8)
+        pc.encode_356(b, mv, 1000, t)
+        assert pc.decode(0x356, b, 6, m, 2) == E_PLAUSIBLE, (mv, t)
+    assert (m.voltage_mv, m.temp_dc[0], m.t_analog) == (52000, 250, 1)
+    pc.encode_351(buf, 66000, 1000, 1000, 45000)
+    assert pc.decode(0x351, buf, 8, m, 3) == E_PLAUSIBLE
+    pc.encode_351(buf, 53200, 1000, 1000, 70000)
+    assert pc.decode(0x351, buf, 8, m, 3) == E_PLAUSIBLE
+    assert not m.mgmt_valid

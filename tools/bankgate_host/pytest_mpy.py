@@ -72,7 +72,12 @@ class MpyFile(pytest.File):
     def _run(self, names):
         script = os.path.join(mpy.MP_TOOLS, "mptest_run.py")
         try:
-            compiled = mpy.compile_file(str(self.path))
+            # the whole test directory, so a test module importing a sibling never
+            # runs a stale compiled copy of it
+            src_dir = os.path.dirname(str(self.path))
+            out_dir = os.path.join(mpy.BUILD, "files", os.path.relpath(src_dir, mpy.REPO))
+            mpy.ensure_compiled(src_dir, out_dir)
+            compiled = os.path.join(out_dir, self.path.name[:-3] + ".mpy")
         except SyntaxError as e:
             return {name: ("fail", str(e), "") for name in names}
         args = [script, str(parse_size(self.heapsize)), compiled] + names

@@ -46,6 +46,12 @@ ID_NAME = const(0x35E)
 ID_KEEPALIVE = const(0x305)        # inverter -> battery, eight zero bytes
 IDS = (ID_LIMITS, ID_SOC, ID_MEASURE, ID_ALARMS, ID_REQUEST, ID_NAME)
 
+# Plausibility (the firmware's documented input ranges): a low-voltage module or
+# its limits above 65 V, or a temperature outside -40..+125 degC, is rejected.
+_MAX_MV = const(65000)
+_MIN_DC = const(-400)
+_MAX_DC = const(1250)
+
 
 def _u16(b, i):
     return b[i] | (b[i + 1] << 8)
@@ -97,7 +103,9 @@ def decode(can_id, buf, dlc, mod, now):
         if dlc < 6:
             return E_TRUNCATED
         cv = _u16(buf, 0) * 100
-        if cv == 0:
+        if cv == 0 or cv > _MAX_MV:
+            return E_PLAUSIBLE
+        if dlc >= 8 and _u16(buf, 6) * 100 > _MAX_MV:
             return E_PLAUSIBLE
         mod.chg_v_mv = cv
         mod.chg_limit_ma = abs(_s16(buf, 2)) * 100
@@ -121,11 +129,12 @@ def decode(can_id, buf, dlc, mod, now):
         if dlc < 6:
             return E_TRUNCATED
         mv = _s16(buf, 0) * 10
-        if mv <= 0:
+        t = _s16(buf, 4)
+        if mv <= 0 or mv > _MAX_MV or t < _MIN_DC or t > _MAX_DC:
             return E_PLAUSIBLE
         mod.voltage_mv = mv
         mod.current_ma = _s16(buf, 2) * 100
-        mod.temp_dc[0] = _s16(buf, 4)
+        mod.temp_dc[0] = t
         mod.n_temps = 1
         mod.analog_valid = True
         mod.t_analog = now
