@@ -130,8 +130,10 @@ def command(script_args, heapsize=None, emit_opt=None):
 
 def environ(extra_path=(), base=None):
     env = dict(os.environ if base is None else base)
-    # ".frozen" first, as in MicroPython's default path (frozen modules such as ssl)
-    env["MICROPYPATH"] = os.pathsep.join([".frozen"] + list(extra_path) + compiled_path())
+    # MicroPython's frozen modules (".frozen", e.g. its ssl.py) are deliberately not on the
+    # path: bankgate.net provides the `ssl`/`ussl` interface umqtt needs over the C `tls`
+    # module itself, the same on every port (docs/mqtt.md)
+    env["MICROPYPATH"] = os.pathsep.join(list(extra_path) + compiled_path())
     return env
 
 
