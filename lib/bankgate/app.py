@@ -20,7 +20,9 @@ from bankgate.model import Bank
 _DATA_PERIOD_MS = const(1000)   # metrics/diagnoses period: they describe trends (seconds), so
                                 # they run once a second on the newest data; admission, the
                                 # safety decision, runs on every decoded frame
-_MAX_IDLE_MS = const(20)        # never idle longer than this (device: keeps the console responsive)
+_MAX_IDLE_MS = const(20)
+_F_DUPLICATE = const(1)         # bankgate.discovery.F_DUPLICATE
+_BUS_DUPLICATE = const(3)       # bankgate.bushealth.DUPLICATE_ADDRESS        # never idle longer than this (device: keeps the console responsive)
 
 
 class Gateway:
@@ -109,6 +111,11 @@ class Gateway:
     def _control(self, now):
         self.health.update(now)
         bus_fault = 0 if self.health.ok() else self.health.verdict
+        if bus_fault == 0 and self.poller.discovery.has_code(_F_DUPLICATE):
+            # a duplicate address anywhere means the address plan is wrong: no module
+            # joins until it is fixed (the seed: "address, order and termination are
+            # correct" before closing), not only the slot whose replies collide
+            bus_fault = _BUS_DUPLICATE
         inv_ok = True
         if self.inverter is not None:
             inv_ok = self.inverter.heartbeat_ok

@@ -199,3 +199,63 @@ def test_findings_calls_do_not_allocate():
     mptest.no_alloc(d.identity, 0, 50)
     assert mptest.no_alloc(d.slot_fault_mask) == 0
     mptest.no_alloc(d.can_frame, 0, 0x351, 60)
+
+
+def test_vanished_unexpected_address_is_dropped_and_count_reevaluated():
+    # ts_one_module_stays_offline: module 3's switch says 6 instead of 4, then is corrected
+    d, b, ev = _setup((2, 3, 4))
+    d.begin_scan(0)
+    for a in range(2, 18):
+        d.probe_result(a, dsc.R_GOOD if a in (2, 3, 6) else dsc.R_TIMEOUT)
+    d.end_scan(100, 2, 17)
+    for s in range(4):
+        b.modules[s].seen = b.modules[s].addr != 4
+        b.modules[s].analog_valid = b.modules[s].seen
+    assert _codes(d) == [(dsc.F_MISSING, 4), (dsc.F_UNEXPECTED, 6)], _codes(d)
+    assert b.modules[3].addr == 6
+    # the switch is corrected: 4 answers (4 found, 3 expected -> COUNT), 6 goes silent
+    d.note(2, dsc.R_GOOD, 200)
+    assert _codes(d) == [(dsc.F_UNEXPECTED, 6), (dsc.F_COUNT, -1)], _codes(d)
+    for k in range(dsc.DROP_AFTER - 1):
+        d.note(3, dsc.R_TIMEOUT, 300 + k)
+    assert d.has(dsc.F_UNEXPECTED, 6) and d.bank_fault() and b.modules[3].seen
+    d.note(3, dsc.R_TIMEOUT, 400)
+    # dropped: finding cleared (event), slot no longer counts, record forgotten
+    assert _codes(d) == [], _codes(d)
+    assert (6, -dsc.F_UNEXPECTED, 0) in _events(ev) and (-1, -dsc.F_COUNT, 0) in _events(ev)
+    assert not b.modules[3].seen and not b.modules[3].analog_valid
+    assert d.found == 3 and not d.bank_fault() and d.slot_fault_mask() == 0
+    assert d.dropped_mask == 1 << 3
+    # more timeouts change nothing (no repeated events)
+    n_ev = len(_events(ev))
+    for k in range(20):
+        d.note(3, dsc.R_TIMEOUT, 500 + k)
+    assert len(_events(ev)) == n_ev and _codes(d) == []
+    # configured addresses are never dropped (they are MISSING / offline instead)
+    for k in range(20):
+        d.note(0, dsc.R_TIMEOUT, 600 + k)
+    assert b.modules[0].seen and d.dropped_mask == 1 << 3
+    # the old address answers again: un-dropped, UNEXPECTED and COUNT come back
+    d.note(3, dsc.R_GOOD, 700)
+    assert _codes(d) == [(dsc.F_UNEXPECTED, 6), (dsc.F_COUNT, -1)], _codes(d)
+    assert d.dropped_mask == 0 and b.modules[3].seen
+
+
+def test_dropped_slot_is_reused_when_the_bank_is_full():
+    d, b, ev = _setup((2, 3, 4))
+    n = len(b.modules)
+    for s in range(3, n):
+        b.modules[s].addr = 100 + s
+    b.n_used = n
+    assert d.assign(99) == -1
+    for k in range(dsc.DROP_AFTER):
+        d.note(5, dsc.R_TIMEOUT, k)
+    assert d.dropped_mask == 1 << 5
+    assert d.assign(99) == 5 and b.modules[5].addr == 99 and d.dropped_mask == 0
+    assert d.slot_of(105) == -1
+
+
+def test_duplicate_finding_constants_match_what_the_gateway_uses():
+    # app.py blocks every join on a duplicate finding using these two codes
+    from bankgate import bushealth, discovery
+    assert discovery.F_DUPLICATE == 1 and bushealth.DUPLICATE_ADDRESS == 3
