@@ -14,7 +14,9 @@ from micropython import const
 
 from bankgate import aggregate
 from bankgate import clock as tk
-from bankgate.events import EV_BOOT, EventLog
+import array
+
+from bankgate.events import EV_ALARM, EV_BOOT, EventLog
 from bankgate.model import Bank
 
 _DATA_PERIOD_MS = const(1000)   # metrics/diagnoses period: they describe trends (seconds), so
@@ -57,6 +59,10 @@ class Gateway:
             self.telemetry = Telemetry(net, cfg, self)
         self.console = console
 
+        # last alarm / protection bits seen per slot: a change emits EV_ALARM
+        n = len(self.bank.modules)
+        self._alarms = array.array("i", bytes(4 * n))
+        self._prots = array.array("i", bytes(4 * n))
         self.period_ms = cfg["control"]["period_ms"]
         self.next_control = now
         self.next_data = now
@@ -119,6 +125,7 @@ class Gateway:
         inv_ok = True
         if self.inverter is not None:
             inv_ok = self.inverter.heartbeat_ok
+        self._alarm_events(now)
         adm = self.admission
         adm.step(now, bus_fault, self.poller.discovery.slot_fault_mask(), inv_ok)
         aggregate.update(self.bank, adm.admitted_mask)
@@ -136,6 +143,20 @@ class Gateway:
         wdt = self.hw.wdt
         if wdt is not None:
             wdt.feed()
+
+    def _alarm_events(self, now):
+        """EV_ALARM (a = alarm bits, b = protection bits) whenever a module's BMS
+        alarm or protection bits change.  Allocation-free."""
+        al = self._alarms
+        pr = self._prots
+        for m in self.bank.modules:
+            if m.addr < 0:
+                continue
+            i = m.slot
+            if m.alarms != al[i] or m.protections != pr[i]:
+                al[i] = m.alarms
+                pr[i] = m.protections
+                self.events.emit(now, EV_ALARM, m.addr, m.alarms, m.protections)
 
     def run(self, stop=None):
         """The main loop.  On the device `stop` is None: it runs until reset."""
