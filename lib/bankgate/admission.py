@@ -164,6 +164,10 @@ class Admission:
         self.need_hb = cfg["inverter"]["require_heartbeat"]
         self.cells = b["cells"]
         self.max_par = b["max_parallel"] if b["max_parallel"] < self.n_exp else self.n_exp
+        # join-only bus check, set by the main loop before step(): a bus verdict that is
+        # not healthy but not severe (termination suspect, wiring noise) blocks new joins;
+        # closed modules stay while their data is fresh (severe faults come as bus_fault)
+        self.bus_join_block = 0
         self.fw_min = b["firmware_min"]
         self.fw_same = b["firmware_same"]
         self.models = [m.encode().rstrip(b" \x00") for m in b["approved_models"]]
@@ -384,6 +388,9 @@ class Admission:
         if present > self.max_par:
             self._join_code = CHK_PARALLEL
             self._join_val = present
+        elif self.bus_join_block:
+            self._join_code = CHK_BUS
+            self._join_val = self.bus_join_block
         elif el < self.boot_hold:
             self._join_code = CHK_BOOT_HOLD
             self._join_val = self.boot_hold - el

@@ -24,7 +24,9 @@ _DATA_PERIOD_MS = const(1000)   # metrics/diagnoses period: they describe trends
                                 # safety decision, runs on every decoded frame
 _MAX_IDLE_MS = const(20)
 _F_DUPLICATE = const(1)         # bankgate.discovery.F_DUPLICATE
-_BUS_DUPLICATE = const(3)       # bankgate.bushealth.DUPLICATE_ADDRESS        # never idle longer than this (device: keeps the console responsive)
+_BUS_DUPLICATE = const(3)       # bankgate.bushealth.DUPLICATE_ADDRESS
+_BUS_TERMINATION = const(1)     # bankgate.bushealth.TERMINATION_SUSPECT
+_BUS_NOISE = const(2)           # bankgate.bushealth.WIRING_NOISE        # never idle longer than this (device: keeps the console responsive)
 
 
 class Gateway:
@@ -127,6 +129,8 @@ class Gateway:
             inv_ok = self.inverter.heartbeat_ok
         self._alarm_events(now)
         adm = self.admission
+        v = self.health.verdict
+        adm.bus_join_block = v if (v == _BUS_TERMINATION or v == _BUS_NOISE) else 0
         adm.step(now, bus_fault, self.poller.discovery.slot_fault_mask(), inv_ok)
         aggregate.update(self.bank, adm.admitted_mask)
         if tk.due(now, self.next_data):

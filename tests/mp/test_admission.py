@@ -269,6 +269,17 @@ def test_check_bus_fault_blocks_everyone():
     assert r.a.state == adm.BANK_WAITING
 
 
+def test_degraded_bus_blocks_joins_but_keeps_closed_modules():
+    # termination suspect / wiring noise: nothing new joins; closed modules stay
+    r = _blocks(lambda r: setattr(r.a, "bus_join_block", 1), adm.CHK_BUS, slot=0, everyone=True)
+    assert r.a.mod_value[0] == 1
+    r = Rig()
+    assert r.run(20000, until=lambda: all_closed(r))
+    r.a.bus_join_block = 2
+    r.run(5000)
+    assert all_closed(r) and r.a.ramp_down is False
+
+
 def test_check_inverter_heartbeat_when_required():
     def f(r):
         r.inv = False
