@@ -12,6 +12,8 @@ CONFIG   ?= examples/config.json
 PORT     ?=
 MQTT     ?=
 PYTEST_ARGS ?=
+# MicroPython test files run whole on one worker (--dist loadfile); 2 workers = 2 cores
+JOBS     ?= 2
 
 .PHONY: help setup test test-all demo fuzz soak bench deploy config status clean
 
@@ -34,10 +36,10 @@ $(UMQTT): tools/fetch_umqtt.py | $(STAMP)
 	$(BIN)/python tools/fetch_umqtt.py lib
 
 test: setup
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(JOBS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 test-all: setup
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/bankgate demo $(if $(MQTT),--mqtt $(MQTT))
