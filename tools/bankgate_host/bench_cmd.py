@@ -1,0 +1,269 @@
+"""`bankgate bench` -- measurements of the firmware under the unix MicroPython port.
+
+    bankgate bench                full run (several repetitions, 9600 baud simulations,
+                                  smallest heap the firmware alone runs in)
+    bankgate bench --quick        few repetitions, 115200 baud only (tests use this)
+    bankgate bench --json         one JSON object instead of the table
+
+What is measured and how: docs/performance.md.  The MicroPython side is
+tools/mp/bench.py (CPU time, allocations, fixed vs float metrics, poll period and
+reaction time in simulated time) and tools/mp/bench_alone.py (the firmware alone in
+a small heap: run at 64 KiB, the target, and bisected for the smallest heap it runs
+in).  CPU times are wall-clock microseconds of the unix port on this host: run it
+on an otherwise idle machine; each figure is the median of the repetitions, with
+min/max as the spread.
+
+Exit code 0 when the measurements ran (whether or not a target is met: the
+"targets" object says which are), 1 when a MicroPython run failed.
+"""
+import json
+import os
+import subprocess
+import sys
+
+from . import mpy
+
+BENCH_HEAPSIZE = "4m"          # the simulator sections share the heap with the bank model
+TARGET_HEAP = "64k"
+_MARK = "\x1eBENCH "
+
+
+def add_arguments(p):
+    p.add_argument("--quick", action="store_true",
+                   help="few repetitions, 115200 baud only, no heap bisection (for tests)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--reps", type=int, default=None, help="repetitions per figure (default 9, quick 3)")
+    p.add_argument("--sections", default=None,
+                   help="comma-separated subset of cycle,loop,alloc,metrics,period,reaction")
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def _run(script, args, heapsize, timeout=1800):
+    proc = mpy.run([os.path.join(mpy.MP_TOOLS, script)] + list(args), heapsize=heapsize,
+                   timeout=timeout)
+    for line in proc.stdout.split("\n"):      # not splitlines(): it splits at \x1e too
+        i = line.find(_MARK)          # (something may have printed without a newline first)
+        if i >= 0:
+            return json.loads(line[i + len(_MARK):])
+    raise BenchError("%s (heap %s) failed, rc=%s:\n%s\n%s" % (
+        script, heapsize, proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:]))
+
+
+def _kib(text):
+    return int(text.rstrip("k"))
+
+
+def min_heap(lo_k=128, hi_k=1024, step_k=16):
+    """Smallest -X heapsize (KiB, multiple of step_k) at which bench_alone.py runs."""
+    ok_hi = _run("bench_alone.py", [], "%dk" % hi_k)["alone"]
+    if not ok_hi.get("ok"):
+        return None
+    lo, hi = lo_k, hi_k            # invariant: hi runs; lo is not known to run
+    while hi - lo > step_k:
+        mid = (lo + hi) // 2 // step_k * step_k
+        if mid <= lo:
+            break
+        r = _run("bench_alone.py", [], "%dk" % mid)["alone"]
+        if r.get("ok"):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def measure(quick=False, reps=None, sections=None):
+    reps = reps or (3 if quick else 9)
+    args = ["--reps", str(reps)]
+    if quick:
+        args.append("--quick")
+    if sections:
+        args += ["--sections", sections]
+    out = _run("bench.py", args, BENCH_HEAPSIZE)
+    if not sections:
+        alone = _run("bench_alone.py", [], TARGET_HEAP)["alone"]
+        alone["heapsize"] = TARGET_HEAP
+        out["heap"] = {"at_64k": alone}
+        if not alone.get("ok"):
+            # where it does run, for the figures (and, in a full run, the smallest heap)
+            big = _run("bench_alone.py", [], BENCH_HEAPSIZE)["alone"]
+            big["heapsize"] = BENCH_HEAPSIZE
+            out["heap"]["at_4m"] = big
+        if not quick:
+            out["heap"]["min_heap_kib"] = min_heap()
+    out["targets"] = targets(out)
+    return out
+
+
+def _get(d, *path):
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def targets(out):
+    """The issue's targets, each {"value", "limit", "ok"} (ok None: not measured)."""
+    t = {}
+
+    def put(name, value, limit, ok, note=""):
+        t[name] = {"value": value, "limit": limit, "ok": ok if value is not None else None}
+        if note:
+            t[name]["note"] = note
+
+    r = _get(out, "cycle", "rs485", "16", "ratio_pct", "115200")
+    put("cycle_cpu_vs_wire_16_115200_pct", r, 0.5, r is not None and r <= 0.5,
+        "CPU of one control cycle / RS485 wire time, 16 modules, host")
+    p = _get(out, "period", "115200", "ratio")
+    put("poll_period_vs_bound_115200", p, 1.10, p is not None and p <= 1.10)
+    p9 = _get(out, "period", "9600", "ratio")
+    if p9 is not None:
+        put("poll_period_vs_bound_9600", p9, 1.10, p9 <= 1.10)
+    for stage in ("decode", "admission", "metrics"):
+        b = _get(out, "alloc", stage)
+        lock = _get(out, "alloc", "heap_lock_ok", stage)
+        put("alloc_%s_bytes" % stage, b, 0, b == 0 and lock is True)
+    h = _get(out, "heap", "at_64k")
+    if h is not None:
+        put("firmware_alone_in_64k", bool(h.get("ok")), True, bool(h.get("ok")),
+            "64-bit unix port, bytecode in the heap (see docs/performance.md)")
+    fx = _get(out, "metrics", "fixed_alloc_bytes")
+    put("metrics_fixed_alloc_bytes", fx, 0, fx == 0)
+    react = _get(out, "reaction", "115200", "from_wire_ms", "max")
+    per = _get(out, "reaction", "115200", "period_ms")
+    put("reaction_from_wire_ms", react, per, react is not None and per is not None and react <= per,
+        "alarm reply on the wire -> outputs open, simulated time")
+    return t
+
+
+# ------------------------------------------------------------------ table
+def _fmt(x, nd=1):
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return ("%%.%df" % nd) % x
+    return str(x)
+
+
+def table(out):
+    L = []
+    port = out.get("port", {})
+    L.append("bankgate bench -- unix port %s (%d-bit), %s repetitions, median [min..max]"
+             % (".".join(str(v) for v in port.get("version", [])[:3]), port.get("bits", 0),
+                out.get("reps")))
+    if out.get("missing"):
+        L.append("NOTE: stand-ins used for missing firmware parts: %s" % ", ".join(out["missing"]))
+    cyc = out.get("cycle")
+    if cyc:
+        L.append("")
+        L.append("Control cycle CPU time (decode every module + 1 control step + telemetry JSON)")
+        L.append("  %-7s %3s %9s %9s %9s %9s %11s %10s %10s" % (
+            "bus", "N", "cpu_us", "decode", "control", "format", "wire_ms", "cpu/wire", "@9600"))
+        for n, r in sorted(cyc.get("rs485", {}).items(), key=lambda kv: int(kv[0])):
+            if "error" in r:
+                L.append("  rs485   %3s  %s" % (n, r["error"]))
+                continue
+            c = r["cpu_us"]
+            L.append("  %-7s %3s %9s %9s %9s %9s %11s %9s%% %9s%%" % (
+                "rs485", n, "%d[%d..%d]" % (c["median"], c["min"], c["max"]),
+                r["decode_us"]["median"], r["control_us"]["median"], r["format_us"]["median"],
+                _fmt(r["wire_us"]["115200"] / 1000.0), _fmt(r["ratio_pct"]["115200"], 3),
+                _fmt(r["ratio_pct"]["9600"], 3)))
+        for n, r in sorted(cyc.get("can", {}).items(), key=lambda kv: int(kv[0])):
+            c = r["cpu_us"]
+            L.append("  %-7s %3s %9s %9s %9s %9s %11s %9s%%" % (
+                "can500k", n, "%d[%d..%d]" % (c["median"], c["min"], c["max"]),
+                r["decode_us"]["median"], r["control_us"]["median"], "-",
+                _fmt(r["wire_us"]["500000"] / 1000.0), _fmt(r["ratio_pct"]["500000"], 3)))
+    lp = out.get("loop")
+    if lp:
+        c = lp["cpu_us_per_sweep"]
+        L.append("")
+        L.append("Main loop as it runs (control step after every decoded frame), %d modules:"
+                 % lp["modules"])
+        L.append("  %d us CPU per poll sweep [%d..%d] = %s %% of the wire time at 115200, %s %% at 9600"
+                 % (c["median"], c["min"], c["max"], _fmt(lp["ratio_pct"]["115200"], 3),
+                    _fmt(lp["ratio_pct"]["9600"], 3)))
+    per = out.get("period")
+    if per:
+        L.append("")
+        L.append("Poll sweep period, real Gateway on the simulated wire (simulated time)")
+        for baud, r in sorted(per.items(), key=lambda kv: -int(kv[0])):
+            L.append("  %6s baud, %d modules: %s ms achieved, %s ms wire-time bound, ratio %s "
+                     "(%s sweeps, %s transactions/sweep)" % (
+                         baud, r["modules"], _fmt(r["period_ms"], 2), _fmt(r["bound_ms"], 2),
+                         _fmt(r["ratio"], 3), r["sweeps"], _fmt(r["transactions_per_sweep"], 2)))
+    al = out.get("alloc")
+    if al:
+        L.append("")
+        L.append("Bytes allocated per steady-state stage (%d modules; gc disabled, mem_alloc deltas)"
+                 % al.get("modules", 0))
+        for k in ("decode", "health", "admission", "aggregate", "metrics", "diagnoser",
+                  "control_step", "snapshot", "format_bank_and_modules"):
+            if k in al:
+                L.append("  %-26s %8s" % (k, al[k]))
+        m = al.get("mqtt", {})
+        L.append("  %-26s %8s   (+ one module message %s, publish pass %s)" % (
+            "mqtt bank message", m.get("bank_message"), m.get("module_message"), m.get("publish_pass")))
+        L.append("  heap_lock proofs: %s" % ", ".join(
+            "%s %s" % (k, "ok" if v else "ALLOCATES") for k, v in sorted(al.get("heap_lock_ok", {}).items())))
+    mt = out.get("metrics")
+    if mt:
+        L.append("")
+        L.append("Metrics, %d modules: fixed point %s us, float %s us (float/fixed %s); "
+                 "allocated per update: fixed %s B, float %s B; largest difference %s"
+                 % (mt["modules"], _fmt(mt["fixed_us"]["median"]), _fmt(mt["float_us"]["median"]),
+                    _fmt(mt["float_over_fixed"], 2), mt["fixed_alloc_bytes"], mt["float_alloc_bytes"],
+                    mt["max_abs_diff"]))
+    re_ = out.get("reaction")
+    if re_:
+        L.append("")
+        L.append("Reaction to a critical alarm (simulated time, 16 modules)")
+        for baud, r in sorted(re_.items(), key=lambda kv: -int(kv[0])):
+            w, i = r.get("from_wire_ms"), r.get("from_injection_ms")
+            L.append("  %6s baud: alarm reply on the wire -> outputs open %s ms (max %s); alarm in the "
+                     "BMS -> open %s ms [%s..%s] (%d trials)" % (
+                         baud, _fmt(w and w["median"], 2), _fmt(w and w["max"], 2),
+                         _fmt(i and i["median"]), _fmt(i and i["min"]), _fmt(i and i["max"]),
+                         r["measured"]))
+    hp = out.get("heap")
+    if hp:
+        L.append("")
+        a = hp.get("at_64k", {})
+        L.append("Firmware alone, 16 modules, MQTT on: -X heapsize=64k %s" % (
+            "runs" if a.get("ok") else "FAILS (%s)" % a.get("error", "?")))
+        b = a if a.get("ok") else hp.get("at_4m", {})
+        if b:
+            L.append("  (figures from heapsize=%s) bytecode %s B, objects %s B, live max %s B, "
+                     "used max %s B (64-bit port)" % (
+                         b.get("heapsize"), b.get("code_bytes"), b.get("objects_bytes"),
+                         b.get("live_max_bytes"), b.get("used_max_bytes")))
+            if b.get("parts_bytes"):
+                L.append("  parts: %s" % ", ".join("%s %s B" % kv for kv in sorted(b["parts_bytes"].items())))
+        if hp.get("min_heap_kib") is not None:
+            L.append("  smallest heap it runs in: %s KiB" % hp["min_heap_kib"])
+    tg = out.get("targets")
+    if tg:
+        L.append("")
+        L.append("Targets")
+        for k, v in tg.items():
+            ok = v["ok"]
+            L.append("  %-36s %-8s limit %-6s %s" % (
+                k, _fmt(v["value"], 3), v["limit"], "met" if ok else ("MISSED" if ok is False else "not measured")))
+    return "\n".join(L)
+
+
+def main(args):
+    try:
+        out = measure(args.quick, args.reps, args.sections)
+    except (BenchError, mpy.MicroPythonNotFound, subprocess.TimeoutExpired) as e:
+        sys.stderr.write("bankgate bench: %s\n" % (e,))
+        return 1
+    if args.json:
+        sys.stdout.write(json.dumps(out, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(table(out) + "\n")
+    return 0
