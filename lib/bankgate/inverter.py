@@ -99,9 +99,11 @@ class InverterLink:
         dlc[3] = pc.encode_359(bufs[3], prot, alarm, a.admitted, a.faults != 0)
         flags = 0
         if on:
-            if chg_ma > 0:
+            # enable follows the limit as sent (0.1 A): a limit that rounds to 0.0 A
+            # must not come with an enable bit
+            if pc.rdiv(chg_ma, 100) > 0:
                 flags |= _FLAG_CHARGE_EN
-            if dsg_ma > 0:
+            if pc.rdiv(dsg_ma, 100) > 0:
                 flags |= _FLAG_DISCHARGE_EN
             flags |= req & (_FLAG_FORCE1 | _FLAG_FORCE2 | _FLAG_FULL)
         self.enabled_flags = flags

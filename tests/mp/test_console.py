@@ -1,3 +1,4 @@
+# mpy-heapsize: 512k   (these tests run the whole firmware plus its fakes on this 64-bit port)
 # The USB console (bankgate.console) and the device start-up (bankgate.firmware)
 # under MicroPython.  stdin is a fake stream that select.poll can poll (an
 # io.IOBase with ioctl, as MicroPython's own tests do), stdout collects lines.
