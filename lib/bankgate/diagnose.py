@@ -62,6 +62,7 @@ _W = const(17)              # instances per code
 _RAISE = const(1)
 _BAND = const(0)
 _CLEAR = const(-1)
+_NOT_JUDGED = const(-2)
 _ALARM_RING = const(8)      # remembered alarm onsets per module (config alarm_count <= 8)
 
 # code -> (name, evidence a, evidence b, first check (seed tables), stop); index code - 1
@@ -72,7 +73,7 @@ DIAG_INFO = (
      "Lower resistance path or older module: check cable length, gauge and module health", STOP_NO),
     ("running_warm", "temp_dev_dc", "temp_dc",
      "Loose lug or high current load: check torque, lug surface and branch current", STOP_YES),
-    ("resistance_rising", "r_rise_pm", "r_mohm",
+    ("resistance_rising", "r_rise_pm", "spot_dc",
      "Hot terminal suspected (loose lug / high resistance joint): check torque, lug surface, discoloration",
      STOP_NOW),
     ("bms_alarms_repeated", "alarm_count", "alarm_bits",
@@ -110,6 +111,7 @@ _PAIRS = (
     ("circ_raise_ma", "circ_clear_ma"), ("drift_raise_pm", "drift_clear_pm"),
     ("cap_raise_pm", "cap_clear_pm"), ("vimb_raise_mv", "vimb_clear_mv"),
     ("fluct_raise_mv", "fluct_clear_mv"), ("fuse_clear_ma", "fuse_zero_ma"),
+    ("spot_raise_dc", "spot_clear_dc"),
     ("cycle_high_pm", "cycle_low_pm"),
 )
 
@@ -169,12 +171,23 @@ class Diagnoser:
         self._pend_since = array.array("i", bytes(4 * m))
         self._fl_min = array.array("i", bytes(4 * m))
         self._fl_max = array.array("i", bytes(4 * m))
+        self._fl_piv = array.array("i", bytes(4 * m))    # last pivot of V - mean
+        self._fl_dir = bytearray(m)                      # 0 none, 1 rising, 2 falling
+        self._fl_rev = bytearray(m)                      # direction reversals this window
         self._fl_mask = 0
+        self._rel = array.array("i", bytes(4 * m))       # current_high: relative excess, permille
+        self._exc = array.array("i", bytes(4 * m))       # ... absolute excess, mA
+        self._high_ok = False                            # ... the high modules are a minority
+        self._vsort = array.array("i", bytes(4 * m))     # scratch: sorted module voltages
+        self._v_med = 0                                  # median voltage of the measured modules
         self._t_fl = 0
         self._cycles_seen = 0
         self._drift_run = 0
         self._t_start = 0
         self._started = False
+        self._ever_closed = False
+        self._start_mask = 0     # expected slots measured before the bank first closed (until admitted)
+        self._vout = 0           # ... of those, kept out by their voltage (last light-load judgement)
 
     # ------------------------------------------------------------ core machine
     def _judge(self, now, code, slot, cond, addr, a, b, hold_r, hold_c):
@@ -240,12 +253,71 @@ class Diagnoser:
                     if i <= fz and i >= -fz:
                         sharing = False
                         break
+        if sharing:
+            # current_high pre-pass: relative and absolute excess over the capacity
+            # share; "one module much higher" only while the high ones are at most
+            # half of the measured modules (when most are "high", one module carries
+            # much LESS -- a module at another SOC just joined: not a cable finding)
+            n_high = 0
+            xm = d["share_excess_ma"]
+            for s in range(ns):
+                if inc & (1 << s):
+                    cs = me.cap_share_pm[s]
+                    if cs > 0:
+                        rel = mdiv(me.share_cap_dev_pm[s], 3, cs)
+                        # |I_i| - cs * load / 1000, mA (load <= 1.6e7 split: products <= 1.6e7)
+                        a = mods[s].current_ma if bank_ma >= 0 else -mods[s].current_ma
+                        exc = a - (cs * (load // 1000) + cs * (load % 1000) // 1000)
+                    else:
+                        rel = 0
+                        exc = 0
+                    self._rel[s] = rel
+                    self._exc[s] = exc
+                    if rel >= d["share_raise_pm"] and exc >= xm:
+                        n_high += 1
+            self._high_ok = 2 * n_high <= n
+        if n > 1:
+            # median module voltage (voltage_fluctuation's reference: one module
+            # going back and forth stands out fully, and the others do not swing
+            # with the mean it drags along -- nor with unsynchronised samples)
+            vs = self._vsort
+            k = 0
+            for s in range(ns):
+                if inc & (1 << s):
+                    x = mods[s].voltage_mv
+                    j = k
+                    while j > 0 and vs[j - 1] > x:
+                        vs[j] = vs[j - 1]
+                        j -= 1
+                    vs[j] = x
+                    k += 1
+            h = k >> 1
+            self._v_med = vs[h] if k & 1 else (vs[h - 1] + vs[h]) >> 1
         dsg = n > 0 and bank_ma <= -d["load_min_ma"]
         if dsg and not self._dsg:
             self._soc_ref_mask = 0          # a new discharge: take fresh references
         self._dsg = dsg
         fl_end = clock.diff(now, self._t_fl) >= d["fluct_window_ms"]
         closed = admitted_mask & expected_mask
+        # start modules kept out by their voltage (startup_voltage_diff's finding,
+        # so not reduced_capacity's): |V - bank mean| at least the raise level.
+        # Judged only at light load (|bank| < load_min_ma): under load the bank's
+        # voltages sit I*R below the OCV of a module that is not connected, which
+        # is no SOC difference.  A start module leaves the start set once admitted
+        # (a module dropped later -- alarm, trip -- is not a startup matter).
+        self._start_mask &= ~admitted_mask
+        quiet = load < d["load_min_ma"]
+        if closed and me.n > 0 and quiet:
+            left = self._start_mask & expected_mask & ~admitted_mask
+            ref = me.v_mean_mv
+            vout = 0
+            for s in range(ns):
+                if left & (1 << s) and mods[s].analog_valid:
+                    dv = mods[s].voltage_mv - ref
+                    if dv > self.max_dv_mv or dv < -self.max_dv_mv:
+                        vout |= 1 << s
+            self._vout = vout
+        vout = self._vout & self._start_mask
         n_adm = 0
         n_exp = 0
         missing_addr = -1
@@ -283,7 +355,7 @@ class Diagnoser:
                 n_exp += 1
                 if admitted_mask & bit:
                     n_adm += 1
-                elif online and not pending_mask & bit:
+                elif online and not (pending_mask | vout) & bit:
                     n_missing += 1
                     if missing_addr < 0:
                         missing_addr = addr
@@ -303,11 +375,19 @@ class Diagnoser:
             c = me.circ_ma
             cond = _RAISE if c >= d["circ_raise_ma"] else (_CLEAR if c < d["circ_clear_ma"] else _BAND)
             self._judge(now, DG_CIRCULATING_CURRENT, BANK, cond, big_addr, c, me.v_spread_mv, hr, hc)
-        # SOC drift: judged once per completed full cycle
+        # SOC drift: judged once per completed full cycle.  drift = the larger of
+        # the cycle's SOC-deviation range of one module (cycle_range_pm: its SOC
+        # wandered from the bank's during the cycle) and the growth of the SOC
+        # spread between two cycle tops (soc_drift_pm)
         if me.cycles != self._cycles_seen:
             self._cycles_seen = me.cycles
-            if me.drift_valid:
+            dr = me.cycle_range_pm
+            if me.drift_valid and me.soc_drift_pm > dr:
                 dr = me.soc_drift_pm
+            rs = me.cycle_range_slot
+            if rs >= 0 and rs < ns:
+                far_addr = mods[rs].addr
+            if dr >= 0:
                 if dr >= d["drift_raise_pm"]:
                     self._drift_run += 1
                 elif dr < d["drift_clear_pm"]:
@@ -320,15 +400,51 @@ class Diagnoser:
                     cond = _BAND
                 self._judge(now, DG_SOC_DRIFT_CYCLE, BANK, cond, far_addr, dr, self._drift_run, 0, 0)
         # reduced capacity: bank closed, an expected module answering but left out
-        # (neither offline nor pending: those have their own diagnoses)
+        # (neither offline, pending nor a start module kept out by its voltage:
+        # those have their own diagnoses)
         if closed:
             cond = _RAISE if n_missing > 0 else _CLEAR
         else:
             cond = _CLEAR
         self._judge(now, DG_REDUCED_CAPACITY, BANK, cond, missing_addr, n_adm, n_exp,
                     d["reduced_hold_ms"], hc)
-        # startup: nothing connected yet and the expected modules differ too much
-        if not closed and v_n >= 2:
+        # startup: the modules present before the bank first closed (start set)
+        # differ too much: nothing connected yet and their spread is above the
+        # gate, or the bank closed without a start module whose voltage is still
+        # too far from the bank's (mean of the admitted).  A module that arrives
+        # later is not a startup matter (pending / pending_long).
+        if not self._ever_closed:
+            if closed:
+                self._ever_closed = True
+            else:
+                for s in range(ns):
+                    if expected_mask & (1 << s) and mods[s].analog_valid:
+                        self._start_mask |= 1 << s
+        if closed and quiet:
+            far = -1
+            far_dv = -1
+            ref = me.v_mean_mv
+            left = self._start_mask & expected_mask & ~admitted_mask
+            if me.n > 0 and left:
+                for s in range(ns):
+                    m = mods[s]
+                    if left & (1 << s) and m.analog_valid and m.seen:
+                        dv = m.voltage_mv - ref
+                        if dv < 0:
+                            dv = -dv
+                        if dv > far_dv:
+                            far_dv = dv
+                            far = m.addr
+            if far_dv > self.max_dv_mv:
+                cond = _RAISE
+            elif far_dv < self.dv_clear_mv:
+                cond = _CLEAR
+            else:
+                cond = _BAND
+            if far_dv < 0:
+                far_dv = 0
+            self._judge(now, DG_STARTUP_VOLTAGE_DIFF, BANK, cond, far, far_dv, self.max_dv_mv, hr, hc)
+        elif not closed and v_n >= 2:
             spread = v_hi - v_lo
             mean = v_sum // v_n
             far = -1
@@ -349,21 +465,24 @@ class Diagnoser:
             else:
                 cond = _BAND
             self._judge(now, DG_STARTUP_VOLTAGE_DIFF, BANK, cond, far, spread, self.max_dv_mv, hr, hc)
-        elif closed:
-            self._judge(now, DG_STARTUP_VOLTAGE_DIFF, BANK, _CLEAR, -1, 0, self.max_dv_mv, hr, 0)
 
     def _module_rules(self, now, s, m, addr, n, load, sharing, dsg, fl_end, hr, hc):
         d = self.d
         me = self.metrics
         bit = 1 << s
         # one module carrying much more than its capacity share
-        if sharing:
-            cs = me.cap_share_pm[s]
-            if cs > 0:
-                rel = mdiv(me.share_cap_dev_pm[s], 3, cs)
-                cond = _RAISE if rel >= d["share_raise_pm"] else (
-                    _CLEAR if rel < d["share_clear_pm"] else _BAND)
-                self._judge(now, DG_CURRENT_HIGH, s, cond, addr, me.share_pm[s], cs, hr, hc)
+        cs = me.cap_share_pm[s]
+        if sharing and self._high_ok and cs > 0:
+            rel = self._rel[s]
+            exc = self._exc[s]
+            xm = d["share_excess_ma"]
+            if rel >= d["share_raise_pm"] and exc >= xm:
+                cond = _RAISE
+            elif rel < d["share_clear_pm"] or exc < xm // 2:
+                cond = _CLEAR
+            else:
+                cond = _BAND
+            self._judge(now, DG_CURRENT_HIGH, s, cond, addr, me.share_pm[s], cs, hr, hc)
         # SOC falling faster than the mean during a discharge
         if dsg:
             dev = me.soc_dev_pm[s]
@@ -374,12 +493,17 @@ class Diagnoser:
             cond = _RAISE if fall >= d["soc_fall_raise_pm"] else (
                 _CLEAR if fall < d["soc_fall_clear_pm"] else _BAND)
             self._judge(now, DG_SOC_FALLING_FAST, s, cond, addr, fall, dev, hr, hc)
-        # warmer than the others
+        # the module body (median sensor) warmer than the other modules' bodies;
+        # a single hot sensor (terminal) is resistance_rising's finding
         if me.temp_mask & bit and me.n > 1:
-            td = me.temp_dev_dc[s]
+            td = me.temp_body_dev_dc[s]
             cond = _RAISE if td >= d["temp_raise_dc"] else (_CLEAR if td < d["temp_clear_dc"] else _BAND)
-            self._judge(now, DG_RUNNING_WARM, s, cond, addr, td, me.temp_dc[s], hr, hc)
-        # resistance rising against the module's own first confident estimate
+            self._judge(now, DG_RUNNING_WARM, s, cond, addr, td, me.temp_body_dc[s], hr, hc)
+        # hot terminal suspected: the loop resistance above the module's own first
+        # confident estimate, or a local hot spot (hottest sensor far above the
+        # module's median sensor).  Either raises; both must be clear to clear.
+        cond = _NOT_JUDGED
+        rise = 0
         r = me.r_mohm[s]
         if me.r_conf[s] >= d["r_conf_min"] and r > 0:
             base = self._r_base[s]
@@ -389,7 +513,14 @@ class Diagnoser:
             rise = mdiv(r - base, 3, base)
             cond = _RAISE if rise >= d["r_rise_raise_pm"] else (
                 _CLEAR if rise < d["r_rise_clear_pm"] else _BAND)
-            self._judge(now, DG_RESISTANCE_RISING, s, cond, addr, rise, r, hr, hc)
+        spot = 0
+        if me.temp_mask & bit and m.n_temps >= 3:
+            spot = me.temp_spot_dc[s]
+            c2 = _RAISE if spot >= d["spot_raise_dc"] else (_CLEAR if spot < d["spot_clear_dc"] else _BAND)
+            if cond == _NOT_JUDGED or c2 > cond:
+                cond = c2
+        if cond != _NOT_JUDGED:
+            self._judge(now, DG_RESISTANCE_RISING, s, cond, addr, rise, spot, hr, hc)
         # capacity outside the seed's 5 % of the mean
         if me.total_mah > 0 and n > 1:
             cd = me.cap_dev_pm[s]
@@ -403,20 +534,47 @@ class Diagnoser:
             av = vd if vd >= 0 else -vd
             cond = _RAISE if av >= d["vimb_raise_mv"] else (_CLEAR if av < d["vimb_clear_mv"] else _BAND)
             self._judge(now, DG_VOLTAGE_IMBALANCE, s, cond, addr, vd, d["vimb_raise_mv"], hr, hc)
-        # voltage fluctuation: swing of (V - mean) within a window (seed: >= 1 V)
+        # voltage fluctuation: swing of (V - median V) within a window (seed: >= 1 V)
+        # and it must go back and forth (>= 2 reversals of at least half the raise
+        # level): a single step (a fuse blowing, a load step) is not a fluctuation
         if n > 1:
+            vd = m.voltage_mv - self._v_med
             if self._fl_mask & bit:
                 if vd < self._fl_min[s]:
                     self._fl_min[s] = vd
                 if vd > self._fl_max[s]:
                     self._fl_max[s] = vd
+                stp = d["fluct_raise_mv"] // 2
+                piv = self._fl_piv[s]
+                dr = self._fl_dir[s]
+                if dr != 1 and vd - piv >= stp:
+                    if dr == 2 and self._fl_rev[s] < 255:
+                        self._fl_rev[s] += 1
+                    self._fl_dir[s] = 1
+                    self._fl_piv[s] = vd
+                elif dr != 2 and piv - vd >= stp:
+                    if dr == 1 and self._fl_rev[s] < 255:
+                        self._fl_rev[s] += 1
+                    self._fl_dir[s] = 2
+                    self._fl_piv[s] = vd
+                elif (dr == 1 and vd > piv) or (dr == 2 and vd < piv):
+                    self._fl_piv[s] = vd
             else:
                 self._fl_min[s] = vd
                 self._fl_max[s] = vd
+                self._fl_piv[s] = vd
+                self._fl_dir[s] = 0
+                self._fl_rev[s] = 0
                 self._fl_mask |= bit
         if fl_end and self._fl_mask & bit:
             sw = self._fl_max[s] - self._fl_min[s]
-            cond = _RAISE if sw >= d["fluct_raise_mv"] else (_CLEAR if sw < d["fluct_clear_mv"] else _BAND)
+            rv = self._fl_rev[s]
+            if sw >= d["fluct_raise_mv"] and rv >= 2:
+                cond = _RAISE
+            elif sw < d["fluct_clear_mv"] or rv == 0:
+                cond = _CLEAR
+            else:
+                cond = _BAND
             self._judge(now, DG_VOLTAGE_FLUCTUATION, s, cond, addr, sw, d["fluct_window_ms"] // 1000, 0, 0)
         # branch fuse trip: module voltage present, no BMS protection, ~0 current
         # while the other modules carry load

@@ -34,6 +34,16 @@
 #                   times in a row (the poller re-reads a swapped slot every sweep);
 #                   if instead the old serial comes back, it becomes F_DUPLICATE.
 #
+# Vanished unexpected address: a slot whose address is NOT configured and that
+# timed out DROP_AFTER times in a row (the poller's LOST_AFTER routine timeouts,
+# then its re-probes every REPROBE_MS) is dropped: its UNEXPECTED finding is
+# cleared, the record forgets its data and `seen`, it no longer counts for
+# COUNT / TOO_MANY (nor for admission's parallel-count check), and assign() may
+# give the slot to a new address.  The poller keeps re-probing it: if it answers
+# again it is un-dropped and UNEXPECTED is raised again.  (Typical case: an
+# address switch set wrong and then corrected -- the module now answers at its
+# configured address and the old address must not count as an extra module.)
+#
 # Latching: DUPLICATE stays until `clear_after` clean replies in a row at that
 # address (DUP_CLEAR_GOOD) with no serial change, or until a rescan.  MISSING
 # clears when the address answers; UNEXPECTED / COUNT / TOO_MANY are re-evaluated
@@ -87,6 +97,7 @@ CAN_PERIOD_MS = const(1000)   # nominal period of a pack's 0x351 frame
 CAN_MIN_GAP_MS = const(400)   # two 0x351 of one id closer than this: a second sender
 CAN_DUP_MIN_SHORT = const(3)  # ... in 3 of the last 8 gaps -> duplicate
 SWAP_CONFIRM = const(3)       # identical serial reads that confirm a swap
+DROP_AFTER = const(6)         # consecutive timeouts that drop an unexpected address
 _HASH_MASK = const(0xFFFF)
 
 
@@ -147,6 +158,8 @@ class Discovery:
         self._confirm = bytearray(n)
         self._t_can351 = array.array("i", bytes(4 * n))
         self._can_hist = bytearray(n)
+        self._silent = bytearray(n)             # consecutive timeouts per slot (saturates)
+        self.dropped_mask = 0                   # slots of vanished unexpected addresses
         self.id_fast_mask = 0                   # slots whose identity should be re-read every sweep
 
     # ---------------------------------------------------------------- findings
@@ -230,12 +243,19 @@ class Discovery:
             return s
         bank = self.bank
         if bank.n_used >= len(bank.modules):
-            return -1
-        s = bank.n_used
+            # full: reuse the slot of a vanished unexpected address, if any
+            s = 0
+            while s < bank.n_used and not (self.dropped_mask >> s) & 1:
+                s += 1
+            if s >= bank.n_used:
+                return -1
+        else:
+            s = bank.n_used
+            bank.n_used = s + 1
         m = bank.modules[s]
         m.addr = addr
+        m.seen = False
         m.clear_data()
-        bank.n_used = s + 1
         self._reset_slot(s)
         return s
 
@@ -248,6 +268,8 @@ class Discovery:
         self._other_len[s] = 0
         self._alternations[s] = 0
         self._confirm[s] = 0
+        self._silent[s] = 0
+        self.dropped_mask &= ~(1 << s)
         self.id_fast_mask &= ~(1 << s)
 
     # ---------------------------------------------------------------- scan
@@ -351,9 +373,19 @@ class Discovery:
         """Every routine transaction's outcome for `slot` (zero allocation)."""
         m = self.bank.modules[slot]
         if outcome == R_TIMEOUT:
+            c = self._silent[slot]
+            if c < 255:
+                c += 1
+                self._silent[slot] = c
+            if c == DROP_AFTER and not self.configured[m.addr & 0xFF]:
+                self._drop(slot, now)
             return
+        self._silent[slot] = 0
         if outcome == R_GOOD or outcome == R_REJECT:
             m.seen = True
+            if (self.dropped_mask >> slot) & 1:    # a dropped address answers again
+                self.dropped_mask &= ~(1 << slot)
+                self._set(F_UNEXPECTED, m.addr, slot, slot, 1, now)
             if self._p_good[m.addr] == 0:          # first answer since the scan
                 self._p_good[m.addr] = 1
                 self._clear(F_MISSING, m.addr, now)
@@ -371,6 +403,18 @@ class Discovery:
                 self._good_run[slot] = g
             if g == DUP_CLEAR_GOOD:
                 self._clear(F_DUPLICATE, m.addr, now)
+
+    def _drop(self, slot, now):
+        """Forget a vanished unexpected address (see the header)."""
+        m = self.bank.modules[slot]
+        a = m.addr & 0xFF
+        self.dropped_mask |= 1 << slot
+        self._clear(F_UNEXPECTED, m.addr, now)
+        m.seen = False
+        m.clear_data()
+        self._p_good[a] = 0
+        self._p_bad[a] = 0
+        self.recount(now)
 
     def _check_collisions(self, slot, now):
         if self._nhist[slot] < DUP_MIN_REPLIES:

@@ -28,7 +28,7 @@ import array
 from micropython import const
 
 from bankgate import clock
-from bankgate.model import MAX_MODULES
+from bankgate.model import MAX_MODULES, MAX_TEMPS
 
 R_MAX_MOHM = const(10000)       # resistance samples above this (10 ohm) are rejected as noise
 R_MAX_AGE_MS = const(60000)     # an operating point older than this is replaced, not used
@@ -88,6 +88,10 @@ class Metrics:
         self.share_cap_dev_pm = _arr(n)  # share_pm - cap_share_pm
         self.temp_dc = _arr(n)           # hottest sensor of the module
         self.temp_dev_dc = _arr(n)       # temp_dc - mean over modules with sensors
+        self.temp_body_dc = _arr(n)      # median sensor: the module body (cells/case)
+        self.temp_body_dev_dc = _arr(n)  # temp_body_dc - mean body over modules with sensors
+        self.temp_spot_dc = _arr(n)      # temp_dc - temp_body_dc: a local hot spot (terminal)
+        self._tsort = _arr(MAX_TEMPS)    # scratch for the median
         self.cell_min_mv = _arr(n)
         self.cell_max_mv = _arr(n)
         self.cell_delta_mv = _arr(n)     # cell_max_mv - cell_min_mv
@@ -141,6 +145,13 @@ class Metrics:
         self.cycle_spread_pm = -1        # SOC spread at the last full-cycle top (-1: none yet)
         self.soc_drift_pm = 0            # spread change over the last full cycle
         self.drift_valid = 0
+        # per-cycle SOC-deviation range: how far each module's soc_dev_pm wandered
+        # between two full-cycle completions (window starts at the first update)
+        self._cyc_lo = _arr(n)
+        self._cyc_hi = _arr(n)
+        self._cyc_mask = 0
+        self.cycle_range_pm = 0          # largest (max - min) of one module's soc_dev_pm in the last cycle
+        self.cycle_range_slot = -1       # ... that module's slot
         # bookkeeping
         self.updates = 0
         self.e_gaps = 0
@@ -167,6 +178,7 @@ class Metrics:
         sum_rem = 0
         sum_tot = 0
         sum_t = 0
+        sum_b = 0
         vmin = 0
         vmax = 0
         smin = 0
@@ -221,6 +233,10 @@ class Metrics:
                         t = tarr[j]
                     j += 1
                 self.temp_dc[s] = t
+                b = self._median(tarr, nts)
+                self.temp_body_dc[s] = b
+                self.temp_spot_dc[s] = t - b
+                sum_b = sum_b + b
                 if nt == 0:
                     tmin = t
                     tmax = t
@@ -236,6 +252,8 @@ class Metrics:
                 sum_t = sum_t + t
             else:
                 self.temp_dc[s] = 0
+                self.temp_body_dc[s] = 0
+                self.temp_spot_dc[s] = 0
             # cell extremes of the module
             nc = m.n_cells
             if nc > 0:
@@ -334,8 +352,10 @@ class Metrics:
             self.soc_dev_pm[s] = (n * m.soc_pm - sum_soc) // n
             if tmask & bit:
                 self.temp_dev_dc[s] = (nt * self.temp_dc[s] - sum_t) // nt
+                self.temp_body_dev_dc[s] = (nt * self.temp_body_dc[s] - sum_b) // nt
             else:
                 self.temp_dev_dc[s] = 0
+                self.temp_body_dev_dc[s] = 0
             tot = m.total_mah
             if sum_tot > 0:
                 self.cap_share_pm[s] = mdiv(tot, 3, sum_tot)
@@ -379,7 +399,7 @@ class Metrics:
                     self._energy(s + MAX_MODULES, v, -i, dt)
         self.imbalance_pm = imb
         self.circ_ma = circ
-        self._cycle(n, mask)
+        self._cycle(n, mask, ns)
         self._t_prev = now
         self._prev_mask = mask
         self.updates += 1
@@ -393,6 +413,9 @@ class Metrics:
         self.share_cap_dev_pm[s] = 0
         self.temp_dc[s] = 0
         self.temp_dev_dc[s] = 0
+        self.temp_body_dc[s] = 0
+        self.temp_body_dev_dc[s] = 0
+        self.temp_spot_dc[s] = 0
         self.cell_min_mv[s] = 0
         self.cell_max_mv[s] = 0
         self.cell_delta_mv[s] = 0
@@ -481,12 +504,52 @@ class Metrics:
         else:
             arr[k] = old + wh
 
-    def _cycle(self, n, mask):
+    def _median(self, tarr, nts):
+        """Median of the first nts sensors (even count: floor of the mean of the
+        two middle ones); insertion sort into the preallocated scratch array."""
+        srt = self._tsort
+        if nts > MAX_TEMPS:
+            nts = MAX_TEMPS
+        j = 0
+        while j < nts:
+            x = tarr[j]
+            k = j
+            while k > 0 and srt[k - 1] > x:
+                srt[k] = srt[k - 1]
+                k -= 1
+            srt[k] = x
+            j += 1
+        h = nts // 2
+        if nts & 1:
+            return srt[h]
+        return (srt[h - 1] + srt[h]) // 2
+
+    def _cycle(self, n, mask, ns):
         """Full cycle: bank SOC at or below cycle_low_pm arms it; reaching
         cycle_high_pm afterwards completes it.  The SOC spread at each completion
-        is compared with the previous one (same module set only)."""
+        is compared with the previous one (same module set only): soc_drift_pm.
+        Between two completions each module's soc_dev_pm range (max - min) is
+        tracked; at a completion the largest is cycle_range_pm (a module whose SOC
+        wanders from the bank's during every cycle).  The window restarts at each
+        completion and whenever the measured set changes."""
         if n == 0:
             return
+        lo = self._cyc_lo
+        hi = self._cyc_hi
+        fresh = mask != self._cyc_mask
+        self._cyc_mask = mask
+        for s in range(ns):
+            if not (mask >> s) & 1:
+                continue
+            d = self.soc_dev_pm[s]
+            if fresh:
+                lo[s] = d
+                hi[s] = d
+            else:
+                if d < lo[s]:
+                    lo[s] = d
+                if d > hi[s]:
+                    hi[s] = d
         soc = self.bank_soc_pm
         if not self.cycle_armed:
             if soc <= self.cycle_low_pm:
@@ -505,6 +568,19 @@ class Metrics:
             self.drift_valid = 0
         self.cycle_spread_pm = spread
         self.cycle_mask = mask
+        rng = -1
+        slot = -1
+        for s in range(ns):
+            if (mask >> s) & 1:
+                r = hi[s] - lo[s]
+                if r > rng:
+                    rng = r
+                    slot = s
+                d = self.soc_dev_pm[s]
+                lo[s] = d
+                hi[s] = d
+        self.cycle_range_pm = rng
+        self.cycle_range_slot = slot
 
     # --------------------------------------------------------------- reporting
     def snapshot(self):
@@ -520,7 +596,7 @@ class Metrics:
 
 _PER_MODULE = (
     "v_dev_mv", "soc_dev_pm", "share_pm", "share_ideal_dev_pm", "cap_share_pm", "share_cap_dev_pm",
-    "temp_dc", "temp_dev_dc", "cell_min_mv", "cell_max_mv", "cell_delta_mv", "cap_dev_pm",
+    "temp_dc", "temp_dev_dc", "temp_body_dc", "temp_body_dev_dc", "temp_spot_dc", "cell_min_mv", "cell_max_mv", "cell_delta_mv", "cap_dev_pm",
     "r_mohm", "r_conf", "r_samples", "e_chg_wh", "e_dsg_wh",
 )
 _BANK = (
@@ -529,5 +605,5 @@ _BANK = (
     "temp_mean_dc", "temp_spread_dc", "temp_max_dc", "hot_slot", "bank_cell_min_mv",
     "bank_cell_min_slot", "bank_cell_max_mv", "bank_cell_max_slot", "ideal_share_pm",
     "shares_valid", "imbalance_pm", "at_rest", "circ_ma", "cycles", "cycle_spread_pm",
-    "soc_drift_pm", "drift_valid", "updates", "e_gaps",
+    "soc_drift_pm", "drift_valid", "cycle_range_pm", "cycle_range_slot", "updates", "e_gaps",
 )

@@ -156,6 +156,33 @@ def test_current_high_hysteresis_events_and_clear():
     assert env.events() == [(EV_DIAG_CLEARED, 4, dg.DG_CURRENT_HIGH)]
 
 
+def test_current_high_needs_absolute_excess_and_a_minority():
+    env = Env()
+    # light charge (15 A): module 0 carries 7 A (+40 % but only 2 A over its share)
+    env.set(0, 52100, 7000)
+    env.set(1, 52100, 4000)
+    env.set(2, 52100, 4000)
+    env.run(60)
+    assert env.active_codes() == []
+    # a 4th module at a higher SOC joins a 60 A charge and takes little: the three
+    # others each carry 19 A, +28 % over their share -- one module carries LESS,
+    # that is not an unequal-cable finding
+    env = Env(n=4)
+    for s in range(3):
+        env.set(s, 53000, 19000)
+    env.set(3, 53050, 3000)
+    env.run(60)
+    assert env.active_codes() == []
+    # one of four high: raised
+    env.set(0, 53000, 26000)
+    env.set(1, 53000, 12000)
+    env.set(2, 53000, 12000)
+    env.set(3, 53000, 10000)
+    env.run(15)
+    _only(env, dg.DG_CURRENT_HIGH)
+    assert env.dg.is_active(dg.DG_CURRENT_HIGH, 2)
+
+
 def test_soc_falling_fast():
     env = Env()
     env.load(-60000)
@@ -171,10 +198,44 @@ def test_soc_falling_fast():
 def test_running_warm():
     env = Env()
     env.load(60000)
-    env.bank.modules[0].temp_dc[0] = 330        # +5.3 degC over the mean of the others
+    # the whole module (both sensors) 8 degC warmer: body +5.3 degC over the mean
+    env.set(0, 52400, 20000, None, 330)
     env.run(20)
     _only(env, dg.DG_RUNNING_WARM)
     assert env.dg.is_active(dg.DG_RUNNING_WARM, 2)
+    k = (dg.DG_RUNNING_WARM - 1) * 17 + 0
+    assert env.dg.ev_a[k] == 53 and env.dg.ev_b[k] == 327   # body dev, body (mean of 2 sensors)
+
+
+def _five_sensors(env, s, body_dc, hot_dc):
+    """Pylontech-like: board, three cell sensors, terminal (the last one)."""
+    m = env.bank.modules[s]
+    m.n_temps = 5
+    for j, t in enumerate((body_dc + 30, body_dc, body_dc - 5, body_dc + 5, hot_dc)):
+        m.temp_dc[j] = t
+
+
+def test_hot_terminal_sensor_is_resistance_rising_not_running_warm():
+    env = Env()
+    env.load(-90000)
+    for s in range(3):
+        _five_sensors(env, s, 300, 300)
+    env.run(20)
+    assert env.active_codes() == []
+    _five_sensors(env, 1, 300, 420)               # terminal of module 1: +12 degC over its body
+    env.run(20)
+    _only(env, dg.DG_RESISTANCE_RISING)
+    assert env.dg.is_active(dg.DG_RESISTANCE_RISING, 3)
+    snap = env.dg.snapshot()[0]
+    assert snap["evidence"] == {"r_rise_pm": 0, "spot_dc": 115}, snap
+    assert env.met.temp_body_dev_dc[1] == 3 and env.met.temp_dev_dc[1] == 60   # median moved 0.5 degC
+    # in the band (7 degC): stays; below 5 degC for hold_clear: clears
+    _five_sensors(env, 1, 300, 370)
+    env.run(60)
+    assert env.active_codes() == [dg.DG_RESISTANCE_RISING]
+    _five_sensors(env, 1, 300, 330)
+    env.run(env.cfg["diagnosis"]["hold_clear_ms"] // 1000 + 1)
+    assert env.active_codes() == []
 
 
 def test_resistance_rising_hot_terminal():
@@ -199,7 +260,8 @@ def test_resistance_rising_hot_terminal():
     _only(env, dg.DG_RESISTANCE_RISING)
     assert env.dg.is_active(dg.DG_RESISTANCE_RISING, 2)
     snap = env.dg.snapshot()[0]
-    assert snap["stop"] == "yes, immediately" and 35 <= snap["evidence"]["r_mohm"] <= 40
+    assert snap["stop"] == "yes, immediately" and snap["evidence"]["r_rise_pm"] >= 500
+    assert 35 <= env.met.r_mohm[0] <= 40
 
 
 def test_bms_alarms_repeated_counts_onsets_in_window():
@@ -281,14 +343,35 @@ def test_branch_fuse_trip():
 
 def test_startup_voltage_difference_then_bank_closes():
     env = Env()
+    hc = env.cfg["diagnosis"]["hold_clear_ms"] // 1000
     env.admitted = 0
     env.set(2, 52700, 0)
     env.run(15)
     _only(env, dg.DG_STARTUP_VOLTAGE_DIFF)
     assert env.dg.is_active(dg.DG_STARTUP_VOLTAGE_DIFF, 4)
+    # the bank closes without module 2 (present at startup, 0.7 V above): still active
     env.admitted = 0b011
     env.pending = 0b100
-    env.tick()
+    env.run(hc + 5)
+    assert env.active_codes() == [dg.DG_STARTUP_VOLTAGE_DIFF]
+    assert env.dg.snapshot()[0]["evidence"] == {"spread_mv": 700, "limit_mv": 500}
+    # its voltage comes within the gate (a charge) and it joins: clears after the hold
+    env.set(2, 52000, 0)
+    env.admitted = 0b111
+    env.pending = 0
+    env.run(hc + 1)
+    assert env.active_codes() == []
+
+
+def test_startup_voltage_diff_is_not_raised_by_a_module_added_later():
+    env = Env(n=4)
+    env.admitted = 0b0111
+    env.bank.modules[3].analog_valid = False      # plugged in after the bank closed
+    env.run(20)
+    env.bank.modules[3].analog_valid = True
+    env.set(3, 52700, 0)
+    env.pending = 0b1000
+    env.run(60)
     assert env.active_codes() == []
 
 
@@ -335,6 +418,29 @@ def test_voltage_fluctuation():
     assert env.dg.is_active(dg.DG_VOLTAGE_FLUCTUATION, 3)
 
 
+def test_a_single_voltage_step_is_not_a_fluctuation():
+    # a branch fuse blows under load: module 2 jumps 2 V against the mean once
+    # (branch_fuse_trip's finding), the swing is there but it does not go back and forth
+    env = Env()
+    env.load(-90000)
+    env.run(20)
+    env.set(0, 50500, -45000)
+    env.set(1, 50500, -45000)
+    env.set(2, 52500, 0)
+    env.run(70)
+    assert env.active_codes() == [dg.DG_BRANCH_FUSE_TRIP]
+
+
+def test_reduced_capacity_not_raised_for_a_start_module_kept_out_by_voltage():
+    env = Env()
+    env.admitted = 0
+    env.set(2, 54000, 0)                         # 2 V above the others at power-up
+    env.run(5)
+    env.admitted = 0b011                         # the bank closes without it (blocked)
+    env.run(90)
+    assert env.active_codes() == [dg.DG_STARTUP_VOLTAGE_DIFF]
+
+
 # ------------------------------------------------------------------ interface
 def test_acknowledge_keeps_the_diagnosis():
     env = Env()
@@ -378,3 +484,21 @@ def test_step_allocates_nothing_quiet_and_when_raising():
         mptest.no_alloc(env.met.update, env.now, env.admitted)
         mptest.no_alloc(env.dg.step, env.now, env.admitted, env.expected)
     assert env.dg.is_active(dg.DG_BRANCH_FUSE_TRIP, 4)
+
+
+def test_step_allocates_nothing_at_startup_hot_spot_and_window_end():
+    env = Env()
+    for s in range(3):
+        _five_sensors(env, s, 300, 300 + (150 if s == 1 else 0))
+    env.admitted = 0
+    env.set(2, 53000, 0)
+    env.run(2)
+    for k in range(75):                          # startup spread, then closed without module 2;
+        if k == 20:                              # crosses a fluctuation window end (60 s)
+            env.admitted = 0b011
+        env.now += STEP_MS
+        for s in range(3):
+            env.bank.modules[s].t_last_reply = env.now
+        mptest.no_alloc(env.met.update, env.now, env.admitted)
+        mptest.no_alloc(env.dg.step, env.now, env.admitted, env.expected, env.pending)
+    assert env.dg.is_active(dg.DG_STARTUP_VOLTAGE_DIFF, 4) and env.dg.is_active(dg.DG_RESISTANCE_RISING, 3)

@@ -259,3 +259,4 @@ def test_duplicate_finding_constants_match_what_the_gateway_uses():
     # app.py blocks every join on a duplicate finding using these two codes
     from bankgate import bushealth, discovery
     assert discovery.F_DUPLICATE == 1 and bushealth.DUPLICATE_ADDRESS == 3
+    assert bushealth.TERMINATION_SUSPECT == 1 and bushealth.WIRING_NOISE == 2

@@ -189,3 +189,74 @@ def test_snapshot_is_plain_data():
     assert snap["n"] == 3 and len(snap["v_dev_mv"]) == 16 and snap["hot_slot"] == 2
     for k, v in snap.items():
         assert type(v) in (int, list), k
+
+
+def test_body_temperature_median_and_hot_spot():
+    cfg = config.validate({})
+    bank = _bank(3, i=0)
+    # module 0: five sensors, the terminal (last) hot; module 1: odd count, unsorted;
+    # module 2: one sensor (body = it, no spot)
+    m = bank.modules[0]
+    m.n_temps = 5
+    for j, t in enumerate((280, 250, 245, 255, 420)):
+        m.temp_dc[j] = t
+    m = bank.modules[1]
+    m.n_temps = 3
+    for j, t in enumerate((300, 260, 270)):
+        m.temp_dc[j] = t
+    bank.modules[2].n_temps = 1
+    bank.modules[2].temp_dc[0] = 251
+    met = Metrics(cfg, bank)
+    mptest.no_alloc(met.update, 0, 7)
+    assert list(met.temp_dc)[:3] == [420, 300, 251]
+    assert list(met.temp_body_dc)[:3] == [255, 270, 251]
+    assert list(met.temp_spot_dc)[:3] == [165, 30, 0]
+    # body mean (255 + 270 + 251) / 3 = 258.67: deviations floored
+    assert list(met.temp_body_dev_dc)[:3] == [-4, 11, -8]
+    # an even count: floor of the mean of the two middle sensors
+    bank.modules[2].n_temps = 4
+    for j, t in enumerate((250, 241, 262, 300)):
+        bank.modules[2].temp_dc[j] = t
+    met.update(1000, 7)
+    assert met.temp_body_dc[2] == 256 and met.temp_spot_dc[2] == 44
+    # a slot leaving the measured set is cleared
+    met.update(2000, 3)
+    assert met.temp_body_dc[2] == 0 and met.temp_spot_dc[2] == 0 and met.temp_body_dev_dc[2] == 0
+
+
+def test_cycle_range_of_the_soc_deviation():
+    cfg = config.validate({"diagnosis": {"cycle_low_pm": 400, "cycle_high_pm": 800}})
+    bank = _bank(3, i=0)
+    met = Metrics(cfg, bank)
+    t = 0
+
+    def at(socs):
+        nonlocal t
+        for s in range(3):
+            bank.modules[s].soc_pm = socs[s]
+            bank.modules[s].remaining_mah = socs[s] * 100
+        t += 1000
+        met.update(t, 7)
+
+    # module 0 falls 30 permille behind in the discharge and comes back above in the charge
+    at((850, 850, 850))
+    at((600, 615, 615))
+    at((380, 395, 395))      # armed (bank SOC <= 400): dev 0 = -10
+    at((600, 600, 600))
+    assert met.cycles == 0
+    at((830, 815, 815))      # completes: dev of module 0 went 0 -> -10 -> +10
+    assert met.cycles == 1 and met.cycle_range_pm == 20 and met.cycle_range_slot == 0
+    # the next cycle: the window restarted at the completion (dev +10)
+    at((500, 500, 500))
+    at((390, 390, 390))
+    at((810, 810, 810))
+    assert met.cycles == 2 and met.cycle_range_pm == 10 and met.cycle_range_slot == 0
+    # a membership change restarts the window (no range across different sets)
+    at((500, 500, 500))
+    at((300, 260, 500))
+    for s in range(3):
+        bank.modules[s].soc_pm = 300
+    t += 1000
+    met.update(t, 3)         # module 2 left: window restarts with modules 0, 1
+    at((820, 820, 820))
+    assert met.cycles == 3 and met.cycle_range_pm == 0
