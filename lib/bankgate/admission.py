@@ -402,19 +402,35 @@ class Admission:
         self.bank_value = self._stay_val if code else self._join_val
         # firmware reference: the most common version among the expected modules
         # (ties: the one seen in the lowest slot)
+        # Fast path, O(n): every module with identity reports the same version (the
+        # usual bank) -> that version, exactly what the count below would pick.
         ref = -1
-        best = 0
-        for i in range(self.n_exp):
+        n_exp = self.n_exp
+        uniform = True
+        found = False
+        for i in range(n_exp):
             m = mods[i]
-            if not m.id_valid:
-                continue
-            cnt = 0
-            for j in range(self.n_exp):
-                if mods[j].id_valid and mods[j].sw_version == m.sw_version:
-                    cnt += 1
-            if cnt > best:
-                best = cnt
-                ref = m.sw_version
+            if m.id_valid:
+                if not found:
+                    found = True
+                    ref = m.sw_version
+                elif m.sw_version != ref:
+                    uniform = False
+                    break
+        if not uniform:
+            ref = -1
+            best = 0
+            for i in range(n_exp):
+                m = mods[i]
+                if not m.id_valid:
+                    continue
+                cnt = 0
+                for j in range(n_exp):
+                    if mods[j].id_valid and mods[j].sw_version == m.sw_version:
+                        cnt += 1
+                if cnt > best:
+                    best = cnt
+                    ref = m.sw_version
         self._fw_ref = ref
         # SOC reference set: branch = the closed modules, main = every present module
         lo = _BIG

@@ -104,12 +104,16 @@ class Gateway:
         if self.console is not None:
             self.console.service(now)
         self.cycles += 1
-        wait = tk.diff(self.next_control, clk.ticks_ms())
-        w = self.poller.wait_ms(now)
+        # deadlines from the time NOW, after this iteration's work (starting a request
+        # waits out its wire time): measured from the iteration's start they would
+        # oversleep by that much
+        t = clk.ticks_ms()
+        wait = tk.diff(self.next_control, t)
+        w = self.poller.wait_ms(t)
         if w < wait:
             wait = w
         if self.inverter is not None:
-            w = self.inverter.wait_ms(now)
+            w = self.inverter.wait_ms(t)
             if w < wait:
                 wait = w
         if wait > _MAX_IDLE_MS:

@@ -136,30 +136,32 @@ def test_missing_file():
 
 
 # ---------------------------------------------------------------- speed
-def test_speed_16_modules_rs485_115200(tmp_path):
+# Issue 4 asks for >= 100 x real time with 16 modules polled over RS485 at 115200 baud.
+# Measured on the 2-core development machine (docs/scenarios.md, "Speed"): 26 x for
+# tests/scenarios/perf_16_modules.json when the machine is otherwise idle (was 6.5 x),
+# 14-21 x with moderate load, ~9 x while other test processes load both cores (was 3.4 x).  The bound below is conservative
+# (shared CI machine) but fails a return to the old per-byte wire, full-heap GC scans
+# or 5 loop wake-ups per request.
+SPEED_MIN_16 = 6.0
+
+
+def test_speed_16_modules_rs485_115200():
     """Simulated seconds per wall second with the real firmware polling 16 modules."""
-    n = 16
-    s = {"name": "speed16", "duration_s": 60, "report_s": 1000,
-         "modules": [{"soc_pct": 50 + 0.1 * i} for i in range(n)],
-         "bus": {"baud": 115200},
-         "inverter": {"profile": [[0, 0], [20, -100]]},
-         "config": {"bank": {"expected_modules": n, "addresses": list(range(2, 2 + n)), "baud": 115200,
-                             "scan_to": 17},
-                    "contactors": {"outputs": ["k%d" % (i + 1) for i in range(n)],
-                                   "link_isolated_input": "iso"}},
-         "expect": [{"by": 60, "path": "gw.admitted", "min": 1}]}
-    p = tmp_path / "speed16.json"
-    p.write_text(json.dumps(s))
-    rc, lines, err = simulate(p)
+    path = os.path.join(SCEN_DIR, "perf_16_modules.json")
+    rc, lines, err = simulate(path)
     if rc == 3 and firmware_missing(lines):
         pytest.skip("bankgate.app cannot start yet")
     res = lines[-1]
     assert res["type"] == "result", err
+    assert rc == 0, [x for x in lines if x.get("type") == "expect" and x.get("ok") is False]
+    start = [x for x in lines if x["type"] == "start"][0]
+    assert start["modules"] == 16 and start["bus"] == "rs485"
     print("\nbankgate simulate speed: 16 modules, RS485 115200 baud: %.1f x real time "
           "(%.0f simulated s in %.1f wall s, %d requests, %d loop cycles)"
           % (res["speed"], res["sim_s"], res["wall_s"], res["rs485_requests"], res["cycles"]))
-    assert res["rs485_requests"] > 1000          # the bus really was polled
-    assert res["speed"] >= 2.0                   # conservative: shared 2-core machine (target: 100 x)
+    assert res["rs485_requests"] > 80 * res["sim_s"]       # the bus really was saturated
+    assert res["cycles"] < 4 * res["rs485_requests"]        # idle wakes once per answer, not per byte run
+    assert res["speed"] >= SPEED_MIN_16, res
 
 
 def test_mqtt_messages_are_recorded_and_the_broker_can_stop(tmp_path):

@@ -5,6 +5,7 @@
 # RS485 (event-driven on the SimClock):
 #   wire = FakeRs485Wire(clock, baud, model=ElectricalModel(...), seed=1)
 #   wire.attach(responder, turnaround_us=2000)   responder(request: bytes) -> bytes|None
+#   wire.route = fn(request) -> indices          optional: only these responders may answer
 #   uart = FakeUart(wire)                        the gateway's port (hal serial interface)
 #   hw.de_pin = uart.de                          driver-enable pin; uart.de_history
 #   hw.input_ready = lambda: uart.any() > 0
@@ -184,6 +185,10 @@ class FakeRs485Wire:
         self.error_ppm = self.model.byte_error_ppm
         self.rng = Prng(seed)
         self.responders = []       # [responder, turnaround_us, enabled]
+        # optional route(request) -> indices (ascending) of the only responders that may
+        # answer it; the others are known to stay silent and are not called (a bank of
+        # 16 emulated BMSes: only the addressed one).  None: call every responder.
+        self.route = None
         self.uart = None
         # statistics
         self.requests = 0
@@ -237,22 +242,44 @@ class FakeRs485Wire:
     # -- called by FakeUart when a request has left the gateway
     def _request_done(self, uart, data):
         self.requests += 1
-        req, _ = self._corrupt(data, [0] * len(data))
-        req = bytes(req)
+        p = self.error_ppm
+        if p > 0:
+            req, _ = self._corrupt(data, [0] * len(data))
+            req = bytes(req)
+        else:
+            req = data if isinstance(data, bytes) else bytes(data)   # no draws: clean
         self.last_request = req
         t_end = self.clock.now_us
         if not req:
             return
-        resp = []
-        for r in self.responders:
+        first = None               # the only answer so far: (start_us, bytes)
+        resp = None                # every answer, once there are two or more
+        rs = self.responders
+        sel = self.route(req) if self.route is not None else range(len(rs))
+        for k in sel:
+            r = rs[k]
             if not r[2]:
                 continue
             out = r[0](req)
             if out:
-                resp.append((t_end + r[1], bytes(out)))
-        if not resp:
+                out = out if isinstance(out, bytes) else bytes(out)
+                if first is None:
+                    first = (t_end + r[1], out)
+                else:
+                    if resp is None:
+                        resp = [first]
+                    resp.append((t_end + r[1], out))
+        if first is None:
             return
         c = self.char_us
+        if resp is None and p <= 0:
+            # fast path (one responder, clean wire): byte i is readable at
+            # start + (i + 1) * char_us -- what the general path computes for a single
+            # answer, without a per-byte slot table (no collision, no draw)
+            uart._arrive_run(first[1], first[0] + c, c)
+            return
+        if resp is None:
+            resp = [first]
         resp.sort(key=lambda x: x[0])
         t0 = resp[0][0]
         slots = {}
@@ -297,12 +324,18 @@ class FakeUart:
         self._de_t = []             # full-resolution transitions still needed for checks
         self._de_v = []
         self._rx = bytearray(rxbuf)
+        self._rxv = memoryview(self._rx)
         self._rx_head = 0
         self._rx_n = 0
-        self._pend_b = []
-        self._pend_t = []
+        self._runs = []             # pending input: [data, times | None, t_first, char_us, next index]
         self._tx_start = 0
         self._tx_end = 0
+        # idle wake-ups: an event when the first and when the last byte of an arrival is
+        # readable.  wake_first_byte=False drops the first for a clean single answer
+        # (_arrive_run): hw.idle then returns when the answer is complete (or at the
+        # firmware's own deadline), as on an ESP32 whose UART driver hands bytes over
+        # in FIFO-sized chunks; every byte is still readable at its own time.
+        self.wake_first_byte = True
         self.lost_tx = 0            # request bytes sent while DE was low
         self.lost_rx = 0            # response bytes that arrived while DE was high
         self.overruns = 0
@@ -373,6 +406,10 @@ class FakeUart:
 
     def _tx_finished(self, data, t0):
         c = self.wire.char_us
+        if self.auto_de or self._de_high_all(t0, t0 + len(data) * c):
+            # the driver was on for the whole request (the usual case): every byte kept
+            self.wire._request_done(self, data)
+            return
         kept = bytearray()
         for i in range(len(data)):
             a = t0 + i * c
@@ -386,37 +423,100 @@ class FakeUart:
         return self.clock.now_us >= self._tx_end
 
     def _arrive(self, data, times):
-        pb = self._pend_b
-        pt = self._pend_t
-        for i in range(len(data)):
-            pb.append(data[i])
-            pt.append(times[i])
+        """Bytes arriving from the line: data[i] is readable at times[i] (us)."""
+        if not data:
+            return
+        self._runs.append([data, times, 0, 0, 0])
         # wake the idle loop when the first byte is readable and when the last is
         self.clock.at_us(times[0], _noop)
         self.clock.at_us(times[-1], _noop)
 
+    def _arrive_run(self, data, t_first, c):
+        """The same for evenly spaced bytes: data[i] is readable at t_first + i * c
+        (a clean answer: no per-byte time list)."""
+        if not data:
+            return
+        self._runs.append([data, None, t_first, c, 0])
+        if self.wake_first_byte:
+            self.clock.at_us(t_first, _noop)
+        self.clock.at_us(t_first + (len(data) - 1) * c, _noop)
+
     def _pull(self):
-        pt = self._pend_t
-        if not pt:
+        # move every byte whose time has come from the pending runs into the RX
+        # ring, in arrival-list order (a run not yet complete stops the scan):
+        # a byte arriving while DE is high is lost (lost_rx), one that finds the
+        # ring full is an overrun
+        runs = self._runs
+        if not runs:
             return
         now = self.clock.now_us
         c = self.wire.char_us
-        k = 0
-        size = len(self._rx)
-        while k < len(pt) and pt[k] <= now:
-            t = pt[k]
-            if self._de_high_any(t - c, t):
-                self.lost_rx += 1
-            elif self._rx_n >= size:
-                self.overruns += 1
+        moved = False
+        while runs:
+            r = runs[0]
+            data = r[0]
+            times = r[1]
+            pos = r[4]
+            n = len(data)
+            if times is None:
+                t0 = r[2]
+                rc = r[3]
+                if t0 + pos * rc > now:
+                    break
+                k = (now - t0) // rc + 1
+                if k > n:
+                    k = n
+                if self.auto_de:
+                    clean = not (t0 + pos * rc - c < self._tx_end and t0 + (k - 1) * rc > self._tx_start)
+                else:
+                    clean = not self._de_high_any(t0 + pos * rc - c, t0 + (k - 1) * rc)
+                if clean:
+                    self._store(data, pos, k - pos)
+                else:
+                    for i in range(pos, k):
+                        self._byte(data[i], t0 + i * rc, c)
             else:
-                self._rx[(self._rx_head + self._rx_n) % size] = self._pend_b[k]
-                self._rx_n += 1
-            k += 1
-        if k:
-            del self._pend_b[:k]
-            del self._pend_t[:k]
+                k = pos
+                while k < n and times[k] <= now:
+                    self._byte(data[k], times[k], c)
+                    k += 1
+                if k == pos:
+                    break
+            moved = True
+            if k < n:
+                r[4] = k
+                break
+            runs.pop(0)
+        if moved:
             self._trim_de(now - 4 * c)
+
+    def _byte(self, b, t, c):
+        if self._de_high_any(t - c, t):
+            self.lost_rx += 1
+        elif self._rx_n >= len(self._rx):
+            self.overruns += 1
+        else:
+            self._rx[(self._rx_head + self._rx_n) % len(self._rx)] = b
+            self._rx_n += 1
+
+    def _store(self, data, i, m):
+        # data[i:i+m] into the ring, as far as it has room (the rest: overruns)
+        rx = self._rx
+        size = len(rx)
+        free = size - self._rx_n
+        if m > free:
+            self.overruns += m - free
+            m = free
+        if m <= 0:
+            return
+        tail = (self._rx_head + self._rx_n) % size
+        first = size - tail
+        if first > m:
+            first = m
+        rx[tail:tail + first] = data[i:i + first]
+        if m > first:
+            rx[0:m - first] = data[i + first:i + m]
+        self._rx_n += m
 
     def any(self):
         self._pull()
@@ -440,19 +540,23 @@ class FakeUart:
         lim = len(buf) if nbytes < 0 or nbytes > len(buf) else nbytes
         if k > lim:
             k = lim
-        size = len(self._rx)
+        rx = self._rxv              # memoryview: slicing it copies nothing
+        size = len(rx)
         h = self._rx_head
-        for i in range(k):
-            buf[i] = self._rx[(h + i) % size]
+        first = size - h
+        if first > k:
+            first = k
+        buf[0:first] = rx[h:h + first]
+        if k > first:
+            buf[first:k] = rx[0:k - first]
         self._rx_head = (h + k) % size
         self._rx_n -= k
         return k
 
     def inject(self, data, delay_us=0):
         """Host helper: bytes arriving from the line (no collision/electrical model)."""
-        t = self.clock.now_us + delay_us
         c = self.wire.char_us
-        self._arrive(bytes(data), [t + (i + 1) * c for i in range(len(data))])
+        self._arrive_run(bytes(data), self.clock.now_us + delay_us + c, c)
 
 
 def _noop():

@@ -38,6 +38,23 @@ INFO = bytearray(MAX_INFO)
 DIAG = array.array("i", (-1, -1))
 
 _HEXCHARS = b"0123456789ABCDEF"
+_BAD = const(0xFF)
+
+
+def _hexval_table():
+    t = bytearray(b"\xff" * 256)
+    for c in range(48, 58):
+        t[c] = c - 48
+    for c in range(65, 71):
+        t[c] = c - 55
+    for c in range(97, 103):
+        t[c] = c - 87
+    return bytes(t)
+
+
+# character -> nibble value, 0xFF when not a hex digit (upper or lower case): one
+# table look-up per character instead of nibble()'s comparisons and call
+HEXVAL = _hexval_table()
 
 
 def nibble(c):
@@ -91,12 +108,19 @@ def parse(buf, n):
         return E_EOI
     if n < OVERHEAD:
         return E_TRUNCATED
+    hv = HEXVAL
+    # one pass: every character hex (else E_HEX), and the ASCII sum for CHKSUM
+    # (VER .. end of INFO = buf[1:n-5]; the 4 CHKSUM characters are taken out after)
+    s = 0
     for i in range(1, n - 1):
-        if nibble(buf[i]) < 0:
+        c = buf[i]
+        if hv[c] == _BAD:
             return E_HEX
+        s += c
+    s -= buf[n - 5] + buf[n - 4] + buf[n - 3] + buf[n - 2]
     for k in range(4):
-        HDR[k] = _hexbyte(buf, 1 + 2 * k)
-    length = (_hexbyte(buf, 9) << 8) | _hexbyte(buf, 11)
+        HDR[k] = (hv[buf[1 + 2 * k]] << 4) | hv[buf[2 + 2 * k]]
+    length = (hv[buf[9]] << 12) | (hv[buf[10]] << 8) | (hv[buf[11]] << 4) | hv[buf[12]]
     lenid = length & 0xFFF
     if (length >> 12) != lchksum(lenid):
         DIAG[0] = lchksum(lenid)
@@ -108,8 +132,8 @@ def parse(buf, n):
         return E_TRUNCATED
     if lenid < n - OVERHEAD or (lenid & 1) or (lenid >> 1) > MAX_INFO:
         return E_LENGTH
-    cs = chksum(buf, 1, n - 5)
-    found = (_hexbyte(buf, n - 5) << 8) | _hexbyte(buf, n - 3)
+    cs = (-s) & 0xFFFF
+    found = (hv[buf[n - 5]] << 12) | (hv[buf[n - 4]] << 8) | (hv[buf[n - 3]] << 4) | hv[buf[n - 2]]
     if cs != found:
         DIAG[0] = cs
         DIAG[1] = found
@@ -117,8 +141,11 @@ def parse(buf, n):
     DIAG[0] = -1
     DIAG[1] = -1
     ni = lenid >> 1
+    info = INFO
+    p = 13
     for k in range(ni):
-        INFO[k] = _hexbyte(buf, 13 + 2 * k)
+        info[k] = (hv[buf[p]] << 4) | hv[buf[p + 1]]
+        p += 2
     return ni
 
 
@@ -142,9 +169,12 @@ def encode(buf, ver, adr, cid1, cid2, info, info_n):
     length = length_field(2 * info_n)
     _puthex(buf, 9, length >> 8)
     _puthex(buf, 11, length & 0xFF)
+    hc = _HEXCHARS
     pos = 13
     for k in range(info_n):
-        _puthex(buf, pos, info[k])
+        b = info[k]
+        buf[pos] = hc[(b >> 4) & 0xF]
+        buf[pos + 1] = hc[b & 0xF]
         pos += 2
     cs = chksum(buf, 1, pos)
     _puthex(buf, pos, cs >> 8)

@@ -25,9 +25,24 @@ from bankgate.proto import frame
 
 import bmsproto
 
+_last = [None, None]             # [request object, its parse]: one request, many responders
+
+
 def parse_request(req):
     """(ver, adr, cid1, cid2, info bytes, checksum_ok) or None when `req` is not a
-    frame at all (no '~'/'\\r', odd length, non-hex)."""
+    frame at all (no '~'/'\\r', odd length, non-hex).  The wire hands the same
+    request object to every module's responder: it is parsed once (the cache holds
+    a reference to it, so an identical `is` means identical bytes; bytes only)."""
+    if req is _last[0]:
+        return _last[1]
+    p = _parse_request(req)
+    if isinstance(req, bytes):
+        _last[0] = req
+        _last[1] = p
+    return p
+
+
+def _parse_request(req):
     n = len(req)
     if n < frame.OVERHEAD or req[0] != 0x7E or req[n - 1] != 0x0D or (n - 2) % 2:
         return None

@@ -179,6 +179,7 @@ class SimModule:
         self.throughput_ah = 0.0     # |charge| moved, for cycle counting
         self.cycles = 0
         self._g = 0.0
+        self._ocv = 0.0              # OCV at the start of the current step (SimBank._step)
         self._off_key = None
         self._off = None
         self.off_max = 0.0
@@ -345,16 +346,40 @@ class SimBank:
         return max(0.0, min(dt, t))
 
     def _save(self):
-        self._saved = (self.link_v, self.bus_v, self.bank_a, self.inverter_a, self.t_s,
-                       self.q_inverter_c, self.q_bleed_c,
-                       [(m.soc, m.charge_ah, m.throughput_ah, m.cycles, m.temp_c, m.term_c, m.current_a,
-                         m.fuse.acc, m.fuse.blown, m.fuse.t_blown_s) for m in self.modules])
+        # every step saves its start state (an inverter crossing its voltage limit undoes
+        # the step); the save lists are reused, so a step only stores references
+        sv = self._saved
+        mods = self.modules
+        if sv is None or len(sv) != 7 + len(mods):
+            sv = self._saved = [None] * 7 + [[None] * 10 for _ in mods]
+        sv[0] = self.link_v
+        sv[1] = self.bus_v
+        sv[2] = self.bank_a
+        sv[3] = self.inverter_a
+        sv[4] = self.t_s
+        sv[5] = self.q_inverter_c
+        sv[6] = self.q_bleed_c
+        k = 7
+        for m in mods:
+            st = sv[k]
+            k += 1
+            st[0] = m.soc
+            st[1] = m.charge_ah
+            st[2] = m.throughput_ah
+            st[3] = m.cycles
+            st[4] = m.temp_c
+            st[5] = m.term_c
+            st[6] = m.current_a
+            f = m.fuse
+            st[7] = f.acc
+            st[8] = f.blown
+            st[9] = f.t_blown_s
 
     def _restore(self):
         sv = self._saved
         (self.link_v, self.bus_v, self.bank_a, self.inverter_a, self.t_s, self.q_inverter_c,
-         self.q_bleed_c, mods) = sv
-        for m, st in zip(self.modules, mods):
+         self.q_bleed_c) = sv[:7]
+        for m, st in zip(self.modules, sv[7:]):
             (m.soc, m.charge_ah, m.throughput_ah, m.cycles, m.temp_c, m.term_c, m.current_a,
              m.fuse.acc, m.fuse.blown, m.fuse.t_blown_s) = st
         # the solution parameters of the undone step: recompute from the saved start
@@ -371,7 +396,9 @@ class SimBank:
                 g = 1.0 / m.r_total()
                 m._g = g
                 g_sum += g
-                gs += g * m.ocv()
+                ocv = m.ocv()
+                m._ocv = ocv             # the same value the current below needs
+                gs += g * ocv
             else:
                 m._g = 0.0
         rs = self.link_path_ohm()
@@ -424,7 +451,7 @@ class SimBank:
                 self.bus_v = v1 if rs is not None else 0.0
         t0 = self.t_s
         for m in self.modules:
-            i = m._g * (vbus_avg - m.ocv()) if m._g > 0 else 0.0
+            i = m._g * (vbus_avg - m._ocv) if m._g > 0 else 0.0
             m.integrate(i, dt, t0)
         self.link_v = v1
         self.bank_a = i_bank

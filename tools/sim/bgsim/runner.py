@@ -11,7 +11,10 @@
 #   hw.inputs[name]    auxiliary feedback contacts: follow the CONTACTS (a welded
 #                      contactor keeps its feedback closed)
 #   hw.link_sensor     read_mv(): the DC-link voltage of the model
-#   hw.uart            FakeUart on a FakeRs485Wire; each module's BMS is a responder
+#   hw.uart            FakeUart on a FakeRs485Wire; each module's BMS is a responder, and
+#                      wire.route calls only the one(s) at the request's address (a wrapper
+#                      put around sim.wire.responders[i] sees only the requests module i's
+#                      BMS would answer; set sim.wire.route = None to see every request)
 #   hw.can_modules     FakeCan on the module CAN bus (bank.bus "can"): modules broadcast
 #   hw.can_inverter    FakeCan on the inverter bus; the simulated inverter on the
 #                      other end sends the 0x305 heartbeat, records every frame and
@@ -26,6 +29,7 @@
 #   {"t", "type": "start"|"state"|"event"|"can"|"mqtt"|"action"|"expect"|"error"|"result", ...}
 # Exit codes: 0 every expectation held, 1 some failed, 2 invalid scenario/config,
 # 3 the firmware could not be started.
+import gc
 import json
 import sys
 import time
@@ -47,6 +51,15 @@ RC_FIRMWARE = 3
 
 _CAN_MOD_PERIOD_US = 1000000
 _HEARTBEAT_US = 1000000
+
+# Collect after this many bytes were allocated (gc.threshold) while a scenario runs.
+# The unix port allocates large function frames on the heap and frees them at once;
+# a freed block pulls the allocator's search start back, and every allocation of two
+# or more blocks then scans from there over everything allocated since the last
+# collection.  Without a threshold the heap fills completely between collections
+# and that scan came to ~75 % of the run time (perf: gc_alloc); collecting every
+# 192 kB keeps it short (docs/scenarios.md, "Speed").
+GC_THRESHOLD = 192 * 1024
 
 
 def _r(x, nd=3):
@@ -236,6 +249,8 @@ class Simulation:
                 peers.append(r)
                 self.wire.attach(r)
             self.responders = peers
+            self.wire.route = self._route
+            self._route_buf = []
             self.uart = fakebus.FakeUart(self.wire)
             hw.uart = self.uart
             hw.de_pin = self.uart.de
@@ -273,6 +288,14 @@ class Simulation:
             except ImportError as e:
                 self.failed_start = "firmware not available: %s" % (e,)
 
+        # Wake the firmware's idle when a clean answer is complete, not at its first byte
+        # (fakebus.FakeUart.wake_first_byte): ~2 loop iterations per request instead of 5.
+        # Not with MQTT: the telemetry client is serviced on every loop iteration and has
+        # no deadline of its own in Gateway.step's wait, so its timing follows how often
+        # the loop wakes; those runs keep the byte-level wake-ups (and their timing).
+        if self.wire is not None and (self.gw is None or self.gw.telemetry is None):
+            self.uart.wake_first_byte = False
+
         # -- bookkeeping
         self.ev_seq = 0
         self.events_seen = []
@@ -283,6 +306,8 @@ class Simulation:
             e["_detail"] = ""
         self._snap = None
         self._snap_t = -1
+        self._part_t = -1
+        self._parts = {}
         self._report_t = -1
         self._snap_warned = False
         self.truncated = False
@@ -325,6 +350,23 @@ class Simulation:
 
     def _stamp(self):
         return self.t_phys_us
+
+    def _route(self, req):
+        # the wire calls only the responders this returns: an emulated BMS answers
+        # nothing unless it is plugged and the request is a frame for its address
+        # (bgsim.emu.Rs485Bms.__call__), so the others need not be asked
+        out = self._route_buf
+        del out[:]
+        p = emu.parse_request(req)
+        if p is None:
+            return out
+        adr = p[1]
+        bms = self.bmses
+        for i in range(len(bms)):
+            b = bms[i]
+            if b.addr == adr and b.plugged:
+                out.append(i)
+        return out
 
     def _coil_handler(self, c):
         def h(v):
@@ -657,20 +699,65 @@ class Simulation:
         self.clock.after_us(int(self.s["report_s"] * 1e6), self._report_tick)
 
     # ------------------------------------------------------------ expectations
+    def _gw_part(self, part, arg=None):
+        """One part of gw.snapshot() without building the whole snapshot (the checks
+        run every check_ms; a 16-module snapshot is tens of kB of garbage):
+          "state"      snapshot["state"]          (admission bank state name)
+          "module"     the snapshot["modules"] entry with addr == arg, or None
+          "diagnoses"  snapshot["diagnoses"]
+        computed with the same firmware functions gw.snapshot() uses, once per instant;
+        falls back to the full snapshot when the firmware lacks a piece."""
+        if self.gw is None:
+            return None
+        now = self.clock.now_us
+        if self._part_t != now:
+            self._part_t = now
+            self._parts = {}
+        key = (part, arg)
+        if key in self._parts:
+            return self._parts[key]
+        gw = self.gw
+        v = None
+        try:
+            if part == "state":
+                from bankgate.admission import STATE_NAMES
+                v = STATE_NAMES[gw.admission.state]
+            elif part == "module":
+                v = None
+                for m in gw.bank.modules:
+                    if m.addr >= 0 and m.addr == arg:
+                        v = gw.module_snapshot(m)
+                        break
+            elif part == "diagnoses":
+                v = gw.diagnoser.snapshot()
+            else:
+                raise KeyError(part)
+        except (AttributeError, TypeError, KeyError, ValueError, IndexError, ImportError):
+            snap = self.snapshot()
+            if snap is None:
+                v = None
+            elif part == "module":
+                v = None
+                for md in snap.get("modules", ()):
+                    if md.get("addr") == arg:
+                        v = md
+                        break
+            else:
+                v = snap.get(part)
+        self._parts[key] = v
+        return v
+
     def _mod_view(self, i):
         """(state, reason) of scenario module i as the firmware sees it, by its address."""
-        snap = self.snapshot()
-        if snap is None:
+        if self.gw is None:
             return None, None
-        addr = self.bmses[i].addr
-        for md in snap.get("modules", ()):
-            if md.get("addr") == addr:
-                return md.get("state"), md.get("reason")
-        return "absent", None
+        md = self._gw_part("module", self.bmses[i].addr)
+        if md is None:
+            return "absent", None
+        return md.get("state"), md.get("reason")
 
     def _diag_present(self, code, i=None):
-        snap = self.snapshot()
-        d = snap.get("diagnoses") if snap else None
+        d = self._gw_part("diagnoses")
         if d is None:
             return False
         items = d
@@ -710,8 +797,7 @@ class Simulation:
             return v in want if isinstance(want, list) else v == want
 
         if "bank_state" in e:
-            snap = self.snapshot()
-            v = snap.get("state") if snap else None
+            v = self._gw_part("state")
             det.append("bank_state=%s" % v)
             ok = ok and one_of(v, e["bank_state"])
         if "module" in e and ("state" in e or "reason" in e):
@@ -743,7 +829,39 @@ class Simulation:
             v = self._path(e["path"])
             det.append("%s=%s" % (e["path"], v))
             ok = ok and self._match(v, e)
+        if "can" in e:
+            v, what = self._can_value(e)
+            det.append("%s=%s" % (what, v))
+            ok = ok and self._match(v, e)
         return ok, "; ".join(det)
+
+    def _can_value(self, e):
+        """A field of the most recent frame the simulated inverter received with
+        the id `e["can"]` (as "0x359" or an int): `"byte": k` -> data[k],
+        `"u16"`/`"s16": k` -> little-endian word at offset k (unsigned/signed),
+        `"bit": [k, b]` -> (data[k] >> b) & 1; none of them: the data as hex.
+        None when no such frame (or byte) has been received yet."""
+        cid = e["can"]
+        cid = int(cid, 16) if isinstance(cid, str) else cid
+        data = self._last_frame.get(cid)
+        name = "can 0x%03X" % cid
+        if "byte" in e:
+            k = e["byte"]
+            return (data[k] if data is not None and k < len(data) else None), "%s[%d]" % (name, k)
+        for key in ("u16", "s16"):
+            if key in e:
+                k = e[key]
+                if data is None or k + 1 >= len(data):
+                    return None, "%s %s@%d" % (name, key, k)
+                v = data[k] | (data[k + 1] << 8)
+                if key == "s16" and v >= 0x8000:
+                    v -= 0x10000
+                return v, "%s %s@%d" % (name, key, k)
+        if "bit" in e:
+            k, b = e["bit"]
+            return (((data[k] >> b) & 1) if data is not None and k < len(data) else None), \
+                "%s[%d].b%d" % (name, k, b)
+        return (None if data is None else "".join("%02X" % x for x in data)), name
 
     def _path(self, path):
         parts = path.split(".")
@@ -769,7 +887,7 @@ class Simulation:
         return cur
 
     def _needs_fw(self, e):
-        return any(k in e for k in ("bank_state", "diagnosis", "event", "state", "reason")) or \
+        return any(k in e for k in ("bank_state", "diagnosis", "event", "state", "reason", "can")) or \
             ("path" in e and e["path"].startswith("gw."))
 
     def _resolve(self, e, ok, detail):
@@ -875,6 +993,19 @@ class Simulation:
             return RC_FIRMWARE
         return RC_OK if ok else RC_FAILED
 
+    def _stopper(self, end_us):
+        # gw.run's stop(): at the end, the firmware's view is captured before gw.run
+        # releases every output (its fail-safe exit), so the final state line shows
+        # the bank as the scenario left it
+        clk = self.clock
+
+        def stop():
+            if clk.now_us >= end_us:
+                self.snapshot()
+                return True
+            return False
+        return stop
+
     def run(self, until_s=None):
         """Run in simulated time to until_s (default the scenario's duration)."""
         dur = self.s["duration_s"]
@@ -886,15 +1017,17 @@ class Simulation:
             return RC_FIRMWARE
         end_us = int(until_s * 1e6)
         self._schedule(end_us)
+        thr = _gc_tune()
         t0 = time.ticks_ms()
         clk = self.clock
-        if self.gw is not None:
-            self.gw.run(lambda: clk.now_us >= end_us)
-        else:
-            clk.advance_us(end_us - clk.now_us)
+        try:
+            if self.gw is not None:
+                self.gw.run(self._stopper(end_us))
+            else:
+                clk.advance_us(end_us - clk.now_us)
+        finally:
+            _gc_restore(thr)
         wall = time.ticks_diff(time.ticks_ms(), t0) / 1000.0
-        if clk.now_us > end_us:
-            pass
         return self._finish(until_s, wall)
 
     def run_realtime(self, until_s=None, speed=1.0):
@@ -922,12 +1055,27 @@ class Simulation:
 
         hw.idle = idle
         if self.gw is not None:
-            self.gw.run(lambda: clk.now_us >= end_us)
+            self.gw.run(self._stopper(end_us))
         else:
             while clk.now_us < end_us:
                 idle(20)
         wall = time.ticks_diff(time.ticks_us(), t0) / 1e6
         return self._finish(clk.now_us / 1e6, wall)
+
+
+def _gc_tune():
+    # returns the threshold in force before (gc.threshold() -> -1: none)
+    try:
+        old = gc.threshold()
+        gc.threshold(GC_THRESHOLD)
+        return old
+    except (AttributeError, TypeError):    # CPython: no gc.threshold
+        return None
+
+
+def _gc_restore(old):
+    if old is not None:
+        gc.threshold(old)
 
 
 def run_file(path, until_s=None, out=None, all_frames=False, net=None):

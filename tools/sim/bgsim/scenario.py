@@ -125,7 +125,8 @@ ACTIONS = {
 }
 
 STATE_KEYS = ("bank_state", "module", "state", "reason", "output", "value", "diagnosis", "present",
-              "event", "a", "b", "sim", "path", "min", "max", "eq", "ne")
+              "event", "a", "b", "sim", "path", "min", "max", "eq", "ne",
+              "can", "byte", "u16", "s16", "bit")
 
 
 class ScenarioError(Exception):
@@ -252,7 +253,7 @@ def validate(raw):
                 raise ScenarioError(p + ".during", "[from_s, to_s]")
         else:
             _num(p + "." + when[0], ex[when[0]])
-        what = [k for k in ("bank_state", "module", "output", "diagnosis", "event", "sim", "path")
+        what = [k for k in ("bank_state", "module", "output", "diagnosis", "event", "sim", "path", "can")
                 if k in ex]
         if not what:
             raise ScenarioError(p, "nothing to check (bank_state, module, output, diagnosis, event, "
@@ -262,10 +263,34 @@ def validate(raw):
                 raise ScenarioError(p + "." + k, "unknown key")
         if "module" in ex and not (type(ex["module"]) is int and 0 <= ex["module"] < n):
             raise ScenarioError(p + ".module", "a module index 0 .. %d" % (n - 1))
+        if "can" in ex:
+            _can_cond(p, ex)
         if "sim" in ex and ex["sim"] not in SIM_FIELDS:
             raise ScenarioError(p + ".sim", "unknown physics field %r (known: %s)"
                                 % (ex["sim"], ", ".join(sorted(SIM_FIELDS))))
     return s
+
+
+def _can_cond(p, ex):
+    """`"can": "0x359"` (or an int) with at most one of "byte": k, "u16"/"s16": k, "bit": [k, b]."""
+    cid = ex["can"]
+    try:
+        cid = int(cid, 16) if type(cid) is str else cid
+    except ValueError:
+        cid = None
+    if type(cid) is not int or not 0 <= cid <= 0x7FF:
+        raise ScenarioError(p + ".can", "an 11-bit CAN id such as \"0x359\"")
+    sel = [k for k in ("byte", "u16", "s16", "bit") if k in ex]
+    if len(sel) > 1:
+        raise ScenarioError(p + ".can", "at most one of byte / u16 / s16 / bit")
+    for k in sel:
+        v = ex[k]
+        if k == "bit":
+            if type(v) is not list or len(v) != 2 or [type(x) for x in v] != [int, int] \
+                    or not 0 <= v[0] <= 7 or not 0 <= v[1] <= 7:
+                raise ScenarioError(p + ".bit", "[byte 0..7, bit 0..7]")
+        elif type(v) is not int or not 0 <= v <= (7 if k == "byte" else 6):
+            raise ScenarioError(p + "." + k, "a byte offset 0..%d" % (7 if k == "byte" else 6))
 
 
 # physics fields an expectation can read: name -> True when per module
