@@ -17,8 +17,9 @@ import array
 
 from micropython import const
 
+from bankgate.model import MAX_CELLS
 from bankgate.proto.errors import (
-    E_CHKSUM, E_EOI, E_HEX, E_LCHKSUM, E_LENGTH, E_SOI, E_TRUNCATED)
+    E_CHKSUM, E_EOI, E_HEX, E_LCHKSUM, E_LENGTH, E_PLAUSIBLE, E_SOI, E_TRUNCATED)
 
 SOI = const(0x7E)          # '~'
 EOI = const(0x0D)          # '\r'
@@ -196,6 +197,27 @@ def u16(i):
 def s16(i):
     v = (INFO[i] << 8) | INFO[i + 1]
     return v - 0x10000 if v & 0x8000 else v
+
+
+def cells(pos, ln, cell_mv, max_mv):
+    """The cell block shared by the Pylontech-style 0x42 layouts: count M at
+    INFO[pos], then M x u16 mV, plus room for the temperature count after it.
+    Writes cell_mv[0:M]; returns the position after the block, or E_PLAUSIBLE
+    (M = 0, M > MAX_CELLS, a cell at 0 mV or above max_mv) / E_TRUNCATED.
+    Allocation-free."""
+    nc = INFO[pos]
+    pos += 1
+    if nc == 0 or nc > MAX_CELLS:
+        return E_PLAUSIBLE
+    if pos + 2 * nc + 1 > ln:
+        return E_TRUNCATED
+    for k in range(nc):
+        v = (INFO[pos] << 8) | INFO[pos + 1]
+        pos += 2
+        if v == 0 or v > max_mv:
+            return E_PLAUSIBLE
+        cell_mv[k] = v
+    return pos
 
 
 def u24(i):

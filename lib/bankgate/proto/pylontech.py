@@ -176,17 +176,9 @@ def _analog_pack(ln, pos, s):
     if pos >= ln:
         return E_TRUNCATED
     nc = info[pos]
-    pos += 1
-    if nc == 0 or nc > MAX_CELLS:
-        return E_PLAUSIBLE
-    if pos + 2 * nc + 1 > ln:
-        return E_TRUNCATED
-    for k in range(nc):
-        v = frame.u16(pos)
-        pos += 2
-        if v == 0 or v > CELL_MAX_MV:
-            return E_PLAUSIBLE
-        s.cell_mv[k] = v
+    pos = frame.cells(pos, ln, s.cell_mv, CELL_MAX_MV)
+    if pos < 0:
+        return pos
     nt = info[pos]
     pos += 1
     if nt == 0 or nt > MAX_TEMPS:
