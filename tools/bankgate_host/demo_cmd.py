@@ -210,7 +210,10 @@ def main(args):
                "--speed", str(args.speed)]
         if args.seconds:
             cmd += ["--seconds", str(args.seconds)]
-        firmware = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        # the firmware's JSON lines go to a log file: a pipe nobody reads would fill
+        # (64 KiB) and block the firmware on its own prints
+        log = tempfile.TemporaryFile(mode="w+")
+        firmware = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, text=True)
         print("demo: firmware running on the unix MicroPython port (Ctrl-C to stop)", flush=True)
         last = 0
@@ -222,7 +225,10 @@ def main(args):
             if time.monotonic() - last >= 1.0:
                 last = time.monotonic()
                 view.render()
-        out = firmware.stdout.read() if firmware.poll() is not None else ""
+        out = ""
+        if firmware.poll() is not None:
+            log.seek(0)
+            out = log.read()
         view.render()
         sub.loop_stop()
         sub.disconnect()
