@@ -176,13 +176,16 @@ class Harness:
     """tools/mp/mqtt_harness.py under the unix port, fed one JSON option object."""
 
     def __init__(self, opt):
-        self.argv = mpy.command([HARNESS, json.dumps(opt)], HARNESS_HEAP)
+        # the options go in on stdin, not argv: the unix port dies ("FATAL: uncaught NLR") on any
+        # command-line argument of 256 bytes or more (see mpy.MAX_ARG_BYTES)
+        self.argv = mpy.command([HARNESS, "-"], HARNESS_HEAP)
         if os.environ.get("BG_HARNESS_DEBUG"):
             with open(os.environ["BG_HARNESS_DEBUG"], "a") as f:
-                f.write(json.dumps(self.argv) + "\n")
-        self.proc = subprocess.Popen(mpy.command([HARNESS, json.dumps(opt)], HARNESS_HEAP),
-                                     env=mpy.environ(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, bufsize=1)
+                f.write(json.dumps([self.argv, opt]) + "\n")
+        self.proc = subprocess.Popen(self.argv, env=mpy.environ(), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.proc.stdin.write(json.dumps(opt) + "\n")
+        self.proc.stdin.close()
         self.lines = []
         self.lock = threading.Lock()
         self.t = threading.Thread(target=self._read, daemon=True)

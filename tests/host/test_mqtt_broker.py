@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from bankgate_host import mpy
 from mqtt_fixtures import (Harness, SlowProxy, StallServer, Sub, broker_factory,  # noqa: F401
                            harness_opt, wait_for)
 
@@ -201,13 +202,7 @@ def _cert(tmp_path):
     return crt, key
 
 
-@pytest.mark.parametrize("form", [
-    "ssl_params",
-    pytest.param("ssl_context", marks=pytest.mark.xfail(
-        strict=False, reason="KNOWN DEFECT: under pytest the unix port dies with 'FATAL: uncaught NLR' "
-                             "during start-up with the C tls.SSLContext form; the same harness run directly "
-                             "connects over TLS (see docs/mqtt.md, Limits)")),
-])
+@pytest.mark.parametrize("form", ["ssl_params", "ssl_context"])
 def test_tls_listener(broker_factory, tmp_path, form):
     crt, key = _cert(tmp_path)
     b = broker_factory(tls=(crt, key))
@@ -321,3 +316,17 @@ def test_isolation_slow_link(broker_factory):
         h.kill()
         proxy.close()
     sub.close()
+
+
+def test_long_arguments_are_refused_before_they_crash_the_unix_port(tmp_path):
+    # why the harness takes its options on stdin: the unix port dies on a >255-byte argument
+    script = tmp_path / "hello.py"
+    script.write_text("print('ran')\n")
+    argv = [mpy.micropython_binary(), str(script)]
+    ok = subprocess.run(argv + ["x" * mpy.MAX_ARG_BYTES], capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and ok.stdout == "ran\n", ok.stderr
+    dead = subprocess.run(argv + ["x" * (mpy.MAX_ARG_BYTES + 1)], capture_output=True, text=True, timeout=30)
+    assert dead.returncode != 0 and "uncaught NLR" in dead.stderr, (dead.returncode, dead.stderr)
+    with pytest.raises(ValueError, match="limit 255"):
+        mpy.command([str(script), "x" * (mpy.MAX_ARG_BYTES + 1)])
+    assert mpy.command(["-c", "x = '%s'" % ("x" * 400)])[-1].endswith("'")   # -c code: any length

@@ -120,12 +120,25 @@ def mpy_cross_binary():
     return cand if os.path.exists(cand) else (shutil.which("mpy-cross") or "mpy-cross")
 
 
+# The unix port interns each sys.argv entry as a qstr before running anything, outside any
+# exception handler; a qstr holds at most 255 bytes, so a longer argument makes the process die
+# with "FATAL: uncaught NLR" (no traceback).  Pass long data on stdin or in a file instead.
+MAX_ARG_BYTES = 255
+
+
 def command(script_args, heapsize=None, emit_opt=None):
     """argv for one MicroPython run: heap limit first, then the script and its args."""
+    args = list(script_args)
+    for i, a in enumerate(args):
+        if i > 0 and args[i - 1] == "-c":
+            continue            # the code of `-c CODE` is compiled, not interned: any length
+        if len(a.encode()) > MAX_ARG_BYTES:
+            raise ValueError("MicroPython argument of %d bytes (unix-port limit %d; pass it on stdin "
+                             "or in a file): %.60s..." % (len(a.encode()), MAX_ARG_BYTES, a))
     argv = [micropython_binary(), "-X", "heapsize=" + (heapsize or DEFAULT_HEAPSIZE)]
     if emit_opt:
         argv += ["-X", "emit=" + emit_opt]
-    return argv + list(script_args)
+    return argv + args
 
 
 def environ(extra_path=(), base=None):

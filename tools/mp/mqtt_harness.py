@@ -2,8 +2,13 @@
 # broker, in real time.  Used by tests/host/test_mqtt_*.py and usable by hand:
 #
 #   micropython mqtt_harness.py '{"cfg": {"mqtt": {"host": "127.0.0.1", "port": 1883}}, "seconds": 10}'
+#   echo '{...}' | micropython mqtt_harness.py -        (options as one JSON line on stdin)
 #
-# Options (one JSON argument):
+# The tests always use the stdin form: the unix port interns every command-line argument as a qstr
+# before any script runs, and a qstr holds at most 255 bytes, so a longer argument (easily reached
+# with a pytest tmp_path in ca_file) kills the process with "FATAL: uncaught NLR".
+#
+# Options (one JSON object):
 #   cfg            partial bankgate configuration (validated; mqtt.enabled is forced on)
 #   seconds        run time (0: until killed)
 #   event_ms       emit one EV_CHECK_FAIL event every event_ms (a = running counter); 0: none
@@ -119,7 +124,8 @@ def _hang(host, port):
 
 
 def main():
-    opt = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    arg = sys.argv[1] if len(sys.argv) > 1 else "{}"
+    opt = json.loads(sys.stdin.readline() if arg == "-" else arg)
     given = opt.get("cfg", {})
     given.setdefault("mqtt", {})["enabled"] = True
     cfg = config.validate(given)
