@@ -250,6 +250,22 @@ class Admission:
             self._fail_safe()
             raise
 
+    def urgent(self, i, now, id_fault_mask):
+        """A frame for slot i was decoded between control steps: True when the slot's
+        checks now give another result than the last step() decided on, so the caller
+        runs step() at once instead of at the next control period (a critical alarm
+        opens in the step that sees it).  Everything else a frame can change (the gate
+        of a pending module, the bank references) waits for the period.  Reads only;
+        allocation-free."""
+        if i < 0 or i >= self.n_exp:
+            return False
+        self._idm = id_fault_mask        # what step() is about to use anyway
+        if self.branch:
+            join = not self.ct.cmd[i]
+        else:
+            join = self.phase < _P_CLOSING
+        return self._check(i, self.bank.modules[i], now, join) != self._codes[i]
+
     def reset_faults(self, now):
         """Clear latched faults.  LOCAL ONLY: the USB console and the reset input
         call this; nothing on the network may.  Outputs stay open; modules go
@@ -684,6 +700,7 @@ class Admission:
             st = self.mod_state[i]
             if ct.cmd[i]:
                 code = self._check(i, m, now, False)
+                self._codes[i] = code
                 v = self._v
                 if code and code <= _LAST_IMMEDIATE:
                     ct.set(i, 0, now)                     # critical: open at once
@@ -711,6 +728,7 @@ class Admission:
                 continue
             # output open: full checks, then the gate
             code = self._check(i, m, now, True)
+            self._codes[i] = code
             if code:
                 self._set(i, self._state_for(code, i), code, self._v, now)
                 continue

@@ -154,3 +154,37 @@ def test_errors_table_complete():
     assert errors.category(errors.E_PLAUSIBLE) == errors.CAT_INVALID
     assert errors.category(errors.E_ADDR) == errors.CAT_INVALID
     assert len(set(errors.ERROR_NAMES.values())) == len(errors.ERROR_NAMES)
+
+
+def _damaged(rnd, f):
+    b = bytearray(f)
+    for _ in range(rnd.getrandbits(2)):
+        i = rnd.getrandbits(16) % len(b)
+        b[i] = rnd.getrandbits(8)
+    n = len(b) - (rnd.getrandbits(3) if rnd.getrandbits(1) else 0)
+    return b, n
+
+
+def test_native_loops_active_and_equal_to_bytecode():
+    # the viper loops (bankgate.proto.fast) run on this port, and give exactly what
+    # the bytecode loops give: result, header, INFO and diagnostics, on real frames
+    # and on 3000 randomly damaged / truncated ones
+    import random
+    random.seed(7)
+    rnd = random
+    assert frame.use_native(True), "bankgate.proto.fast did not load (native emitter)"
+    frames = [UP2500_42, PYLON_4F, PYLON_REQ_42, PACE_REQ_C1, b"~2002460000" + b"\r",
+              b"~20024600F002ab\r", b"~" + b"0" * 40 + b"\r", b"~\r"]
+    try:
+        for t in range(3000):
+            b, n = _damaged(rnd, frames[t % len(frames)]) if t >= len(frames) else \
+                (bytearray(frames[t]), len(frames[t]))
+            frame.use_native(True)
+            r1 = frame.parse(b, n)
+            got1 = (r1, bytes(frame.HDR), bytes(frame.INFO[:max(r1, 0)]), frame.DIAG[0], frame.DIAG[1])
+            frame.use_native(False)
+            r0 = frame.parse(b, n)
+            got0 = (r0, bytes(frame.HDR), bytes(frame.INFO[:max(r0, 0)]), frame.DIAG[0], frame.DIAG[1])
+            assert got1 == got0, (t, bytes(b[:n]), got1, got0)
+    finally:
+        frame.use_native(True)

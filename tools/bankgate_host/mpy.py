@@ -37,11 +37,17 @@ DEFAULT_PATH = [d for _, d in SOURCE_DIRS]
 # name the source file (mpy-cross -s records its path).
 BUILD = os.path.join(REPO, "build", "host-mpy")
 
+# Native code (@micropython.native / @micropython.viper, used on a few hot paths) is
+# compiled for the machine the unix port runs on; on the device, deploy and the frozen
+# build compile the same files for xtensawin.  Modules with native code keep a
+# bytecode fallback for ports without a native emitter (bankgate/proto/frame.py).
+HOST_MARCH = "host"
+
 
 def _compile(src, out):
     os.makedirs(os.path.dirname(out), exist_ok=True)
     tmp = "%s.%d.tmp" % (out, os.getpid())
-    proc = subprocess.run([mpy_cross_binary(), "-s", src, "-o", tmp, src],
+    proc = subprocess.run([mpy_cross_binary(), "-march=" + HOST_MARCH, "-s", src, "-o", tmp, src],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         try:

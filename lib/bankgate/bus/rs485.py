@@ -42,6 +42,12 @@
 from micropython import const
 
 from bankgate import clock as _clk
+import array
+
+try:                                   # native byte loop; bytecode fallback in _feed
+    from bankgate.proto import fast as _fast
+except (ImportError, ValueError, SyntaxError, NotImplementedError):
+    _fast = None
 
 BUSY = const(0)
 DONE = const(1)
@@ -109,6 +115,8 @@ class Rs485Master:
         self._t_end = 0            # ticks_ms at the request end
         self._t_last = 0           # ticks_ms when the last frame byte was seen
         self._noise_now = 0        # noise bytes in this transaction
+        self._io = array.array("i", (0, 0, 0, 0))   # fast.feed state in/out
+        self.native = _fast is not None             # tests may switch it off
         # cache of memoryview(buf)[:n] for start()
         self._vbuf = [None] * _VIEWS
         self._vn = [0] * _VIEWS
@@ -226,6 +234,17 @@ class Rs485Master:
         return r
 
     def _feed(self, k):
+        if self.native:
+            io = self._io
+            io[0] = self.n
+            io[1] = self._state
+            r = _fast.feed(self._scratch, k, self.rx, self._size, self.eoi, io)
+            self.n = io[0]
+            self._state = io[1]
+            if io[2]:
+                self.noise = (self.noise + io[2]) & _MASK
+                self._noise_now += io[3]
+            return r
         rx = self.rx
         sc = self._scratch
         n = self.n

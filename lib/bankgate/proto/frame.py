@@ -38,6 +38,13 @@ INFO = bytearray(MAX_INFO)
 # length values, [-1, -1] when the last parse did not get that far.
 DIAG = array.array("i", (-1, -1))
 
+# Native inner loops (bankgate.proto.fast, viper); None on a port without a native
+# emitter (or a .mpy built for another architecture): the bytecode loops below run.
+try:
+    from bankgate.proto import fast as _fast
+except (ImportError, ValueError, SyntaxError, NotImplementedError):
+    _fast = None
+
 _HEXCHARS = b"0123456789ABCDEF"
 _BAD = const(0xFF)
 
@@ -112,12 +119,18 @@ def parse(buf, n):
     hv = HEXVAL
     # one pass: every character hex (else E_HEX), and the ASCII sum for CHKSUM
     # (VER .. end of INFO = buf[1:n-5]; the 4 CHKSUM characters are taken out after)
-    s = 0
-    for i in range(1, n - 1):
-        c = buf[i]
-        if hv[c] == _BAD:
+    f = _fast
+    if f is not None:
+        s = f.hexsum(buf, n, hv)
+        if s < 0:
             return E_HEX
-        s += c
+    else:
+        s = 0
+        for i in range(1, n - 1):
+            c = buf[i]
+            if hv[c] == _BAD:
+                return E_HEX
+            s += c
     s -= buf[n - 5] + buf[n - 4] + buf[n - 3] + buf[n - 2]
     for k in range(4):
         HDR[k] = (hv[buf[1 + 2 * k]] << 4) | hv[buf[2 + 2 * k]]
@@ -142,12 +155,30 @@ def parse(buf, n):
     DIAG[0] = -1
     DIAG[1] = -1
     ni = lenid >> 1
+    if f is not None:
+        f.unhex(buf, 13, INFO, ni, hv)
+        return ni
     info = INFO
     p = 13
     for k in range(ni):
         info[k] = (hv[buf[p]] << 4) | hv[buf[p + 1]]
         p += 2
     return ni
+
+
+def use_native(on):
+    """Tests: switch the native loops off (False) or back on; returns whether they
+    are available on this port."""
+    global _fast
+    if on:
+        try:
+            from bankgate.proto import fast as f
+        except (ImportError, ValueError, SyntaxError, NotImplementedError):
+            f = None
+        _fast = f
+    else:
+        _fast = None
+    return _fast is not None
 
 
 def _puthex(buf, pos, b):
