@@ -246,9 +246,9 @@ class Admission:
     def step(self, now, bus_fault, id_fault_mask, inverter_ok):
         try:
             self._step(now, bus_fault, id_fault_mask, inverter_ok)
-        except Exception:
+        except Exception as e:
             self._fail_safe()
-            raise
+            raise e             # (not a bare raise: the simulator may compile this natively)
 
     def urgent(self, i, now, id_fault_mask):
         """A frame for slot i was decoded between control steps: True when the slot's

@@ -94,9 +94,9 @@ class Gateway:
                 self.poller.service(clk.ticks_ms())
             if self.inverter is not None:
                 self.inverter.service(now)
-        except BaseException:
+        except BaseException as e:
             hw.release_all()
-            raise
+            raise e             # (not a bare raise: the simulator may compile this natively)
         t1 = clk.ticks_us()
         dt = tk.diff(t1, t0)
         if dt > self.loop_max_us:

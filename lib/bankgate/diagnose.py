@@ -11,11 +11,13 @@
 #   RAISE (level at or above its raise threshold), CLEAR (below its clear
 #   threshold, which is lower), BAND (in between), or is not judged at all when
 #   its input is not measurable (e.g. sharing at low load, module not measured).
-# Idle -> active after RAISE held for hold_raise_ms (uninterrupted by BAND/CLEAR);
+# Idle -> active after RAISE held for hold_raise_ms (uninterrupted by BAND/CLEAR,
+# and judged at every step of it: a step that cannot judge the rule restarts the
+# hold, so two RAISE moments with unmeasurable time between never add up);
 # active -> idle after CLEAR held for hold_clear_ms.  BAND resets the pending
-# timer, "not judged" leaves everything as it is (a diagnosis about a module that
-# drops out of the measured set stays until the module is measured again or its
-# own clear condition holds).  Rules with their own time base (offline age,
+# timer; for an ACTIVE diagnosis "not judged" leaves everything as it is (a
+# diagnosis about a module that drops out of the measured set stays until the
+# module is measured again or its own clear condition holds).  Rules with their own time base (offline age,
 # pending time, alarm window, full cycles, swing windows) use shorter holds.
 #
 # step() allocates nothing (events are preallocated ring records); snapshot()
@@ -149,6 +151,7 @@ class Diagnoser:
         self.active = bytearray(n)
         self.acked = bytearray(n)
         self._pend = bytearray(n)        # timer running (towards raise when idle, clear when active)
+        self._judged = bytearray(n)      # judged in the current step
         self._t_pend = array.array("i", bytes(4 * n))
         self.t_raised = array.array("i", bytes(4 * n))
         self.addr = array.array("h", bytes(2 * n))
@@ -192,6 +195,7 @@ class Diagnoser:
     # ------------------------------------------------------------ core machine
     def _judge(self, now, code, slot, cond, addr, a, b, hold_r, hold_c):
         k = (code - 1) * _W + slot
+        self._judged[k] = 1
         if self.active[k]:
             self.ev_a[k] = a
             self.ev_b[k] = b
@@ -226,6 +230,19 @@ class Diagnoser:
 
     # ------------------------------------------------------------------- rules
     def step(self, now, admitted_mask, expected_mask, pending_mask=0):
+        j = self._judged
+        for k in range(len(j)):
+            j[k] = 0
+        self._rules(now, admitted_mask, expected_mask, pending_mask)
+        # an idle instance whose raise hold was running but that could not be judged
+        # this step starts its hold again (module comment)
+        p = self._pend
+        act = self.active
+        for k in range(len(j)):
+            if p[k] and not j[k] and not act[k]:
+                p[k] = 0
+
+    def _rules(self, now, admitted_mask, expected_mask, pending_mask):
         if not self._started:
             self._started = True
             self._t_start = now

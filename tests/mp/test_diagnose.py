@@ -341,6 +341,30 @@ def test_branch_fuse_trip():
     assert env.dg.is_active(dg.DG_BRANCH_FUSE_TRIP, 4)
 
 
+def test_raise_hold_restarts_after_steps_that_cannot_judge():
+    # a momentary "zero current while the others carry load" (a load step seen with
+    # one module's data a sweep older), then no load (the rule cannot judge), then the
+    # same moment again 12 s later: two instants do not add up to the 10 s hold
+    # (found by the simulator: fm_repeated_bms_alarms raised branch_fuse_trip at a
+    # load step)
+    env = Env()
+    hold = env.cfg["diagnosis"]["hold_raise_ms"]
+    env.set(0, 51400, -30000)
+    env.set(1, 51400, -30000)
+    env.set(2, 51900, 0)
+    env.tick()                                    # RAISE: the raise hold starts
+    env.load(0)
+    for _ in range((hold + 2000) // STEP_MS):     # at rest: not judged
+        env.tick()
+    env.set(0, 51400, -30000)
+    env.set(1, 51400, -30000)
+    env.set(2, 51900, 0)
+    env.tick()
+    assert env.active_codes() == []
+    env.run(hold // 1000 + 2)                     # held for real: raised
+    _only(env, dg.DG_BRANCH_FUSE_TRIP)
+
+
 def test_startup_voltage_difference_then_bank_closes():
     env = Env()
     hc = env.cfg["diagnosis"]["hold_clear_ms"] // 1000

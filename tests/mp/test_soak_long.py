@@ -6,6 +6,7 @@
 # mpy-mark: slow
 # mpy-heapsize: 8m
 # mpy-timeout: 14400
+# mpy-emit: native
 import soak
 
 

@@ -4,6 +4,7 @@
 # `make soak` runs 24 hours (tests/mp/test_soak_long.py).
 # mpy-heapsize: 4m
 # mpy-timeout: 600
+# mpy-emit: native
 import soak
 
 

@@ -44,11 +44,35 @@ BUILD = os.path.join(REPO, "build", "host-mpy")
 HOST_MARCH = "host"
 
 
-def _compile(src, out):
+# Emitters.  "bytecode" is what the device runs (deploy and freeze compile bytecode; only
+# functions decorated @micropython.viper/native are machine code): every test of the
+# firmware's logic uses it.  "native" compiles every function to machine code (mpy-cross
+# -X emit=native), about twice as fast; host tools whose job is speed use it: the
+# simulator (`bankgate simulate`, `run --sim`, the demo, the soak).  Same source, same
+# semantics; tests/host/test_simulate_cli.py checks a scenario prints the same lines
+# under both.  A file the native emitter cannot take (e.g. a bare `raise`) falls back to
+# bytecode.  BANKGATE_EMIT overrides the default for one process tree.
+EMITS = ("bytecode", "native")
+
+
+def default_emit():
+    e = os.environ.get("BANKGATE_EMIT", "bytecode")
+    if e not in EMITS:
+        raise ValueError("BANKGATE_EMIT must be one of %s, not %r" % (EMITS, e))
+    return e
+
+
+def _compile(src, out, emit="bytecode"):
     os.makedirs(os.path.dirname(out), exist_ok=True)
     tmp = "%s.%d.tmp" % (out, os.getpid())
-    proc = subprocess.run([mpy_cross_binary(), "-march=" + HOST_MARCH, "-s", src, "-o", tmp, src],
-                          capture_output=True, text=True)
+    argv = [mpy_cross_binary(), "-march=" + HOST_MARCH, "-s", src, "-o", tmp, src]
+    proc = None
+    if emit == "native":
+        proc = subprocess.run(argv[:1] + ["-X", "emit=native"] + argv[1:], capture_output=True, text=True)
+        if proc.returncode != 0 and "NotImplementedError" in proc.stderr:
+            proc = None                 # a construct the native emitter lacks: bytecode
+    if proc is None:
+        proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0:
         try:
             os.unlink(tmp)
@@ -58,7 +82,7 @@ def _compile(src, out):
     os.replace(tmp, out)
 
 
-def ensure_compiled(src_dir, out_dir):
+def ensure_compiled(src_dir, out_dir, emit="bytecode"):
     """Mirror src_dir's .py files as .mpy in out_dir; drop .mpy whose source is gone."""
     wanted = set()
     for root, dirs, files in os.walk(src_dir):
@@ -74,7 +98,7 @@ def ensure_compiled(src_dir, out_dir):
             except OSError:
                 fresh = False
             if not fresh:
-                _compile(src, out)
+                _compile(src, out, emit)
     for root, _, files in os.walk(out_dir):
         for f in files:
             p = os.path.join(root, f)
@@ -82,12 +106,19 @@ def ensure_compiled(src_dir, out_dir):
                 os.unlink(p)
 
 
-def compiled_path():
+def build_dir(emit="bytecode"):
+    return BUILD if emit == "bytecode" else BUILD + "-" + emit
+
+
+def compiled_path(emit=None):
     """MICROPYPATH entries: the compiled mirrors of SOURCE_DIRS (compiling if stale)."""
+    emit = emit or default_emit()
+    if emit not in EMITS:
+        raise ValueError("emit must be one of %s, not %r" % (EMITS, emit))
     path = []
     for name, d in SOURCE_DIRS:
-        out = os.path.join(BUILD, name)
-        ensure_compiled(d, out)
+        out = os.path.join(build_dir(emit), name)
+        ensure_compiled(d, out, emit)
         path.append(out)
     return path
 
@@ -147,19 +178,19 @@ def command(script_args, heapsize=None, emit_opt=None):
     return argv + args
 
 
-def environ(extra_path=(), base=None):
+def environ(extra_path=(), base=None, emit=None):
     env = dict(os.environ if base is None else base)
     # MicroPython's frozen modules (".frozen", e.g. its ssl.py) are deliberately not on the
     # path: bankgate.net provides the `ssl`/`ussl` interface umqtt needs over the C `tls`
     # module itself, the same on every port (docs/mqtt.md)
-    env["MICROPYPATH"] = os.pathsep.join(list(extra_path) + compiled_path())
+    env["MICROPYPATH"] = os.pathsep.join(list(extra_path) + compiled_path(emit))
     return env
 
 
-def run(script_args, heapsize=None, extra_path=(), input=None, timeout=600, **kw):
+def run(script_args, heapsize=None, extra_path=(), input=None, timeout=600, emit=None, **kw):
     """Run MicroPython to completion; returns subprocess.CompletedProcess (text)."""
-    return subprocess.run(command(script_args, heapsize), env=environ(extra_path), input=input,
-                          capture_output=True, text=True, timeout=timeout, **kw)
+    return subprocess.run(command(script_args, heapsize), env=environ(extra_path, emit=emit),
+                          input=input, capture_output=True, text=True, timeout=timeout, **kw)
 
 
 class MpError(Exception):

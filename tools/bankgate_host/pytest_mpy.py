@@ -11,6 +11,8 @@ File directives (comment lines):
     # mpy-heapsize: 256k     heap for this file's process (default: mpy.DEFAULT_HEAPSIZE)
     # mpy-timeout: 900       seconds before the process is killed (default 600)
     # mpy-mark: slow         apply a pytest marker to every test of the file
+    # mpy-emit: native       compile lib/ and tools/ to machine code for this file (mpy.EMITS;
+                             default bytecode, as on the device): simulator speed and soak runs
 """
 import ast
 import json
@@ -34,7 +36,7 @@ def parse_size(text):
 
 def _directives(source):
     found = {}
-    for m in re.finditer(r"^#\s*mpy-(heapsize|timeout|mark):\s*(\S+)", source, re.M):
+    for m in re.finditer(r"^#\s*mpy-(heapsize|timeout|mark|emit):\s*(\S+)", source, re.M):
         found.setdefault(m.group(1), []).append(m.group(2))
     return found
 
@@ -52,6 +54,7 @@ class MpyFile(pytest.File):
         self.directives = _directives(source)
         self.heapsize = self.directives.get("heapsize", [mpy.DEFAULT_HEAPSIZE])[0]
         self.timeout = int(self.directives.get("timeout", ["600"])[0])
+        self.emit = self.directives.get("emit", ["bytecode"])[0]
         self._results = None
         tree = ast.parse(source, str(self.path))
         for node in tree.body:
@@ -82,7 +85,7 @@ class MpyFile(pytest.File):
             return {name: ("fail", str(e), "") for name in names}
         args = [script, str(parse_size(self.heapsize)), compiled] + names
         try:
-            proc = mpy.run(args, heapsize=self.heapsize, timeout=self.timeout)
+            proc = mpy.run(args, heapsize=self.heapsize, timeout=self.timeout, emit=self.emit)
             out, err, rc = proc.stdout, proc.stderr, proc.returncode
         except subprocess.TimeoutExpired as e:
             out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
