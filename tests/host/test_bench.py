@@ -39,6 +39,10 @@ def test_every_figure_present(bench):
     assert bench["alloc"]["mqtt"]["bank_message"] > 0          # the MQTT stage is reported
     assert bench["alloc"]["mqtt"]["online"] is True
     assert bench["metrics"]["float_us"]["median"] > 0
+    sm = bench["sim"]                                   # simulator speed, both emitters
+    assert sm["speed"]["min"] > 1 and sm["bytecode_speed"] > 1, sm
+    assert sm["requests_per_sim_s"] > 80                # the 16-module bus was saturated
+    assert bench["targets"]["sim_speed_16_115200_x"]["value"] == sm["speed"]["max"]
     hp = bench["heap"]["at_64k"]
     assert "ok" in hp and (hp["ok"] or "error" in hp)
     figures = hp if hp["ok"] else bench["heap"]["at_4m"]

@@ -6,9 +6,9 @@ it (and not the others), and a healthy bank over 24 simulated hours produces non
   code of bankgate.diagnose has a scenario whose enforced (non-optional)
   expectation requires it present and that requires every other code absent
   over its whole run; the healthy commissioning requires all absent;
-- the healthy soak (tests/scenarios/soak/healthy_24h.json) runs its first two
-  simulated hours with the real firmware and must raise no diagnosis (slow mark:
-  `make test-all`; the full day is run by hand with `bankgate simulate`).
+- the healthy soak (tests/scenarios/soak/healthy_24h.json) runs all 24 simulated
+  hours with the real firmware and must raise no diagnosis (slow mark: `make test-all`;
+  about 15 min at the simulator's speed, docs/scenarios.md).
 """
 import glob
 import json
@@ -94,15 +94,17 @@ def test_healthy_scenarios_require_every_diagnosis_absent(names):
 
 
 @pytest.mark.slow
-def test_healthy_bank_two_simulated_hours_raises_nothing():
-    cmd = [sys.executable, "-m", "bankgate_host", "simulate", "--scenario", SOAK, "--until", "7200"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=7200)
+def test_healthy_bank_24_simulated_hours_raises_nothing():
+    cmd = [sys.executable, "-m", "bankgate_host", "simulate", "--scenario", SOAK]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=4 * 3600)
     lines = [json.loads(x) for x in p.stdout.splitlines() if x.startswith("{")]
     raised = [x for x in lines if x.get("type") == "event" and x.get("name") == "diagnosis"]
     failed = [x for x in lines if x.get("type") == "expect" and x.get("ok") is False]
     result = [x for x in lines if x.get("type") == "result"]
     assert p.returncode == 0, (p.returncode, failed, p.stderr[-2000:])
     assert raised == [], raised
-    assert result and result[-1]["sim_s"] >= 7200 and result[-1]["failed"] == 0
+    assert result and result[-1]["sim_s"] >= 24 * 3600 and result[-1]["failed"] == 0
+    print("\nhealthy 24 h: %d simulated s in %.0f wall s (%.0f x), no diagnosis"
+          % (result[-1]["sim_s"], result[-1]["wall_s"], result[-1]["speed"]))
     states = [x for x in lines if x.get("type") == "state"]
     assert states and all(x["gw"].get("diagnoses") == [] for x in states if x["t"] >= 30)

@@ -34,7 +34,7 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--reps", type=int, default=None, help="repetitions per figure (default 9, quick 3)")
     p.add_argument("--sections", default=None,
-                   help="comma-separated subset of cycle,loop,alloc,metrics,period,reaction")
+                   help="comma-separated subset of cycle,loop,alloc,metrics,period,reaction,sim")
 
 
 class BenchError(RuntimeError):
@@ -74,14 +74,53 @@ def min_heap(lo_k=128, hi_k=1024, step_k=16):
     return hi
 
 
+SIM_SCENARIO = os.path.join(mpy.REPO, "tests", "scenarios", "perf_16_modules.json")
+SIM_SPEED_TARGET = 100.0       # issue 4: >= 100 x real time, 16 modules, RS485 115200 baud
+
+
+def _sim_run(emit):
+    from .simulate_cmd import SIM_HEAPSIZE
+    proc = mpy.run([os.path.join(mpy.MP_TOOLS, "cli_simulate.py"), SIM_SCENARIO], heapsize=SIM_HEAPSIZE,
+                   timeout=1800, emit=emit)
+    res = None
+    for line in proc.stdout.splitlines():
+        if line.startswith("{") and '"result"' in line:
+            res = json.loads(line)
+    if proc.returncode != 0 or res is None:
+        raise BenchError("simulate %s (%s) failed, rc=%s:\n%s" % (SIM_SCENARIO, emit, proc.returncode,
+                                                                   proc.stderr[-3000:]))
+    return res
+
+
+def measure_sim(reps):
+    """Simulated seconds per wall second of `bankgate simulate` on the 16-module
+    RS485 115200 reference scenario: `reps` runs as simulate runs it (native), one
+    compiled to bytecode as the device runs it, for the ratio."""
+    runs = [_sim_run("native") for _ in range(reps)]
+    sp = sorted(r["speed"] for r in runs)
+    byte = _sim_run("bytecode")
+    r0 = runs[0]
+    return {"scenario": os.path.basename(SIM_SCENARIO), "sim_s": r0["sim_s"],
+            "requests_per_sim_s": r0["rs485_requests"] / r0["sim_s"],
+            "speed": {"median": sp[len(sp) // 2], "min": sp[0], "max": sp[-1]},
+            "bytecode_speed": byte["speed"],
+            "wall_ms_per_sim_s": 1000.0 / sp[-1]}
+
+
 def measure(quick=False, reps=None, sections=None):
     reps = reps or (3 if quick else 9)
     args = ["--reps", str(reps)]
     if quick:
         args.append("--quick")
-    if sections:
-        args += ["--sections", sections]
-    out = _run("bench.py", args, BENCH_HEAPSIZE)
+    want = sections.split(",") if sections else None
+    mp_sections = [x for x in want if x != "sim"] if want else None
+    out = {}
+    if mp_sections is None or mp_sections:
+        if mp_sections:
+            args += ["--sections", ",".join(mp_sections)]
+        out = _run("bench.py", args, BENCH_HEAPSIZE)
+    if want is None or "sim" in want:
+        out["sim"] = measure_sim(1 if quick else 3)
     if not sections:
         alone = _run("bench_alone.py", [], TARGET_HEAP)["alone"]
         alone["heapsize"] = TARGET_HEAP
@@ -132,6 +171,9 @@ def targets(out):
             "64-bit unix port, bytecode in the heap (see docs/performance.md)")
     fx = _get(out, "metrics", "fixed_alloc_bytes")
     put("metrics_fixed_alloc_bytes", fx, 0, fx == 0)
+    sp = _get(out, "sim", "speed", "max")
+    put("sim_speed_16_115200_x", sp, SIM_SPEED_TARGET, sp is not None and sp >= SIM_SPEED_TARGET,
+        "bankgate simulate, simulated s per wall s, best run")
     react = _get(out, "reaction", "115200", "from_wire_ms", "max")
     per = _get(out, "reaction", "115200", "period_ms")
     put("reaction_from_wire_ms", react, per, react is not None and per is not None and react <= per,
@@ -150,10 +192,13 @@ def _fmt(x, nd=1):
 
 def table(out):
     L = []
-    port = out.get("port", {})
-    L.append("bankgate bench -- unix port %s (%d-bit), %s repetitions, median [min..max]"
-             % (".".join(str(v) for v in port.get("version", [])[:3]), port.get("bits", 0),
-                out.get("reps")))
+    port = out.get("port")
+    if port:
+        L.append("bankgate bench -- unix port %s (%d-bit), %s repetitions, median [min..max]"
+                 % (".".join(str(v) for v in port.get("version", [])[:3]), port.get("bits", 0),
+                    out.get("reps")))
+    else:
+        L.append("bankgate bench -- median [min..max]")
     if out.get("missing"):
         L.append("NOTE: stand-ins used for missing firmware parts: %s" % ", ".join(out["missing"]))
     cyc = out.get("cycle")
@@ -182,7 +227,7 @@ def table(out):
     if lp:
         c = lp["cpu_us_per_sweep"]
         L.append("")
-        L.append("Main loop as it runs (control step after every decoded frame), %d modules:"
+        L.append("Main loop as it runs (control step every period and on a changed check), %d modules:"
                  % lp["modules"])
         L.append("  %d us CPU per poll sweep [%d..%d] = %s %% of the wire time at 115200, %s %% at 9600"
                  % (c["median"], c["min"], c["max"], _fmt(lp["ratio_pct"]["115200"], 3),
@@ -229,6 +274,15 @@ def table(out):
                          baud, _fmt(w and w["median"], 2), _fmt(w and w["max"], 2),
                          _fmt(i and i["median"]), _fmt(i and i["min"]), _fmt(i and i["max"]),
                          r["measured"]))
+    sm = out.get("sim")
+    if sm:
+        v = sm["speed"]
+        L.append("")
+        L.append("Simulator speed (`bankgate simulate`, %s: 16 modules, RS485 115200 baud, %.0f requests "
+                 "per simulated s)" % (sm["scenario"], sm["requests_per_sim_s"]))
+        L.append("  %s x real time [%s..%s] compiled native (%s ms CPU per simulated s at best); "
+                 "%s x compiled to bytecode" % (_fmt(v["median"]), _fmt(v["min"]), _fmt(v["max"]),
+                                                _fmt(sm["wall_ms_per_sim_s"], 2), _fmt(sm["bytecode_speed"])))
     hp = out.get("heap")
     if hp:
         L.append("")

@@ -17,7 +17,7 @@
 #               the simulator's) per transaction;  CAN: exact frame bits incl. stuff bits
 #               (the stuffed region is built and counted) + 3 bits interframe space.
 #   loop      the firmware as its loop really runs: gw.step() CPU time over whole poll sweeps
-#             (a control step after every decoded frame), per sweep, vs the sweep's wire time.
+#             (control steps every period and on a changed check), per sweep, vs the sweep's wire time.
 #   alloc     bytes allocated per steady-state stage (gc disabled, gc.mem_alloc deltas) and
 #             heap_lock proofs for decode, control and metrics.
 #   metrics   fixed-point bankgate.metrics vs the float reference (tools/mp/metrics_float.py)
