@@ -140,3 +140,123 @@ def test_can_frames_decode():
         pid = 0x350 + (cid & 0xF)
         assert pylon_can.decode(pid, bytearray(data) + bytearray(8 - len(data)), len(data), mod, 0) == E_OK
     assert mod.current_ma == -20000 and mod.chg_limit_ma == 50000
+
+
+# ------------------------------------------------------------ fast answers
+# The polled commands (0x42, 0x44, Pylontech 0x92) are answered by bgsim.answers from
+# Bms.refresh()'s integers; the reference is bmsproto fed with emu's data dicts of
+# Bms.report() (responder.fast = False).  Same bytes over random module states.
+def _random_state(rnd, m, b):
+    m.soc = rnd.choice((0.0, 0.02, 0.5, 0.97, 1.0, rnd.random()))
+    m.current_a = rnd.choice((0.0, 0.3, -0.6, 55.0, -90.0, rnd.uniform(-120, 120)))
+    m.temp_c = rnd.choice((-25.0, -1.0, 5.0, 25.0, 48.0, 58.0, rnd.uniform(-30, 70)))
+    m.term_c = m.temp_c + rnd.uniform(-2, 12)
+    m.cell_spread_v = rnd.choice((0.0, 0.012, 0.4))
+    m.capacity_ah = rnd.choice((50.0, 60.0, 100.0, 280.0))
+    b.forced_alarms = 0
+    b.forced_prot = 0
+    b.forced_trip = False
+    if rnd.random() < 0.5:
+        b.inject(rnd.getrandbits(16), protect=rnd.random() < 0.3, trip=rnd.random() < 0.5)
+    m.bms_open = rnd.random() < 0.15
+    b.update(rnd.uniform(0, 100), 0.1)
+    if rnd.random() < 0.2:
+        b.alarms |= rnd.getrandbits(16)          # bits alarm_data maps from the flags
+        b.protections |= rnd.getrandbits(16)
+
+
+def test_fast_answers_equal_bmsproto_reference():
+    import random as rnd
+    rnd.seed(4)
+    req = bytearray(32)
+    for family, proto in (("pylontech", pylontech), ("pace", pace)):
+        for cells in (14, 15, 16):
+            m, b, fast = make(family=family, cells=cells, addr=rnd.randint(1, 15))
+            ref = emu.Rs485Bms(b, family, [])
+            ref.fast = False
+            for trial in range(40):
+                _random_state(rnd, m, b)
+                for cmd in (0x42, 0x44, 0x92, 0x47, 0x4F):
+                    n = proto.encode_request(cmd, b.addr, req) if cmd != 0x4F or family == "pylontech" \
+                        else None
+                    if n is None:
+                        continue
+                    q = bytes(req[:n])
+                    a = fast(q)
+                    ra = ref(q)
+                    assert a == ra, (family, cells, trial, hex(cmd), a, ra)
+
+
+def test_fast_answer_reused_while_unchanged():
+    m, b, r = make(current=0.0)
+    r.stamp = lambda: 7                         # physics time: unchanged between requests
+    req = bytearray(32)
+    n = pylontech.encode_request(0x42, 2, req)
+    q = bytes(req[:n])
+    a1 = r(q)
+    a2 = r(q)
+    assert a2 is a1                             # same state, same answer object
+    m.current_a = -40.0
+    b.update(0.1, 0.1)                          # a new update: recomputed, new bytes
+    a3 = r(q)
+    assert a3 != a1
+    mod = model.Module(0)
+    assert pylontech.decode(0x42, bytearray(a3), len(a3), 2, mod, 0) == E_OK
+    assert mod.current_ma == -40000
+
+
+def test_report_integers_equal_the_physics():
+    import random as rnd
+    rnd.seed(9)
+    m, b, r = make()
+    for trial in range(30):
+        _random_state(rnd, m, b)
+        rep = b.report()
+        assert rep["cell_mv"] == [int(round(v * 1000)) for v in m.cell_v()]
+        tc = m.temp_c
+        assert rep["temp_dc"] == [int(round(x * 10)) for x in (tc + 3.0, tc, tc - 0.5, tc + 0.5, m.term_c)]
+        assert rep["voltage_mv"] == int(round(m.terminal_v() * 1000))
+        assert rep["current_ma"] == (0 if m.bms_open else int(round(m.current_a * 1000)))
+        assert rep["remaining_mah"] == int(round(m.soc * int(round(m.capacity_ah * 1000))))
+        assert rep["alarms"] == b.alarms and rep["protections"] == b.protections
+        assert rep["chg_limit_ma"] == int(round(b.chg_limit_a * 1000))
+
+
+def _ref_parse_request(req):
+    # emu._parse_request before the viper decoder (bytes.fromhex + a character loop)
+    from bankgate.proto import frame
+    n = len(req)
+    if n < frame.OVERHEAD or req[0] != 0x7E or req[n - 1] != 0x0D or (n - 2) % 2:
+        return None
+    try:
+        vals = bytes.fromhex(bytes(req[1:n - 1]).decode())
+    except (ValueError, UnicodeError):
+        return None
+    for c in req[1:n - 1]:
+        if c > 0x46 or (0x3A <= c <= 0x40) or c < 0x30:
+            return None
+    lenid = ((vals[4] << 8) | vals[5]) & 0xFFF
+    info = bytes(vals[6:6 + lenid // 2])
+    cs = (vals[-2] << 8) | vals[-1]
+    ok = cs == frame.chksum(req, 1, n - 5) and len(info) * 2 == lenid and lenid == n - frame.OVERHEAD
+    return vals[0], vals[1], vals[2], vals[3], info, ok
+
+
+def test_parse_request_equals_reference_on_damaged_requests():
+    import random as rnd
+    rnd.seed(11)
+    buf = bytearray(40)
+    reqs = []
+    for cmd in (0x42, 0x44, 0x47, 0x92, 0x51, 0x93, 0x4F):
+        n = pylontech.encode_request(cmd, rnd.randint(0, 255), buf)
+        reqs.append(bytes(buf[:n]))
+        n = pylontech.encode_group_request(0x42, 2, buf) if cmd == 0x42 else n
+        reqs.append(bytes(buf[:n]))
+    for trial in range(400):
+        q = bytearray(rnd.choice(reqs))
+        for k in range(rnd.randint(0, 2)):
+            q[rnd.randint(0, len(q) - 1)] = rnd.choice(b"0123456789ABCDEFabcG~\r ")
+        if rnd.random() < 0.1:
+            q = q[:rnd.randint(0, len(q))]
+        q = bytes(q)
+        assert emu._parse_request(q) == _ref_parse_request(q), q

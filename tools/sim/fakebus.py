@@ -24,6 +24,13 @@
 #
 # The electrical model (ElectricalModel) and every rule used here are documented in
 # docs/bus.md.
+try:
+    import micropython       # @micropython.native: hot paths compiled to machine code
+except ImportError:          # CPython: the decorator does nothing
+    class micropython:
+        @staticmethod
+        def native(f):
+            return f
 import math
 
 _M32 = 0xFFFFFFFF
@@ -158,6 +165,7 @@ class _DePin:
         self._u = uart
         self._v = 0
 
+    @micropython.native
     def value(self, v=None):
         if v is None:
             return self._v
@@ -240,6 +248,7 @@ class FakeRs485Wire:
         return out_b, out_t
 
     # -- called by FakeUart when a request has left the gateway
+    @micropython.native
     def _request_done(self, uart, data):
         self.requests += 1
         p = self.error_ppm
@@ -343,6 +352,7 @@ class FakeUart:
         wire.uart = self
 
     # -- DE bookkeeping
+    @micropython.native
     def _de_change(self, v):
         t = self.clock.now_us
         self.de_history.append((t, v))
@@ -351,6 +361,7 @@ class FakeUart:
         self._de_t.append(t)
         self._de_v.append(v)
 
+    @micropython.native
     def _de_level(self, t):
         lvl = 0
         ts = self._de_t
@@ -361,6 +372,7 @@ class FakeUart:
                 break
         return lvl
 
+    @micropython.native
     def _de_high_all(self, a, b):
         if self._de_level(a) == 0:
             return False
@@ -370,6 +382,7 @@ class FakeUart:
                 return False
         return True
 
+    @micropython.native
     def _de_high_any(self, a, b):
         if self.auto_de:
             return a < self._tx_end and b > self._tx_start
@@ -381,6 +394,7 @@ class FakeUart:
                 return True
         return False
 
+    @micropython.native
     def _trim_de(self, before):
         # keep the level in force at `before` and everything after it
         ts = self._de_t
@@ -392,6 +406,7 @@ class FakeUart:
             del self._de_v[:k]
 
     # -- serial interface
+    @micropython.native
     def write(self, buf):
         n = len(buf)
         now = self.clock.now_us
@@ -404,6 +419,7 @@ class FakeUart:
         self.clock.at_us(self._tx_end, self._tx_finished, data, t0)
         return n
 
+    @micropython.native
     def _tx_finished(self, data, t0):
         c = self.wire.char_us
         if self.auto_de or self._de_high_all(t0, t0 + len(data) * c):
@@ -419,6 +435,7 @@ class FakeUart:
                 self.lost_tx += 1
         self.wire._request_done(self, bytes(kept))
 
+    @micropython.native
     def txdone(self):
         return self.clock.now_us >= self._tx_end
 
@@ -431,6 +448,7 @@ class FakeUart:
         self.clock.at_us(times[0], _noop)
         self.clock.at_us(times[-1], _noop)
 
+    @micropython.native
     def _arrive_run(self, data, t_first, c):
         """The same for evenly spaced bytes: data[i] is readable at t_first + i * c
         (a clean answer: no per-byte time list)."""
@@ -441,6 +459,7 @@ class FakeUart:
             self.clock.at_us(t_first, _noop)
         self.clock.at_us(t_first + (len(data) - 1) * c, _noop)
 
+    @micropython.native
     def _pull(self):
         # move every byte whose time has come from the pending runs into the RX
         # ring, in arrival-list order (a run not yet complete stops the scan):
@@ -499,6 +518,7 @@ class FakeUart:
             self._rx[(self._rx_head + self._rx_n) % len(self._rx)] = b
             self._rx_n += 1
 
+    @micropython.native
     def _store(self, data, i, m):
         # data[i:i+m] into the ring, as far as it has room (the rest: overruns)
         rx = self._rx
@@ -518,6 +538,7 @@ class FakeUart:
             rx[0:m - first] = data[i + first:i + m]
         self._rx_n += m
 
+    @micropython.native
     def any(self):
         self._pull()
         return self._rx_n
@@ -532,6 +553,7 @@ class FakeUart:
         self.readinto(buf)
         return bytes(buf)
 
+    @micropython.native
     def readinto(self, buf, nbytes=-1):
         self._pull()
         k = self._rx_n

@@ -2,6 +2,13 @@
 # the rules).  Lazy: the bus computes what happened up to clock.now_us whenever a
 # node is accessed, so sending and receiving never schedule events and never
 # allocate (FakeCan.send/recv are safe inside mptest.no_alloc).
+try:
+    import micropython       # @micropython.native: hot paths compiled to machine code
+except ImportError:          # CPython: the decorator does nothing
+    class micropython:
+        @staticmethod
+        def native(f):
+            return f
 from bankgate.bus import can as _can
 from fakebus import ElectricalModel, Prng
 
@@ -110,6 +117,7 @@ class FakeCanBus:
         for d in range(9):
             self.err_ppm[d] = ppm
 
+    @micropython.native
     def update(self):
         if self._updating:
             return
@@ -162,6 +170,7 @@ class FakeCanBus:
             self._end = t0 + self.frame_us[self._dlc]
         self._updating = False
 
+    @micropython.native
     def _resolve(self):
         self._busy = False
         self._free = self._end
@@ -265,6 +274,7 @@ class FakeCan(_CanNode):
     def cn_self_ack(self):
         return self.mode == "loopback"
 
+    @micropython.native
     def cn_earliest(self):
         t0 = -1
         for i in range(self._q):
@@ -272,6 +282,7 @@ class FakeCan(_CanNode):
                 t0 = self._tx_t[i]
         return t0
 
+    @micropython.native
     def cn_select(self, t0):
         best = -1
         self._sel = -1
@@ -282,6 +293,7 @@ class FakeCan(_CanNode):
                 self._sel = i
         return best
 
+    @micropython.native
     def cn_frame(self, dst):
         i = self._sel
         d = self._tx_dlc[i]
@@ -305,6 +317,7 @@ class FakeCan(_CanNode):
     def cn_on_bus_off(self):
         pass
 
+    @micropython.native
     def _store(self, cid, dlc, data, off):
         if self._rx_n >= self._rq:
             self.rx_overruns += 1
@@ -319,6 +332,7 @@ class FakeCan(_CanNode):
         self.received += 1
 
     # -- the bankgate.bus.can interface
+    @micropython.native
     def send(self, can_id, buf, n):
         if self.bus is not None:
             self.bus.update()
@@ -337,6 +351,7 @@ class FakeCan(_CanNode):
         self.rejected += 1
         return False
 
+    @micropython.native
     def recv(self, buf):
         if self.bus is not None:
             self.bus.update()
@@ -351,6 +366,7 @@ class FakeCan(_CanNode):
         self._rx_n -= 1
         return (self._rx_id[j] << 4) | d
 
+    @micropython.native
     def any(self):
         if self.bus is not None:
             self.bus.update()

@@ -6,6 +6,13 @@
 # ticks_ms()/ticks_us() (wrapping like the ESP32's) and sleep_ms(); host code
 # schedules callbacks with at_us()/after_us() and the clock runs them as time
 # passes, so a simulated hour takes as long as its events take to compute.
+try:
+    import micropython       # @micropython.native: hot paths compiled to machine code
+except ImportError:          # CPython: the decorator does nothing
+    class micropython:
+        @staticmethod
+        def native(f):
+            return f
 import heapq
 
 from bankgate.hal import Hardware
@@ -20,15 +27,18 @@ class SimClock:
         self._seq = 0
 
     # -- the firmware-facing interface
+    @micropython.native
     def ticks_ms(self):
         return (self.now_us // 1000) & _MASK
 
+    @micropython.native
     def ticks_us(self):
         return self.now_us & _MASK
 
     def sleep_ms(self, ms):
         self.advance_us(ms * 1000)
 
+    @micropython.native
     def sleep_us(self, us):
         self.advance_us(us)
 
@@ -37,16 +47,19 @@ class SimClock:
         """Unwrapped simulated milliseconds since the start."""
         return self.now_us // 1000
 
+    @micropython.native
     def at_us(self, t_us, fn, *args):
         self._seq += 1
         heapq.heappush(self._q, (t_us, self._seq, fn, args))
 
+    @micropython.native
     def after_us(self, delay_us, fn, *args):
         self.at_us(self.now_us + delay_us, fn, *args)
 
     def next_event_us(self):
         return self._q[0][0] if self._q else None
 
+    @micropython.native
     def advance_us(self, delta_us, stop=None):
         """Run events up to now + delta_us.  If stop() becomes true after an event,
         return early at that event's time (used by idle: wake on bus input)."""
@@ -72,6 +85,7 @@ class FakePin:
         self.history = []
         self.on_change = None
 
+    @micropython.native
     def value(self, v=None):
         if v is None:
             return self._v
@@ -133,6 +147,7 @@ class FakeHardware(Hardware):
     def start_watchdog(self, timeout_ms):
         self.wdt = FakeWdt(self.clock, timeout_ms)
 
+    @micropython.native
     def idle(self, ms):
         self.clock.advance_us(ms * 1000, self.input_ready)
 

@@ -20,6 +20,7 @@
 #   condition has cleared.
 # Injected alarms (scenario timeline) are OR-ed into the reported bits for their
 # duration; they do not trip the module unless "trip" is given.
+import micropython
 from bankgate.model import (
     ALM_CELL_OV, ALM_CELL_UV, ALM_CHG_OC, ALM_CHG_OT, ALM_CHG_UT, ALM_DSG_OC, ALM_DSG_OT,
     ALM_DSG_UT, ALARM_NAMES)
@@ -86,8 +87,34 @@ class Bms:
         self._oc_t = 0.0
         self.chg_limit_a = 0.0
         self.dsg_limit_a = 0.0
-        self._rep_key = None
         self._rep = None
+        self._rep_gen = -1
+        # the reported integers (refresh()): computed once per physics step, kept in
+        # reused lists/attributes so an answer costs no dict (see report())
+        self._thr = None             # update()'s derived levels (_levels())
+        self.updates = 0             # update() calls so far (invalidates the integers)
+        self.gen = 0                 # bumped at every refresh() that recomputed
+        self._v_key = None           # (stamp, updates, addr) of the integers
+        self._v_stamp = None
+        self._v_upd = -1
+        self._v_addr = -1
+        self.v_cells = []            # cell_mv
+        self.v_temps = [0, 0, 0, 0, 0]   # temp_dc
+        self.v_current_ma = 0
+        self.v_voltage_mv = 0
+        self.v_remaining_mah = 0
+        self.v_total_mah = 0
+        self.v_design_mah = 0
+        self.v_soc_pm = 0
+        self.v_soh_pm = 0
+        self.v_cycles = 0
+        self.v_chg_v_mv = 0
+        self.v_dsg_v_mv = 0
+        self.v_chg_limit_ma = 0
+        self.v_dsg_limit_ma = 0
+        self.v_flags = 0
+        self.v_charging = False
+        self.v_discharging = False
 
     # ---------------------------------------------------------------- model
     def max_temp_c(self):
@@ -108,40 +135,49 @@ class Bms:
         self.forced_until = -1.0
         self.forced_trip = False
 
+    @micropython.native
     def update(self, t_s, dt):
         """Re-evaluate limits, alarms and protections after a physics step."""
+        self.updates += 1
         m = self.mod
-        cl = self.cell
-        vmax, vmin = m.cell_extremes_v()
-        temp = self.max_temp_c()
-        tmin = m.temp_c if m.temp_c < m.term_c else m.term_c
+        lv = self._levels()
+        # m.cell_extremes_v() and max_temp_c() inlined (same expressions, no tuple)
+        m.cell_offsets_v()
+        base = m.cell_ocv_v() + m.current_a * m.r_int_ohm / m.cells
+        vmax = base + m.off_max
+        vmin = base + m.off_min
+        tc = m.temp_c
+        tt = m.term_c
+        temp = tc if tc > tt else tt
+        tmin = tc if tc < tt else tt
         i = m.current_a
         al = 0
         pr = 0
-        if vmax >= cl["ov_alarm"]:
+        if vmax >= lv[6]:
             al |= ALM_CELL_OV
-        if vmax >= cl["ov_protect"]:
+        if vmax >= lv[7]:
             pr |= ALM_CELL_OV
-        if vmin <= cl["uv_alarm"]:
+        if vmin <= lv[8]:
             al |= ALM_CELL_UV
-        if vmin <= cl["uv_protect"]:
+        if vmin <= lv[9]:
             pr |= ALM_CELL_UV
         if temp >= self.ot_alarm_c:
             al |= ALM_CHG_OT
-        if temp >= self.ot_alarm_c + 5:
+        if temp >= lv[10]:
             al |= ALM_DSG_OT
             pr |= ALM_CHG_OT
-        if temp >= self.ot_alarm_c + 10:
+        if temp >= lv[11]:
             pr |= ALM_DSG_OT
         if tmin <= self.ut_alarm_c:
             al |= ALM_CHG_UT
-        if tmin <= self.ut_alarm_c - 20:
+        if tmin <= lv[12]:
             al |= ALM_DSG_UT
-        if i > 1.05 * self.chg_rated_a:
+        # -i > x is i < -x exactly (negation is exact): no float for -i
+        if i > lv[13]:
             al |= ALM_CHG_OC
-        if -i > 1.05 * self.dsg_rated_a:
+        if i < lv[14]:
             al |= ALM_DSG_OC
-        over = (i > self.oc_protect * self.chg_rated_a) or (-i > self.oc_protect * self.dsg_rated_a)
+        over = (i > lv[15]) or (i < lv[16])
         self._oc_t = self._oc_t + dt if over else 0.0
         if self._oc_t >= self.oc_delay_s:
             pr |= ALM_CHG_OC if i > 0 else ALM_DSG_OC
@@ -163,15 +199,41 @@ class Bms:
                 self.t_trip = -1.0
         self.alarms = al
         self.protections = pr | self.trip_bits | self.forced_prot
-        self._limits(vmax, temp, tmin)
+        self._limits(vmax, temp, tmin, lv)
 
-    def _limits(self, vmax, temp, tmin):
+    @micropython.native
+    def _levels(self):
+        """update()'s levels derived from the parameters (floats), recomputed only
+        when a parameter changed (scenario actions set them directly):
+        [ot, ut, chg rated, dsg rated, oc_protect, cell table, ov alarm, ov protect,
+         uv alarm, uv protect, ot + 5, ot + 10, ut - 20, 1.05 x chg, -(1.05 x dsg),
+         oc_protect x chg, -(oc_protect x dsg), charge_v + 0.05]"""
+        k = self._thr
+        if k is not None and k[0] == self.ot_alarm_c and k[1] == self.ut_alarm_c \
+                and k[2] == self.chg_rated_a and k[3] == self.dsg_rated_a \
+                and k[4] == self.oc_protect and k[5] is self.cell:
+            return k
+        cl = self.cell
+        ot = self.ot_alarm_c
+        ut = self.ut_alarm_c
+        k = self._thr = (ot, ut, self.chg_rated_a, self.dsg_rated_a, self.oc_protect, cl,
+                         cl["ov_alarm"], cl["ov_protect"], cl["uv_alarm"], cl["uv_protect"],
+                         ot + 5, ot + 10, ut - 20,
+                         1.05 * self.chg_rated_a, -(1.05 * self.dsg_rated_a),
+                         self.oc_protect * self.chg_rated_a, -(self.oc_protect * self.dsg_rated_a),
+                         cl["charge_v"] + 0.05)
+        return k
+
+    @micropython.native
+    def _limits(self, vmax, temp, tmin, lv=None):
         m = self.mod
         soc = m.soc
+        if lv is None:
+            lv = self._levels()
         c = 1.0
         if soc > self.taper_soc:
             c = (1.0 - soc) / (1.0 - self.taper_soc)
-        if vmax >= self.cell["charge_v"] + 0.05:
+        if vmax >= lv[17]:
             c = 0.0
         if tmin < 0:
             c = 0.0
@@ -194,23 +256,36 @@ class Bms:
         self.dsg_limit_a = self.dsg_rated_a * (d if d > 0 else 0.0)
 
     # -------------------------------------------------------------- reports
-    def report(self, stamp=None):
-        """The BMS's numbers in firmware units (a dict of ints; allocates -- host only).
-        With `stamp` (e.g. the physics time), the dict is reused while the stamp and the
-        BMS state are unchanged (many requests arrive between two physics steps)."""
-        key = (stamp, self.addr, self.alarms, self.protections, self.plugged)
-        if stamp is not None and self._rep_key == key:
-            return self._rep
-        r = self._report()
-        self._rep_key = key
-        self._rep = r
-        return r
-
-    def _report(self):
+    @micropython.native
+    def refresh(self, stamp=None):
+        """Bring the reported integers (v_* attributes, firmware units) up to date.
+        With `stamp` (the physics time), they are kept while the stamp, the number of
+        update() calls and the address are unchanged (the three commands a module gets
+        per sweep usually fall within one physics step); without, always recomputed.
+        Allocates only the float temporaries (host only)."""
+        if stamp is not None and stamp == self._v_stamp and self.updates == self._v_upd \
+                and self.addr == self._v_addr:
+            return
+        self._v_stamp = stamp
+        self._v_upd = self.updates
+        self._v_addr = self.addr
+        self.gen += 1
         m = self.mod
-        cells = [int(round(v * 1000)) for v in m.cell_v()]
+        n = m.cells
+        offs = m.cell_offsets_v()
+        cells = self.v_cells
+        if len(cells) != n:
+            cells = self.v_cells = [0] * n
+        base = chem.cell_ocv(m.chem, m.soc) + m.current_a * m.r_int_ohm / n
+        for k in range(n):
+            cells[k] = int(round((base + offs[k]) * 1000))
         tc = m.temp_c
-        temps = [int(round(x * 10)) for x in (tc + 3.0, tc, tc - 0.5, tc + 0.5, m.term_c)]
+        t = self.v_temps
+        t[0] = int(round((tc + 3.0) * 10))
+        t[1] = int(round(tc * 10))
+        t[2] = int(round((tc - 0.5) * 10))
+        t[3] = int(round((tc + 0.5) * 10))
+        t[4] = int(round(m.term_c * 10))
         total = int(round(m.capacity_ah * 1000))
         flags = 0
         if self.chg_limit_a > 0:
@@ -220,25 +295,57 @@ class Bms:
         if m.soc < 0.05:
             flags |= 0x20
         cl = self.cell
+        self.v_current_ma = 0 if m.bms_open else int(round(m.current_a * 1000))
+        self.v_voltage_mv = int(round(m.terminal_v() * 1000))
+        self.v_remaining_mah = int(round(m.soc * total))
+        self.v_total_mah = total
+        self.v_design_mah = int(round(self.design_ah * 1000))
+        self.v_soc_pm = int(round(m.soc * 1000))
+        self.v_soh_pm = min(1000, int(round(1000 * m.capacity_ah / self.design_ah)))
+        self.v_cycles = self.base_cycles + m.cycles
+        self.v_chg_v_mv = int(round(m.cells * cl["charge_v"] * 1000))
+        self.v_dsg_v_mv = int(round(m.cells * cl["discharge_v"] * 1000))
+        self.v_chg_limit_ma = int(round(self.chg_limit_a * 1000))
+        self.v_dsg_limit_ma = int(round(self.dsg_limit_a * 1000))
+        self.v_flags = flags
+        self.v_charging = m.current_a > 0.5
+        self.v_discharging = m.current_a < -0.5
+
+    @micropython.native
+    def report(self, stamp=None):
+        """The BMS's numbers in firmware units (a dict of ints; allocates -- host only).
+        With `stamp` (e.g. the physics time), the dict is reused while the integers
+        are (refresh()); without, it is always rebuilt."""
+        self.refresh(stamp)
+        if stamp is not None and self._rep_gen == self.gen:
+            return self._rep
+        r = self._report()
+        self._rep_gen = self.gen
+        self._rep = r
+        return r
+
+    def _report(self):
+        m = self.mod
+        cl = self.cell
         return {
             "addr": self.addr,
-            "cell_mv": cells,
-            "temp_dc": temps,
-            "current_ma": 0 if m.bms_open else int(round(m.current_a * 1000)),
-            "voltage_mv": int(round(m.terminal_v() * 1000)),
-            "remaining_mah": int(round(m.soc * total)),
-            "total_mah": total,
-            "design_mah": int(round(self.design_ah * 1000)),
-            "soc_pm": int(round(m.soc * 1000)),
-            "soh_pm": min(1000, int(round(1000 * m.capacity_ah / self.design_ah))),
-            "cycles": self.base_cycles + m.cycles,
+            "cell_mv": list(self.v_cells),
+            "temp_dc": list(self.v_temps),
+            "current_ma": self.v_current_ma,
+            "voltage_mv": self.v_voltage_mv,
+            "remaining_mah": self.v_remaining_mah,
+            "total_mah": self.v_total_mah,
+            "design_mah": self.v_design_mah,
+            "soc_pm": self.v_soc_pm,
+            "soh_pm": self.v_soh_pm,
+            "cycles": self.v_cycles,
             "alarms": self.alarms,
             "protections": self.protections,
-            "chg_v_mv": int(round(m.cells * cl["charge_v"] * 1000)),
-            "dsg_v_mv": int(round(m.cells * cl["discharge_v"] * 1000)),
-            "chg_limit_ma": int(round(self.chg_limit_a * 1000)),
-            "dsg_limit_ma": int(round(self.dsg_limit_a * 1000)),
-            "mgmt_flags": flags,
+            "chg_v_mv": self.v_chg_v_mv,
+            "dsg_v_mv": self.v_dsg_v_mv,
+            "chg_limit_ma": self.v_chg_limit_ma,
+            "dsg_limit_ma": self.v_dsg_limit_ma,
+            "mgmt_flags": self.v_flags,
             "cell_hi_mv": int(cl["ov_alarm"] * 1000),
             "cell_lo_mv": int(cl["uv_alarm"] * 1000),
             "cell_uv_mv": int(cl["uv_protect"] * 1000),
@@ -251,6 +358,6 @@ class Bms:
             "model": self.model,
             "manufacturer": self.manufacturer,
             "sw_version": self.sw_version,
-            "charging": m.current_a > 0.5,
-            "discharging": m.current_a < -0.5,
+            "charging": self.v_charging,
+            "discharging": self.v_discharging,
         }

@@ -43,6 +43,7 @@ def check(chem):
     return chem
 
 
+@micropython.native
 def cell_ocv(chem, soc):
     """Rest voltage of one cell (V) at state of charge `soc` (clamped to 0..1)."""
     t = OCV_TABLES[chem]

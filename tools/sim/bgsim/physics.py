@@ -35,6 +35,7 @@
 #   terminal/lug: heated by I^2 * R_lug (a loosened lug is a large R_lug),
 #                 term_rth_k_w, term_tau_s
 # Steady state: T = ambient + P * Rth.
+import micropython
 import math
 
 from bgsim import chem
@@ -71,6 +72,7 @@ class Fuse:
         self.blown = False
         self.t_blown_s = None
 
+    @micropython.native
     def step(self, i_a, dt, t0_s):
         if self.blown or self.rating_a <= 0:
             return False
@@ -139,6 +141,7 @@ class Contactor:
         self._sync()
 
     @property
+    @micropython.native
     def closed(self):
         if self.mode == "welded":
             return True
@@ -184,23 +187,48 @@ class SimModule:
         self._off = None
         self.off_max = 0.0
         self.off_min = 0.0
+        # cell OCV of the last SOC asked (cell_ocv_v): the step, the BMS update and the
+        # report all need it, and the SOC changes at most once per step
+        self._cocv_soc = -1.0
+        self._cocv = 0.0
+        # exp(-dt/tau) of the last (dt, tau) per thermal node (integrate): the step
+        # length and the time constants rarely change
+        self._rx_dt = -1.0
+        self._rx_tau = -1.0
+        self._rx_e = 0.0
+        self._tx_dt = -1.0
+        self._tx_tau = -1.0
+        self._tx_e = 0.0
 
     # -- electrical
+    @micropython.native
+    def cell_ocv_v(self):
+        """chem.cell_ocv(chem, soc), remembered for the last SOC (the same float)."""
+        soc = self.soc
+        if soc != self._cocv_soc:
+            self._cocv = chem.cell_ocv(self.chem, soc)
+            self._cocv_soc = soc
+        return self._cocv
+
+    @micropython.native
     def ocv(self):
-        return self.cells * chem.cell_ocv(self.chem, self.soc)
+        return self.cells * self.cell_ocv_v()
 
     def r_total(self):
         return self.r_int_ohm + self.r_cable_ohm + self.r_lug_ohm
 
+    @micropython.native
     def conducting(self):
         if not self.breaker or self.fuse.blown or self.bms_open:
             return False
         return self.contactor is None or self.contactor.closed
 
+    @micropython.native
     def terminal_v(self):
         """Voltage at the module's own terminals (what its BMS measures)."""
         return self.ocv() + self.current_a * self.r_int_ohm
 
+    @micropython.native
     def cell_offsets_v(self):
         """Per-cell deviation from the mean, summing to zero, spanning cell_spread_v
         (a deterministic permutation so the highest cell is not always the last).
@@ -223,15 +251,16 @@ class SimModule:
     def cell_extremes_v(self):
         """(highest, lowest) cell voltage without building the list."""
         self.cell_offsets_v()
-        base = chem.cell_ocv(self.chem, self.soc) + self.current_a * self.r_int_ohm / self.cells
+        base = self.cell_ocv_v() + self.current_a * self.r_int_ohm / self.cells
         return base + self.off_max, base + self.off_min
 
     def cell_v(self):
         """Cell voltages (V): OCV per cell + spread + the cell's share of I*R."""
-        base = chem.cell_ocv(self.chem, self.soc) + self.current_a * self.r_int_ohm / self.cells
+        base = self.cell_ocv_v() + self.current_a * self.r_int_ohm / self.cells
         return [base + d for d in self.cell_offsets_v()]
 
     # -- integration of one step with the step-average current
+    @micropython.native
     def integrate(self, i_a, dt, t0_s):
         self.current_a = i_a
         dah = i_a * dt / 3600.0
@@ -241,13 +270,37 @@ class SimModule:
         soc = self.soc + dah / self.capacity_ah
         self.soc = 0.0 if soc < 0 else (1.0 if soc > 1 else soc)
         i2 = i_a * i_a
-        self.temp_c = _relax(self.temp_c, self.ambient_c + i2 * self.r_int_ohm * self.rth_k_w,
-                             dt, self.tau_s)
-        self.term_c = _relax(self.term_c, self.ambient_c + i2 * self.r_lug_ohm * self.term_rth_k_w,
-                             dt, self.term_tau_s)
-        self.fuse.step(i_a, dt, t0_s)
+        # _relax(t, t_ss, dt, tau) for both thermal nodes, with exp(-dt/tau) remembered
+        # per node for the last (dt, tau) (the same float as computing it again)
+        amb = self.ambient_c
+        tau = self.tau_s
+        t_ss = amb + i2 * self.r_int_ohm * self.rth_k_w
+        if tau <= 0:
+            self.temp_c = t_ss
+        else:
+            if dt != self._rx_dt or tau != self._rx_tau:
+                x = dt / tau
+                self._rx_e = math.exp(-x) if x < 700 else 0.0
+                self._rx_dt = dt
+                self._rx_tau = tau
+            self.temp_c = t_ss + (self.temp_c - t_ss) * self._rx_e
+        tau = self.term_tau_s
+        t_ss = amb + i2 * self.r_lug_ohm * self.term_rth_k_w
+        if tau <= 0:
+            self.term_c = t_ss
+        else:
+            if dt != self._tx_dt or tau != self._tx_tau:
+                x = dt / tau
+                self._tx_e = math.exp(-x) if x < 700 else 0.0
+                self._tx_dt = dt
+                self._tx_tau = tau
+            self.term_c = t_ss + (self.term_c - t_ss) * self._tx_e
+        f = self.fuse
+        if not f.blown and f.rating_a > 0:
+            f.step(i_a, dt, t0_s)
 
 
+@micropython.native
 def _relax(t, t_ss, dt, tau):
     """Exact first-order step toward t_ss with time constant tau."""
     if tau <= 0:
@@ -288,6 +341,7 @@ class SimBank:
         self._tau = 0.0
         self._ramp = 0.0
 
+    @micropython.native
     def link_v_after(self, dt):
         """DC-link voltage dt seconds after the last step, continuing that step's
         exact solution (sources held): what a sensor reads between steps."""
@@ -311,6 +365,7 @@ class SimBank:
             return self.precharge_ohm
         return None
 
+    @micropython.native
     def step(self, dt):
         """Advance dt seconds.  The inverter current is asked once for the step; an
         inverter discharging the link stops where the link falls to inv_min_v, one
@@ -345,6 +400,7 @@ class SimBank:
         t = -tau * math.log((lim - vss) / (v0 - vss))
         return max(0.0, min(dt, t))
 
+    @micropython.native
     def _save(self):
         # every step saves its start state (an inverter crossing its voltage limit undoes
         # the step); the save lists are reused, so a step only stores references
@@ -385,6 +441,7 @@ class SimBank:
         # the solution parameters of the undone step: recompute from the saved start
         self._vss, self._tau, self._ramp = self._saved_sol
 
+    @micropython.native
     def _step(self, dt, i_inv):
         if dt <= 0:
             return
@@ -392,11 +449,13 @@ class SimBank:
         g_sum = 0.0
         gs = 0.0
         for m in self.modules:
-            if m.conducting():
-                g = 1.0 / m.r_total()
+            # m.conducting(), m.r_total() and m.ocv() inlined (same expressions)
+            c = m.contactor
+            if m.breaker and not m.fuse.blown and not m.bms_open and (c is None or c.closed):
+                g = 1.0 / (m.r_int_ohm + m.r_cable_ohm + m.r_lug_ohm)
                 m._g = g
                 g_sum += g
-                ocv = m.ocv()
+                ocv = m.cells * m.cell_ocv_v()
                 m._ocv = ocv             # the same value the current below needs
                 gs += g * ocv
             else:

@@ -5,6 +5,7 @@
 # Units are in the field names: _s seconds, _a amperes (+ = charging the bank),
 # _v volts, _mohm milliohm, _mah milliampere-hour, _pct percent, _c degC,
 # _uf microfarad, _m metre, _mm2 square millimetre, _k_w kelvin per watt.
+import micropython
 import json
 
 # module field -> (type(s), default).  None default: not set (derived).
@@ -321,6 +322,7 @@ def _profile(path, prof):
     return out
 
 
+@micropython.native
 def profile_at(prof, t, interp="step", repeat_s=0):
     """Inverter current (A, + = charging the bank) at time t from a profile."""
     if repeat_s and repeat_s > 0:
