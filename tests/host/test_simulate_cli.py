@@ -171,12 +171,11 @@ def test_native_and_bytecode_runs_print_the_same_lines(name):
 
 # ---------------------------------------------------------------- speed
 # Issue 4 asks for >= 100 x real time with 16 modules polled over RS485 at 115200 baud.
-# Measured on the 2-core development machine (docs/scenarios.md, "Speed"): 26 x for
-# tests/scenarios/perf_16_modules.json when the machine is otherwise idle (was 6.5 x),
-# 14-21 x with moderate load, ~9 x while other test processes load both cores (was 3.4 x).  The bound below is conservative
-# (shared CI machine) but fails a return to the old per-byte wire, full-heap GC scans
-# or 5 loop wake-ups per request.
-SPEED_MIN_16 = 6.0
+# `bankgate bench` measures it (best of 3, target sim_speed_16_115200_x; docs/scenarios.md,
+# "Speed": 100-120 x on the idle 2-core VM, single runs 75-100 x).  This test runs it once
+# as `bankgate simulate` does and asserts only a floor that a loaded CI machine keeps but a
+# return to bytecode-only runs, per-frame control steps or per-byte wake-ups would break.
+SPEED_MIN_16 = 20.0
 
 
 def test_speed_16_modules_rs485_115200():
@@ -194,7 +193,7 @@ def test_speed_16_modules_rs485_115200():
           "(%.0f simulated s in %.1f wall s, %d requests, %d loop cycles)"
           % (res["speed"], res["sim_s"], res["wall_s"], res["rs485_requests"], res["cycles"]))
     assert res["rs485_requests"] > 80 * res["sim_s"]       # the bus really was saturated
-    assert res["cycles"] < 4 * res["rs485_requests"]        # idle wakes once per answer, not per byte run
+    assert res["cycles"] < 2 * res["rs485_requests"]        # one wake per answer; the next request leaves in it
     assert res["speed"] >= SPEED_MIN_16, res
 
 
