@@ -25,7 +25,7 @@ from bankgate.model import (
 from bankgate.proto import frame
 
 import bmsproto
-from bgsim.answers import Answers, unhex
+from bgsim.answers import Answers, _pace_bits1, _pace_bits2, unhex
 
 _last = [None, None]             # [request object, its parse]: one request, many responders
 
@@ -80,36 +80,6 @@ def pack_data(r):
 
 def _flags_of(values, lo, hi):
     return [2 if v >= hi else (1 if v <= lo else 0) for v in values]
-
-
-def _pace_bits1(b):
-    r = 0
-    if b & ALM_CELL_OV:
-        r |= 0x01
-    if b & ALM_CELL_UV:
-        r |= 0x02
-    if b & ALM_MOD_OV:
-        r |= 0x04
-    if b & ALM_MOD_UV:
-        r |= 0x08
-    if b & ALM_CHG_OC:
-        r |= 0x10
-    if b & ALM_DSG_OC:
-        r |= 0x20
-    return r
-
-
-def _pace_bits2(b):
-    r = 0
-    if b & ALM_CHG_OT:
-        r |= 0x01
-    if b & ALM_DSG_OT:
-        r |= 0x02
-    if b & ALM_CHG_UT:
-        r |= 0x04
-    if b & ALM_DSG_UT:
-        r |= 0x08
-    return r
 
 
 def alarm_data(family, r, bms):
