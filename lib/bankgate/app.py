@@ -88,9 +88,11 @@ class Gateway:
             slot = self.poller.service(now)
             if tk.due(now, self.next_control) or (slot >= 0 and self._urgent(slot, now)):
                 self._control(now)
-            if slot >= 0:
-                # the frame is decoded and acted on: send the next request in this same
-                # iteration (no extra loop pass per transaction, no idle bus time)
+            if slot >= 0 and not self.poller.is_can:
+                # RS485: the answer is decoded and acted on; send the next request in this
+                # same iteration (no extra loop pass per transaction, no idle bus time).
+                # Not on CAN: there service() decodes the next received frame, whose slot
+                # must go through the check above, in the next iteration.
                 self.poller.service(clk.ticks_ms())
             if self.inverter is not None:
                 self.inverter.service(now)

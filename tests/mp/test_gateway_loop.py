@@ -87,3 +87,47 @@ def test_urgent_is_read_only_and_allocation_free():
     m.protections |= adm.crit & -adm.crit               # one critical bit
     assert adm.urgent(1, now, 0)
     assert (bytes(adm.mod_state), bytes(adm.mod_reason), adm.state, gw.events.seq) == before
+
+
+def test_can_bus_every_decoded_frame_goes_through_the_check():
+    # on CAN, service() decodes the next received frame: the loop must not call it a
+    # second time in the same iteration (that frame's slot would skip the urgent check)
+    import bench
+    from fakehw import FakeHardware, SimClock
+    from bankgate.app import Gateway
+    frames = bench.can_frames(N)
+    clock = SimClock()
+    hw = FakeHardware(clock, outputs=["k%d" % i for i in range(N)])
+    can = bench.InstantCan(frames)
+    hw.can_modules = can
+    hw.link_sensor = benchrig.ConstSensor(0)
+    gw = Gateway(hw, benchrig.bench_config(N, False, "can"), None)
+    p = gw.poller
+    calls = [0, 0]                    # service() calls, of which returned a slot
+    real = p.service
+
+    def counted(now):
+        s = real(now)
+        calls[0] += 1
+        if s >= 0:
+            calls[1] += 1
+        return s
+    p.service = counted
+    checked = [0]
+    real_urgent = gw._urgent
+
+    def urgent(slot, now):
+        checked[0] += 1
+        return real_urgent(slot, now)
+    gw._urgent = urgent
+    for _ in range(4):
+        can.arm()
+        for _ in range(2 * len(frames)):
+            before = calls[0]
+            gw.step()
+            assert calls[0] - before == 1
+        clock.advance_us(1000000)
+    assert calls[1] > 0
+    # every frame that changed a slot was offered to the check (unless a periodic
+    # control step ran in that iteration anyway)
+    assert checked[0] + gw.control_steps >= calls[1]
