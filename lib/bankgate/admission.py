@@ -152,6 +152,10 @@ class Admission:
         self.open_ma = g["open_current_ma"]
         self.open_wait = g["open_wait_ms"]
         self.crit = g["critical_alarms"]
+        # warning bits a closed module may carry (over-current by default): opening its branch
+        # under load would push its current onto the others and cascade (adm_step_load_cascade);
+        # the share-aware limits bring its current back under its own limit instead
+        self.stay_alarms = ~g["derate_alarms"] & 0xFFFF
         self.lim_min = g["min_limit_ma"]
         self.lim_max = g["max_limit_ma"]
         self.share_min = g["share_min_ma"]
@@ -506,7 +510,8 @@ class Admission:
         if age > self.max_age:
             self._v = age
             return CHK_STALE
-        bits = (m.alarms | m.protections) & self.crit
+        al = m.alarms if join else (m.alarms & self.stay_alarms)
+        bits = (al | m.protections) & self.crit
         if bits:
             self._v = bits
             return CHK_ALARM

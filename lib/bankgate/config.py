@@ -50,6 +50,10 @@ SCHEMA = {
         "open_current_ma": ("int", 2000, 0, 100000, "Opening under load waits for |I| below this..."),
         "open_wait_ms": ("int", 7000, 0, 60000, "...or at most this long (critical faults open at once)."),
         "critical_alarms": ("int", 0x07FF, 0, 0xFFFF, "Alarm bits (bankgate.model ALM_*) that block and open."),
+        "derate_alarms": ("int", 0x0300, 0, 0xFFFF,
+                          "Warning bits that do not open a CLOSED module (default: charge and discharge "
+                          "over-current): the share-aware bank limits carry it instead. Protections with "
+                          "these bits, and joins, still follow critical_alarms."),
         "min_limit_ma": ("int", 1000, 0, 1000000, "A module reporting a smaller charge/discharge limit is implausible."),
         "max_limit_ma": ("int", 500000, 0, 2000000, "A module reporting a larger limit is implausible."),
         "share_min_ma": ("int", 5000, 0, 1000000, "Bank current below which shares are not measurable."),

@@ -13,7 +13,7 @@ from bankgate import admission as adm
 from bankgate import clock, config
 from bankgate.events import (EV_CHECK_FAIL, EV_CONTACTOR, EV_MODULE_STATE, EV_PENDING_LONG,
                              EventLog)
-from bankgate.model import ALM_CELL_IMB, ALM_CELL_OV, ALM_CHG_OT, Bank
+from bankgate.model import ALM_CELL_IMB, ALM_CELL_OV, ALM_CHG_OT, ALM_DSG_OC, Bank
 
 
 def _merge(dst, src):
@@ -658,6 +658,38 @@ def test_critical_alarm_opens_in_the_same_step():
     assert r.a.state == adm.BANK_DEGRADED and r.a.admitted == 2
 
 
+def _hold_alarm(r, slot, steps, alarms=0, protections=0):
+    for _ in range(steps):
+        r.clock.advance_us(50000)
+        r.refresh()
+        r.m(slot).alarms = alarms
+        r.m(slot).protections = protections
+        r.step()
+
+
+def test_over_current_warning_keeps_a_closed_branch_closed():
+    # gating.derate_alarms (default: charge/discharge over-current): a closed module
+    # reporting an over-current WARNING stays in (opening it would push its current onto
+    # the others: adm_step_load_cascade); the share-aware limits carry it
+    r = _closed_branch()
+    _hold_alarm(r, 1, 40, alarms=ALM_DSG_OC)
+    assert r.out(1) == 1 and r.a.mod_state[1] == adm.MOD_ADMITTED and r.a.admitted == 3
+    # the same bit as a PROTECTION (the BMS tripped) is critical: open at once
+    _hold_alarm(r, 1, 1, protections=ALM_DSG_OC)
+    assert r.out(1) == 0 and r.a.mod_reason[1] == adm.CHK_ALARM
+
+
+def test_over_current_warning_still_blocks_a_join():
+    r = _blocks(lambda r: setattr(r.m(1), "alarms", ALM_DSG_OC), adm.CHK_ALARM)
+    assert r.a.mod_value[1] == ALM_DSG_OC
+
+
+def test_derate_alarms_zero_restores_opening_on_the_warning():
+    r = _closed_branch(over={"gating": {"derate_alarms": 0}})
+    _hold_alarm(r, 1, 1, alarms=ALM_DSG_OC)
+    assert r.out(1) == 0 and r.a.mod_reason[1] == adm.CHK_ALARM
+
+
 def test_lost_module_opens_in_the_same_step():
     r = _closed_branch()
     r.clock.advance_us(50000)
@@ -973,8 +1005,11 @@ def test_fuzz_never_closes_unless_every_check_holds():
                 assert r.out(i) == 1
                 assert dwell_from[i] >= 0 and r.clock.ms() - dwell_from[i] >= 200, (step, i)
             m = r.m(i)
+            # an over-current WARNING (gating.derate_alarms, 0x0300) does not open a branch
+            # that was closed; it still keeps an open one out (_oracle_ok)
+            al = m.alarms & ~0x0300 if before[i] else m.alarms
             crit = (not m.analog_valid or m.addr != 2 + i or (r.idm >> i) & 1 or not m.alarm_valid
-                    or (m.alarms | m.protections) & 0x07FF
+                    or (al | m.protections) & 0x07FF
                     or clock.diff(now, m.t_analog) > r.cfg["gating"]["max_age_ms"])
             if crit:
                 if before[i]:
