@@ -127,14 +127,20 @@ class Answers:
 
 
 @micropython.native
+def _put16(o, i, v):
+    # big-endian u16 at o[i], o[i + 1] (v taken modulo 2**16: negative values wrap)
+    v &= 0xFFFF
+    o[i] = v >> 8
+    o[i + 1] = v & 0xFF
+
+
+@micropython.native
 def _put_cells(o, p, cells):
     n = len(cells)
     o[p] = n & 0xFF
     p += 1
     for k in range(n):
-        v = cells[k] & 0xFFFF
-        o[p] = v >> 8
-        o[p + 1] = v & 0xFF
+        _put16(o, p, cells[k])
         p += 2
     return p
 
@@ -149,29 +155,17 @@ def _analog_pylon(o, b, adr):
     o[p] = len(t)
     p += 1
     for k in range(len(t)):
-        v = (t[k] + _PYLON_T) & 0xFFFF
-        o[p] = v >> 8
-        o[p + 1] = v & 0xFF
+        _put16(o, p, t[k] + _PYLON_T)
         p += 2
-    v = _rdiv(b.v_current_ma, 100) & 0xFFFF
-    o[p] = v >> 8
-    o[p + 1] = v & 0xFF
-    v = b.v_voltage_mv & 0xFFFF
-    o[p + 2] = v >> 8
-    o[p + 3] = v & 0xFF
+    _put16(o, p, _rdiv(b.v_current_ma, 100))
+    _put16(o, p + 2, b.v_voltage_mv)
     rem = b.v_remaining_mah
     tot = b.v_total_mah
     big = rem > 0xFFFF or tot > 0xFFFF        # udi 4: u24 capacities after the cycles
-    v = 0xFFFF if big else rem & 0xFFFF
-    o[p + 4] = v >> 8
-    o[p + 5] = v & 0xFF
+    _put16(o, p + 4, 0xFFFF if big else rem)
     o[p + 6] = 4 if big else 2
-    v = 0xFFFF if big else tot & 0xFFFF
-    o[p + 7] = v >> 8
-    o[p + 8] = v & 0xFF
-    v = b.v_cycles & 0xFFFF
-    o[p + 9] = v >> 8
-    o[p + 10] = v & 0xFF
+    _put16(o, p + 7, 0xFFFF if big else tot)
+    _put16(o, p + 9, b.v_cycles)
     p += 11
     if big:
         rem &= 0xFFFFFF
@@ -202,29 +196,15 @@ def _analog_pace(o, b, adr):
             k = j + 1 if j < nt - 2 else (0 if j == nt - 2 else nt - 1)
         else:
             k = j
-        v = (t[k] + _PACE_T) & 0xFFFF
-        o[p] = v >> 8
-        o[p + 1] = v & 0xFF
+        _put16(o, p, t[k] + _PACE_T)
         p += 2
-    v = _rdiv(b.v_current_ma, 10) & 0xFFFF
-    o[p] = v >> 8
-    o[p + 1] = v & 0xFF
-    v = b.v_voltage_mv & 0xFFFF
-    o[p + 2] = v >> 8
-    o[p + 3] = v & 0xFF
-    v = _rdiv(b.v_remaining_mah, 10) & 0xFFFF
-    o[p + 4] = v >> 8
-    o[p + 5] = v & 0xFF
+    _put16(o, p, _rdiv(b.v_current_ma, 10))
+    _put16(o, p + 2, b.v_voltage_mv)
+    _put16(o, p + 4, _rdiv(b.v_remaining_mah, 10))
     o[p + 6] = 3
-    v = _rdiv(b.v_total_mah, 10) & 0xFFFF
-    o[p + 7] = v >> 8
-    o[p + 8] = v & 0xFF
-    v = b.v_cycles & 0xFFFF
-    o[p + 9] = v >> 8
-    o[p + 10] = v & 0xFF
-    v = _rdiv(b.v_design_mah, 10) & 0xFFFF
-    o[p + 11] = v >> 8
-    o[p + 12] = v & 0xFF
+    _put16(o, p + 7, _rdiv(b.v_total_mah, 10))
+    _put16(o, p + 9, b.v_cycles)
+    _put16(o, p + 11, _rdiv(b.v_design_mah, 10))
     return p + 13
 
 
@@ -244,6 +224,27 @@ def _pace_bits1(b):
     if b & ALM_DSG_OC:
         r |= 0x20
     return r
+
+
+@micropython.native
+def _pylon_s1(pr):
+    # Pylontech 0x44 status 1 from the protection bits
+    s1 = 0
+    if pr & ALM_MOD_UV:
+        s1 |= 0x80
+    if pr & ALM_CHG_OT:
+        s1 |= 0x40
+    if pr & ALM_DSG_OT:
+        s1 |= 0x20
+    if pr & ALM_DSG_OC:
+        s1 |= 0x10
+    if pr & ALM_CHG_OC:
+        s1 |= 0x04
+    if pr & ALM_CELL_UV:
+        s1 |= 0x02
+    if pr & (ALM_MOD_OV | ALM_CELL_OV):
+        s1 |= 0x01
+    return s1
 
 
 @micropython.native
@@ -331,21 +332,7 @@ def _alarm(o, b, adr, pace):
         o[p + 7] = _pace_bits1(al)
         o[p + 8] = _pace_bits2(al)
         return p + 9
-    s1 = 0
-    if pr & ALM_MOD_UV:
-        s1 |= 0x80
-    if pr & ALM_CHG_OT:
-        s1 |= 0x40
-    if pr & ALM_DSG_OT:
-        s1 |= 0x20
-    if pr & ALM_DSG_OC:
-        s1 |= 0x10
-    if pr & ALM_CHG_OC:
-        s1 |= 0x04
-    if pr & ALM_CELL_UV:
-        s1 |= 0x02
-    if pr & (ALM_MOD_OV | ALM_CELL_OV):
-        s1 |= 0x01
+    s1 = _pylon_s1(pr)
     o[p] = s1
     o[p + 1] = 0x08 | (0 if b.mod.bms_open else 0x06)
     o[p + 2] = (0x80 if b.v_charging else 0) | (0x40 if b.v_discharging else 0) | \
@@ -360,17 +347,9 @@ def _alarm(o, b, adr, pace):
 def _mgmt(o, b, adr):
     # bmsproto.mgmt_response("pylontech", adr, emu.mgmt_data(report))
     o[6] = adr & 0xFF
-    v = b.v_chg_v_mv & 0xFFFF
-    o[7] = v >> 8
-    o[8] = v & 0xFF
-    v = b.v_dsg_v_mv & 0xFFFF
-    o[9] = v >> 8
-    o[10] = v & 0xFF
-    v = _rdiv(b.v_chg_limit_ma, 100) & 0xFFFF
-    o[11] = v >> 8
-    o[12] = v & 0xFF
-    v = (-_rdiv(abs(b.v_dsg_limit_ma), 100)) & 0xFFFF
-    o[13] = v >> 8
-    o[14] = v & 0xFF
+    _put16(o, 7, b.v_chg_v_mv)
+    _put16(o, 9, b.v_dsg_v_mv)
+    _put16(o, 11, _rdiv(b.v_chg_limit_ma, 100))
+    _put16(o, 13, -_rdiv(abs(b.v_dsg_limit_ma), 100))
     o[15] = b.v_flags & 0xFF
     return 16

@@ -25,7 +25,7 @@ from bankgate.model import (
 from bankgate.proto import frame
 
 import bmsproto
-from bgsim.answers import Answers, _pace_bits1, _pace_bits2, unhex
+from bgsim.answers import Answers, _pace_bits1, _pace_bits2, _pylon_s1, unhex
 
 _last = [None, None]             # [request object, its parse]: one request, many responders
 
@@ -110,21 +110,7 @@ def alarm_data(family, r, bms):
         a["status"] = [_pace_bits1(pr), _pace_bits2(pr), sysb, 0, fault, 0, 0,
                        _pace_bits1(al), _pace_bits2(al)]
     else:
-        s1 = 0
-        if pr & ALM_MOD_UV:
-            s1 |= 0x80
-        if pr & ALM_CHG_OT:
-            s1 |= 0x40
-        if pr & ALM_DSG_OT:
-            s1 |= 0x20
-        if pr & ALM_DSG_OC:
-            s1 |= 0x10
-        if pr & ALM_CHG_OC:
-            s1 |= 0x04
-        if pr & ALM_CELL_UV:
-            s1 |= 0x02
-        if pr & (ALM_MOD_OV | ALM_CELL_OV):
-            s1 |= 0x01
+        s1 = _pylon_s1(pr)
         open_ = bms.mod.bms_open
         s2 = 0x08 | (0 if open_ else 0x06)
         s3 = (0x80 if r["charging"] else 0) | (0x40 if r["discharging"] else 0) | \
