@@ -230,16 +230,17 @@ class Diagnoser:
 
     # ------------------------------------------------------------------- rules
     def step(self, now, admitted_mask, expected_mask, pending_mask=0):
-        j = self._judged
-        for k in range(len(j)):
-            j[k] = 0
         self._rules(now, admitted_mask, expected_mask, pending_mask)
         # an idle instance whose raise hold was running but that could not be judged
-        # this step starts its hold again (module comment)
+        # this step starts its hold again (module comment); the marks are cleared for
+        # the next step in the same pass
+        j = self._judged
         p = self._pend
         act = self.active
         for k in range(len(j)):
-            if p[k] and not j[k] and not act[k]:
+            if j[k]:
+                j[k] = 0
+            elif p[k] and not act[k]:
                 p[k] = 0
 
     def _rules(self, now, admitted_mask, expected_mask, pending_mask):
