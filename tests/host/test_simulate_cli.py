@@ -29,10 +29,6 @@ def simulate(path, *extra, timeout=900):
     return p.returncode, lines, p.stderr
 
 
-def firmware_missing(lines):
-    return any(x.get("type") == "error" and "firmware not available" in x.get("error", "") for x in lines)
-
-
 @pytest.fixture(scope="module")
 def shipped_results():
     """Run every shipped scenario, two at a time (the machine has two cores)."""
@@ -60,8 +56,6 @@ def test_the_shipped_set_is_complete():
 @pytest.mark.parametrize("path", SCENARIOS, ids=[os.path.basename(p)[:-5] for p in SCENARIOS])
 def test_shipped_scenario_passes(path, shipped_results):
     rc, lines, err = shipped_results[path]
-    if rc == 3 and firmware_missing(lines):
-        pytest.skip("bankgate.app cannot start yet: %s" % [x["error"] for x in lines if x["type"] == "error"])
     failed = [x for x in lines if x.get("type") == "expect" and x.get("ok") is False and not x.get("optional")]
     result = [x for x in lines if x.get("type") == "result"]
     assert rc == 0, "exit %s\nfailed expectations: %s\nresult: %s\nstderr: %s" % (
@@ -182,8 +176,6 @@ def test_speed_16_modules_rs485_115200():
     """Simulated seconds per wall second with the real firmware polling 16 modules."""
     path = os.path.join(SCEN_DIR, "perf_16_modules.json")
     rc, lines, err = simulate(path)
-    if rc == 3 and firmware_missing(lines):
-        pytest.skip("bankgate.app cannot start yet")
     res = lines[-1]
     assert res["type"] == "result", err
     assert rc == 0, [x for x in lines if x.get("type") == "expect" and x.get("ok") is False]
@@ -208,8 +200,6 @@ def test_mqtt_messages_are_recorded_and_the_broker_can_stop(tmp_path):
     p = tmp_path / "mq.json"
     p.write_text(json.dumps(s))
     rc, lines, err = simulate(p)
-    if rc == 3 and firmware_missing(lines):
-        pytest.skip("bankgate.app cannot start yet")
     assert rc == 0, err
     mq = [x for x in lines if x["type"] == "mqtt"]
     assert any(x["topic"].endswith("/status") and x["payload"] == "online" for x in mq)
