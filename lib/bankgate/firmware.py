@@ -112,18 +112,22 @@ def _raw_config(path):
         return None
 
 
-def _error_reporter(hw, config_path, secrets_path, text):
-    """Publish the error over MQTT if the telemetry layer offers it and the mqtt
-    section of the broken configuration is itself valid.  Best effort: None."""
+def _error_reporter(hw, config_path, secrets_path, text, secrets=None):
+    """Publish the error over MQTT (bankgate.telemetry.errreport) if the mqtt section of
+    the broken configuration is itself valid, with secret values masked.  Best effort:
+    None when it cannot."""
     try:
         from bankgate import config
-        from bankgate import telemetry
-        make = getattr(telemetry, "ErrorReporter", None)
         salvaged = config.salvage_mqtt(_raw_config(config_path))
-        if make is None or salvaged is None or not salvaged["mqtt"]["enabled"]:
+        config = None
+        forget("bankgate.config")
+        if salvaged is None or not salvaged["mqtt"]["enabled"]:
             return None
+        from bankgate.console import mask_text
         from bankgate import net as netmod
-        return make(hw, salvaged, netmod.open_net(hw, salvaged, secrets_path), text)
+        from bankgate.telemetry.errreport import ErrorReporter
+        return ErrorReporter(hw, salvaged, netmod.open_net(hw, salvaged, secrets_path),
+                             mask_text(text, secrets or []))
     except Exception as e:
         print("bankgate: cannot report the error over MQTT: %s" % (e,))
         return None
@@ -236,7 +240,7 @@ def device_main(board_path=BOARD, config_path=CONFIG, secrets_path=SECRETS,
         hw.release_all()
         con = Console(None, stdin, stdout, hw=hw, secrets=values)
         if error is not None:
-            hold(hw, con, error, _error_reporter(hw, config_path, secrets_path, error), stop)
+            hold(hw, con, error, _error_reporter(hw, config_path, secrets_path, error, values), stop)
             return
         config_error = None
         board = None
