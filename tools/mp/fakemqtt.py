@@ -140,7 +140,10 @@ class FakeSocket(io.IOBase):
                 if self.out:
                     ev |= select.POLLIN & arg
             return ev
-        return 0
+        # anything else (the unix port's select.poll first asks MP_STREAM_GET_FILENO, 10): "not
+        # supported" as a negative errno.  Returning 0 there would make poll() watch file
+        # descriptor 0 -- the process's stdin -- instead of this socket.
+        return -22
 
     def write(self, buf):
         if self.closed or self.eof or self.refused:

@@ -22,7 +22,10 @@
 # Output: JSON lines.  {"ready":..} once, {"status":..} periodically, {"done":..} at the end.
 # Status fields: online, loop_max_us (worst whole iteration), late_max_us (worst lateness of a
 # control step vs its 50 ms schedule), tel_max_us, stats (Telemetry.stats()), seq (EventLog.seq),
-# rescans, acks (calls that reached the fake gateway).
+# rescans, acks (calls that reached the fake gateway), sockets / socket_ops / blocking_ops (every
+# socket is a tools/sim/spysock.SpySocket: calls issued, and calls issued in blocking mode).
+# The latencies are real time: printed by the tests and measured by `bankgate bench`, never
+# asserted (they depend on what else the machine runs); blocking_ops == 0 is the assertion.
 import json
 import sys
 import time
@@ -31,6 +34,7 @@ from bankgate import clock as tk
 from bankgate import config
 from bankgate.events import EV_CHECK_FAIL, EventLog
 from bankgate.net import Net
+from spysock import Spies
 
 
 class RealClock:
@@ -154,9 +158,10 @@ def main():
             ssl_params = {"cert_reqs": ssl.CERT_NONE}
             if ca:
                 ssl_params = {"cadata": ca, "cert_reqs": ssl.CERT_REQUIRED}
+    spies = Spies()      # every socket recorded: was any call made in blocking mode?
     net = Net(FakeLink(start, opt.get("link_down_ms")), getaddrinfo=_hang if opt.get("dns") == "hang" else None,
               user=opt.get("user"), password=opt.get("password"), ssl_params=ssl_params,
-              ssl_context=ssl_context)
+              ssl_context=ssl_context, socket_factory=spies.factory)
     gw = FakeGateway(cfg)
     from bankgate.telemetry import Telemetry
     tel = Telemetry(net, cfg, gw)
@@ -180,6 +185,8 @@ def main():
                                 "tel_max_us": tel.service_max_us, "stats": tel.stats(),
                                 "seq": gw.events.seq, "rescans": gw.poller.rescans,
                                 "acks": gw.diagnoser.acks, "outputs": gw.outputs,
+                                "sockets": spies.made, "socket_ops": spies.ops,
+                                "blocking_ops": spies.blocking_ops,
                                 "t": tk.diff(clock.ticks_ms(), start)}}))
 
     while seconds <= 0 or tk.diff(clock.ticks_ms(), start) < seconds * 1000:
