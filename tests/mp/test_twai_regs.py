@@ -211,7 +211,7 @@ def test_listen_only_receives_but_never_sends_or_acks():
     assert not lo.send(0x100, b"x", 1)
     assert f.send(0x123, b"\x05", 1)
     clk.advance_us(bus.frame_us[1] + 1)
-    assert bus.frames_ok == 0 and bus.frames_err == 1 and f.tec() == 8   # no ACK from the listener
+    assert f.tec() == 8 and bus.ack_errors == 1 and bus.frames_ok == 0   # no ACK from the listener
     assert lo.recv(buf) == -1                      # and an unacknowledged frame is void
     clk2, bus2 = _bus()
     tl, lo = _node(bus2, mode=tr.MODE_LISTEN)
