@@ -63,6 +63,9 @@ class FakeTwai(_CanNode):
         self._rst = c["rst_reg"]
         self._bit = c["clk_bit"]
         self._brp_mask = c["brp_max"]
+        self._a_out = c["gpio"] + c["out_sel"] + 4 * tx
+        self._a_in = c["gpio"] + c["in_sel"] + 4 * c["rx_sig"]
+        self._tx_sig = c["tx_sig"]
         self.regs = [0] * 32
         self.acr = bytearray(8)         # ACR0-3, AMR0-3
         self.txb = bytearray(13)
@@ -117,11 +120,10 @@ class FakeTwai(_CanNode):
         return 80000000 // div, 80000000 % div == 0
 
     def routed(self):
-        c = self.c
-        g = c["gpio"]
-        o = self.other.get(g + c["out_sel"] + 4 * self.tx, 0)
-        i = self.other.get(g + c["in_sel"] + 4 * c["rx_sig"], 0)
-        return (o & 0x1FF) == c["tx_sig"] and (i & 0xFF) == (self.rx | 0x80)
+        # addresses precomputed: the ESP32-S3's are heap ints on a 32-bit port
+        o = self.other.get(self._a_out, 0)
+        i = self.other.get(self._a_in, 0)
+        return (o & 0x1FF) == self._tx_sig and (i & 0xFF) == (self.rx | 0x80)
 
     def _layout_ok(self):
         return self.c["cdr"] == 0 or bool(self.regs[I_CDR] & 0x80)
@@ -296,7 +298,7 @@ class FakeTwai(_CanNode):
             return
         if self.bus is not None:
             self.bus.update()
-        self._write(i, v & 0xFFFFFFFF)
+        self._write(i, v & 0xFFFF)               # TWAI registers are <= 16 bits wide
         if self.bus is not None:
             self.bus.update()
 
