@@ -5,6 +5,9 @@
 #   status         one reply line: bank state, modules, checks, latched faults
 #   reset-faults   clear latched faults (the LOCAL fault reset; MQTT cannot do this)
 #   config         the validated configuration in use (secrets never included)
+#   can-selftest   loop-back check of the on-chip TWAI controller (register driver):
+#                  one frame in self-test mode through the transceiver; refused while
+#                  any output is energised
 #   help           the command list
 #
 # Every reply is ONE line: the prefix "BG " followed by a JSON object with at least
@@ -34,11 +37,12 @@ _MAX_LINE = const(64)           # longest command line; longer lines are refused
 _MAX_BYTES = const(64)          # bytes consumed per service() call (bounds its time)
 _CTRL_C = const(3)
 
-COMMANDS = ("status", "reset-faults", "config", "help")
+COMMANDS = ("status", "reset-faults", "config", "can-selftest", "help")
 HELP = {
     "status": "bank state, modules, checks, latched faults, outputs (one JSON line)",
     "reset-faults": "clear latched faults (local only); contactors stay open until every check passes again",
     "config": "the validated configuration in use (secrets are never included)",
+    "can-selftest": "installer check of the TWAI CAN controller: one frame looped back through the transceiver (outputs must be open)",
     "help": "this list",
 }
 
@@ -126,6 +130,8 @@ class Console:
                 self.reply({"cmd": "config", "ok": False, "error": self.error or "not running"})
             else:
                 self.reply({"cmd": "config", "ok": True, "config": gw.cfg})
+        elif text == "can-selftest":
+            self.reply(self.can_selftest())
         elif text == "help":
             self.reply({"cmd": "help", "ok": True, "commands": HELP})
         else:
@@ -163,6 +169,32 @@ class Console:
         gw.events.emit(now, EV_COMMAND, -1, CMD_RESET_FAULTS, 1)
         return {"cmd": "reset-faults", "ok": True, "cleared": bool(cleared),
                 "faults": gw.snapshot().get("faults")}
+
+    def can_selftest(self):
+        """Run the CAN controller's self_test() (bankgate.hal.twai_regs): the
+        controller leaves the bus for a few ms, so only with every output open."""
+        r = {"cmd": "can-selftest", "ok": False}
+        hw = self.hw
+        if hw is None:
+            r["error"] = "no hardware opened"
+            return r
+        for name, pin in hw.outputs.items():
+            if pin.value():
+                r["error"] = "output %s is energised: open the contactors first" % name
+                return r
+        ctl = hw.can_inverter if hw.can_inverter is not None else hw.can_modules
+        if ctl is None:
+            r["error"] = "this board has no CAN controller"
+            return r
+        if not hasattr(ctl, "self_test"):
+            r["error"] = "the %s CAN back end has no self-test" % type(ctl).__name__
+            return r
+        res = ctl.self_test(hw.clock.sleep_ms)
+        r["ok"] = bool(res.get("ok"))
+        r["result"] = res
+        if not r["ok"]:
+            r["error"] = res.get("error", "self-test failed")
+        return r
 
     # --------------------------------------------------------------- output
     def reply(self, obj):
