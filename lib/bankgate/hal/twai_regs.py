@@ -101,7 +101,9 @@ _CDR_CM = const(0x80)        # ESP32 only: TWAI_CLOCK_DIVIDER_REG bit 7 "CM", ex
 _MAX_SKIP = const(4)
 
 # GPIO matrix register fields [TRM32 / TRMS3 "IO MUX and GPIO Matrix", registers
-# GPIO_FUNCy_IN_SEL_CFG_REG and GPIO_FUNCx_OUT_SEL_CFG_REG]
+# GPIO_FUNCy_IN_SEL_CFG_REG (IN_SEL [5:0], IN_INV_SEL bit 6, SIG_IN_SEL bit 7) and
+# GPIO_FUNCx_OUT_SEL_CFG_REG (OUT_SEL [8:0], INV_SEL bit 9, OEN_SEL bit 10, OEN_INV_SEL
+# bit 11); IDF esp32s3 gpio_struct.h func_in_sel_cfg / func_out_sel_cfg]
 _IN_SIG_SEL = const(0x80)    # GPIO_SIGy_IN_SEL: route the input through the matrix
 _OUT_OEN_SEL = const(0x400)  # GPIO_FUNCx_OEN_SEL: output enable from GPIO_ENABLE_REG
 
@@ -125,8 +127,8 @@ CHIPS = {
         "rst_reg": 0x3FF000C4,     # DPORT_PERIP_RST_EN_REG = DR_REG_DPORT_BASE + 0x0C4
         "clk_bit": 1 << 19,        # DPORT_CAN_CLK_EN, DPORT_CAN_RST: bit 19 [IDF dport_reg.h]
         "gpio": 0x3FF44000,        # DR_REG_GPIO_BASE [IDF esp32 reg_base.h]
-        "in_sel": 0x130,           # GPIO_FUNC0_IN_SEL_CFG_REG offset [IDF esp32 gpio_reg.h]
-        "out_sel": 0x530,          # GPIO_FUNC0_OUT_SEL_CFG_REG offset
+        "in_sel": 0x130,           # GPIO_FUNC0_IN_SEL_CFG_REG = DR_REG_GPIO_BASE + 0x0130 [IDF esp32 gpio_reg.h]
+        "out_sel": 0x530,          # GPIO_FUNC0_OUT_SEL_CFG_REG = DR_REG_GPIO_BASE + 0x0530
         "tx_sig": 123,             # TWAI_TX_IDX [IDF esp32 gpio_sig_map.h; TRM32 GPIO matrix signal table]
         "rx_sig": 94,              # TWAI_RX_IDX
         "brp_max": 63,             # BTR0 BRP bits [5:0], SJW bits [7:6] [IDF esp32 twai_struct.h]
@@ -140,8 +142,9 @@ CHIPS = {
         "rst_reg": 0x600C0020,     # SYSTEM_PERIP_RST_EN0_REG = DR_REG_SYSTEM_BASE + 0x20
         "clk_bit": 1 << 19,        # SYSTEM_TWAI_CLK_EN, SYSTEM_TWAI_RST: bit 19 [IDF esp32s3 system_reg.h]
         "gpio": 0x60004000,        # DR_REG_GPIO_BASE [IDF esp32s3 reg_base.h]
-        "in_sel": 0x154,           # GPIO_FUNC0_IN_SEL_CFG_REG offset [TRMS3 GPIO register summary]
-        "out_sel": 0x554,          # GPIO_FUNC0_OUT_SEL_CFG_REG offset
+        "in_sel": 0x154,           # func_in_sel_cfg[0]: after pin[54] at 0x74 and status_next/1
+                                   # [IDF esp32s3 gpio_struct.h; TRMS3 GPIO register summary]
+        "out_sel": 0x554,          # func_out_sel_cfg[0] = 0x154 + 256 * 4
         "tx_sig": 116,             # TWAI_TX_IDX [IDF esp32s3 gpio_sig_map.h]
         "rx_sig": 116,             # TWAI_RX_IDX
         "brp_max": 16383,          # TWAI_BAUD_PRESC bits [13:0], SJW bits [15:14] [IDF esp32s3 twai_reg.h]
@@ -150,8 +153,9 @@ CHIPS = {
         "pins": 49,
     },
 }
-_GPIO_ENABLE_W1TS = const(0x24)   # GPIO_ENABLE_W1TS_REG, pins 0-31 [IDF gpio_reg.h, both chips]
-_GPIO_ENABLE1_W1TS = const(0x30)  # GPIO_ENABLE1_W1TS_REG, pins 32+
+_GPIO_ENABLE_W1TS = const(0x24)   # GPIO_ENABLE_W1TS_REG, pins 0-31 [IDF esp32 gpio_reg.h;
+                                  # esp32s3 gpio_struct.h enable_w1ts, same offset]
+_GPIO_ENABLE1_W1TS = const(0x30)  # GPIO_ENABLE1_W1TS_REG, pins 32+ (enable1_w1ts)
 
 
 class TwaiError(Exception):
