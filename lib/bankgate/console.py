@@ -8,6 +8,8 @@
 #   can-selftest   loop-back check of the on-chip TWAI controller (register driver):
 #                  one frame in self-test mode through the transceiver; refused while
 #                  any output is energised
+#   can-listen     listen-only check (500 ms): counts the frames the TWAI controller
+#                  hears without sending or acknowledging; same refusal
 #   help           the command list
 #
 # Every reply is ONE line: the prefix "BG " followed by a JSON object with at least
@@ -37,12 +39,13 @@ _MAX_LINE = const(64)           # longest command line; longer lines are refused
 _MAX_BYTES = const(64)          # bytes consumed per service() call (bounds its time)
 _CTRL_C = const(3)
 
-COMMANDS = ("status", "reset-faults", "config", "can-selftest", "help")
+COMMANDS = ("status", "reset-faults", "config", "can-selftest", "can-listen", "help")
 HELP = {
     "status": "bank state, modules, checks, latched faults, outputs (one JSON line)",
     "reset-faults": "clear latched faults (local only); contactors stay open until every check passes again",
     "config": "the validated configuration in use (secrets are never included)",
     "can-selftest": "installer check of the TWAI CAN controller: one frame looped back through the transceiver (outputs must be open)",
+    "can-listen": "installer check of the TWAI CAN controller: listen-only for 500 ms, counts the frames heard (outputs must be open)",
     "help": "this list",
 }
 
@@ -132,6 +135,8 @@ class Console:
                 self.reply({"cmd": "config", "ok": True, "config": gw.cfg})
         elif text == "can-selftest":
             self.reply(self.can_selftest())
+        elif text == "can-listen":
+            self.reply(self.can_selftest("can-listen"))
         elif text == "help":
             self.reply({"cmd": "help", "ok": True, "commands": HELP})
         else:
@@ -170,10 +175,11 @@ class Console:
         return {"cmd": "reset-faults", "ok": True, "cleared": bool(cleared),
                 "faults": gw.snapshot().get("faults")}
 
-    def can_selftest(self):
-        """Run the CAN controller's self_test() (bankgate.hal.twai_regs): the
-        controller leaves the bus for a few ms, so only with every output open."""
-        r = {"cmd": "can-selftest", "ok": False}
+    def can_selftest(self, cmd="can-selftest"):
+        """Run the CAN controller's self_test() or listen() (bankgate.hal.twai_regs):
+        the controller leaves normal operation for a moment (the loop waits up to
+        500 ms for can-listen), so only with every output open."""
+        r = {"cmd": cmd, "ok": False}
         hw = self.hw
         if hw is None:
             r["error"] = "no hardware opened"
@@ -189,7 +195,10 @@ class Console:
         if not hasattr(ctl, "self_test"):
             r["error"] = "the %s CAN back end has no self-test" % type(ctl).__name__
             return r
-        res = ctl.self_test(hw.clock.sleep_ms)
+        if cmd == "can-listen":
+            res = ctl.listen(hw.clock.sleep_ms)
+        else:
+            res = ctl.self_test(hw.clock.sleep_ms)
         r["ok"] = bool(res.get("ok"))
         r["result"] = res
         if not r["ok"]:

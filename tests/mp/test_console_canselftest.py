@@ -84,3 +84,29 @@ def test_selftest_refused_while_an_output_is_energised_or_without_support():
     assert r["ok"] is False and "no self-test" in r["error"]
     hw3 = FakeHardware(outputs=("k1",))
     assert "no CAN controller" in _run(hw3)["error"]
+
+
+def test_listen_counts_the_frames_heard_then_returns_to_normal():
+    hw = FakeHardware(outputs=("k1",))
+    bus = FakeCanBus(hw.clock, 500000)
+    inv = FakeCan(bus)                              # the inverter
+    acker = FakeCan(bus)                            # another node that ACKs
+    tw = FakeTwai(bus, "esp32", 21, 22)
+    drv = TwaiRegs(tw, "esp32", tx=21, rx=22)
+    hw.can_inverter = drv
+
+    def chatter(ms):                                # the inverter sends every 100 ms
+        for _ in range(ms):
+            if hw.clock.now_us % 100000 == 0:
+                inv.send(0x305, b"\x01", 1)
+            hw.clock.advance_us(1000)
+    hw.clock.sleep_ms = chatter
+    r = _run(hw, b"can-listen\n")
+    assert r["cmd"] == "can-listen" and r["ok"] is True, r
+    assert r["result"]["frames"] == 5 and r["result"]["ids"] == [0x305]
+    assert drv.mode == 0 and tw.regs[0] == 0x08                 # normal mode again
+    assert tw.tx_errors == 0 and drv.send(0x7FF, b"", 0)        # sends again
+    # nothing on the bus: ok false with the hint
+    hw.clock.sleep_ms = lambda ms: hw.clock.advance_us(ms * 1000)
+    r = _run(hw, b"can-listen\n")
+    assert r["ok"] is False and "no frame heard" in r["error"]

@@ -407,3 +407,39 @@ class TwaiRegs:
             self.mode = mode
             self._init()
         return res
+
+    def listen(self, sleep_ms, ms=500):
+        """Listen-only check: the controller neither sends nor acknowledges for `ms`
+        milliseconds and counts the frames it hears (receive path, pins and bit rate
+        against the live bus, without touching it).  Back to the configured mode
+        afterwards.  Returns a dict (for the console); allocates."""
+        mode = self.mode
+        res = {"chip": self.chip, "rx": self.rx_pin, "bitrate": self.bitrate, "ms": ms}
+        ids = []
+        n = 0
+        over = self.rx_overruns
+        try:
+            self.mode = MODE_LISTEN
+            self._init()
+            buf = bytearray(8)
+            for _ in range(ms):
+                while True:
+                    r = self.recv(buf)
+                    if r < 0:
+                        break
+                    n += 1
+                    if len(ids) < 8 and (r >> 4) not in ids:
+                        ids.append(r >> 4)
+                sleep_ms(1)
+            res["frames"] = n
+            res["ids"] = sorted(ids)
+            res["rec"] = self.rec()
+            res["overruns"] = self.rx_overruns - over
+            res["ok"] = n > 0
+            if not n:
+                res["error"] = ("no frame heard in %d ms: is the other node sending, the bit rate "
+                                "right, the RX pin right, the transceiver powered?" % ms)
+        finally:
+            self.mode = mode
+            self._init()
+        return res
