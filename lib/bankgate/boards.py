@@ -234,21 +234,27 @@ def _variant(p, board, chip):
 
 
 def _pullups(p, board, rules):
-    """Inputs on pads without pull resistors (ESP32 GPIO 34-39) need an external
-    pull-up, listed in "external_pullups"; the list names only such inputs."""
+    """Inputs that want a pull-up (the "inputs" and an MCP2515's open-drain INT) on
+    pads without pull resistors (ESP32 GPIO 34-39) need an external one, listed in
+    "external_pullups"; the list names only such input GPIOs."""
     ext = board.get("external_pullups", [])
     if type(ext) is not list or any(type(v) is not int for v in ext):
         raise _err(p + ".external_pullups", "a list of GPIO numbers", repr(ext))
     ins = board.get("inputs", {})
+    want = [("%s.inputs.%s" % (p, k), ins[k]) for k in sorted(ins)]
+    for key in ("can", "can_modules"):
+        c = board.get(key)
+        if type(c) is dict and c.get("backend") == "mcp2515" and c.get("int") is not None:
+            want.append(("%s.%s.int" % (p, key), c["int"]))
+    gpios = [v for _, v in want]
     for v in ext:
-        if v not in list(ins.values()):
+        if v not in gpios:
             raise _err(p + ".external_pullups", "GPIOs of this board's inputs", "%d" % v)
     if rules is None:
         return
-    for k in sorted(ins):
-        v = ins[k]
+    for path, v in want:
         if v in rules["no_pull"] and v not in ext:
-            raise _err("%s.inputs.%s" % (p, k),
+            raise _err(path,
                        "a GPIO with an internal pull-up, or this GPIO listed in external_pullups "
                        "(fit a resistor to 3.3 V)", "%d (no internal pull resistors)" % v)
 

@@ -190,6 +190,12 @@ def test_broken_boards_are_refused_with_a_precise_message(mp):
     bad = copy.deepcopy(ok)
     bad["can"]["tx"] = 21
     refused(mp, bad, "can.rx", "tx and rx come together")
+    bad = copy.deepcopy(mcp)                       # MCP2515 INT on a pad without pull-up
+    bad["can"]["int"] = 39
+    bad["link_adc"] = None
+    refused(mp, bad, "can.int", "external_pullups", "39 (no internal pull")
+    bad["external_pullups"] = [34, 35, 39]
+    assert mp.call("bankgate.boards", "validate", bad) == bad
     bad = copy.deepcopy(mcp)
     del bad["can"]["int"]
     refused(mp, bad, "can.int", "GPIO number")

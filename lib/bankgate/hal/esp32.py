@@ -169,7 +169,12 @@ def open_can(c, chip="esp32"):
                           sck=machine.Pin(s.get("sck", 18)), mosi=machine.Pin(s.get("mosi", 23)),
                           miso=machine.Pin(s.get("miso", 19)))
         cs = machine.Pin(c.get("cs", 5), machine.Pin.OUT, value=1)
-        irq = machine.Pin(c["int"], machine.Pin.IN, machine.Pin.PULL_UP) if c.get("int") is not None else None
+        irq = None
+        if c.get("int") is not None:           # open-drain INT: pull-up here or on the board
+            if has_internal_pull(chip, c["int"]):
+                irq = machine.Pin(c["int"], machine.Pin.IN, machine.Pin.PULL_UP)
+            else:
+                irq = machine.Pin(c["int"], machine.Pin.IN)
         return Mcp2515(spi, cs, crystal_hz=c.get("crystal_hz", 8000000), bitrate=bitrate,
                        int_pin=irq)
     raise ValueError("unknown CAN backend %r (twai or mcp2515)" % (backend,))
