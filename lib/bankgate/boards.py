@@ -19,12 +19,31 @@ MAX_PIN_NAMES = 24
 
 _TOP_KEYS = ("name", "title", "chip", "source", "notes", "outputs", "inputs", "rs485", "can",
              "can_modules",
-             "terminator", "idle_adc", "link_adc", "led", "topologies")
+             "terminator", "idle_adc", "link_adc", "led", "topologies",
+             "module", "psram", "firmware", "external_pullups")
 _RS485_KEYS = ("uart", "tx", "rx", "de", "baud", "enable_high", "transceiver", "auto_direction")
 _CAN_KEYS = ("backend", "id", "tx", "rx", "bitrate", "role", "enable_low", "transceiver",
              "spi", "cs", "int", "crystal_hz")
 _SPI_KEYS = ("id", "sck", "mosi", "miso", "baudrate")
 CAN_ROLES = ("inverter", "modules", "both")
+
+# Module variant -> the official MicroPython image (micropython.org/download, board
+# ESP32_GENERIC / ESP32_GENERIC_S3 and their SPIRAM variants) and the pins that
+# image's PSRAM takes:
+#   esp32   none   ESP32_GENERIC                  (WROOM-32: no PSRAM)
+#   esp32   quad   ESP32_GENERIC-SPIRAM           (WROVER: GPIO16/17 are the PSRAM's
+#                                                  clock/CS, "invalid pin" on that image)
+#   esp32s3 none   ESP32_GENERIC_S3               (N8 / N16: no PSRAM)
+#   esp32s3 octal  ESP32_GENERIC_S3-SPIRAM_OCT    (R8 modules: GPIO35-37 belong to the
+#                                                  octal PSRAM; 33/34 too on octal-flash
+#                                                  N32R8 modules -- kept free here)
+FIRMWARE = {("esp32", "none"): "ESP32_GENERIC", ("esp32", "quad"): "ESP32_GENERIC-SPIRAM",
+            ("esp32s3", "none"): "ESP32_GENERIC_S3",
+            ("esp32s3", "octal"): "ESP32_GENERIC_S3-SPIRAM_OCT"}
+PSRAM_PINS = {("esp32", "quad"): {16: "PSRAM on WROVER modules (SPIRAM firmware)",
+                                  17: "PSRAM on WROVER modules (SPIRAM firmware)"},
+              ("esp32s3", "octal"): dict([(p, "octal PSRAM/flash bus (SPIRAM_OCT firmware)")
+                                          for p in (33, 34, 35, 36, 37)])}
 _LINK_ADC_KEYS = ("pin", "mul", "div")
 
 
@@ -46,6 +65,7 @@ _RULES = {
                       10: "SPI flash", 11: "SPI flash", 1: "UART0 TX, the USB console",
                       3: "UART0 RX, the USB console"},
         "input_only": _range(34, 39),
+        "no_pull": _range(34, 39),      # no pull resistors on these pads
         "strapping": {0, 2, 5, 12, 14, 15},
         "adc1": _range(32, 39),
         "uarts": (1, 2),
@@ -54,10 +74,10 @@ _RULES = {
     "esp32s3": {
         "valid": _range(0, 21) | _range(26, 48),
         "forbidden": dict([(p, "SPI flash") for p in range(26, 33)]
-                          + [(p, "octal PSRAM/flash on N8R8/N16R8 modules") for p in range(33, 38)]
                           + [(19, "USB D-, the USB console"), (20, "USB D+, the USB console"),
                              (43, "UART0 TX"), (44, "UART0 RX")]),
         "input_only": set(),
+        "no_pull": set(),
         "strapping": {0, 3, 45, 46},
         "adc1": _range(1, 10),
         "uarts": (1, 2),
@@ -91,9 +111,10 @@ def _int(path, v, lo, hi):
 class _Pins:
     """Collects every pin of a board and checks it against the chip's rules."""
 
-    def __init__(self, name, chip):
+    def __init__(self, name, chip, reserved=None):
         self.name = name
         self.rules = _RULES.get(chip)   # None: the simulator, any small int is fine
+        self.reserved = reserved or {}  # pins the module variant's PSRAM takes
         self.used = {}
 
     def pin(self, path, v, use):
@@ -108,6 +129,8 @@ class _Pins:
                 raise _err(path, "a GPIO that exists on this chip", "%d" % v)
             if v in r["forbidden"]:
                 raise _err(path, "a free GPIO", "%d (%s)" % (v, r["forbidden"][v]))
+            if v in self.reserved:
+                raise _err(path, "a GPIO this module variant leaves free", "%d (%s)" % (v, self.reserved[v]))
             if use in ("out", "coil") and v in r["input_only"]:
                 raise _err(path, "a GPIO that can drive an output", "%d (input-only)" % v)
             if use == "coil" and v in r["strapping"]:
@@ -154,12 +177,16 @@ def _can(q, can, pins, rules, chip, key):
     for i, v in enumerate(el):
         pins.pin("%s.enable_low[%d]" % (q, i), v, "out")
     if be == "twai":
+        # machine.CAN's generic API: 1-based controller id, no pins (they belong to
+        # the firmware build); tx/rx are for the register driver on stock firmware
+        # (bankgate.hal.twai_regs) and come as a pair or not at all
         if "id" in can:
-            _int(q + ".id", can["id"], 0, 1)
+            _int(q + ".id", can["id"], 1, 2)
+        if (can.get("tx") is None) != (can.get("rx") is None):
+            k = "tx" if can.get("tx") is None else "rx"
+            raise _err("%s.%s" % (q, k), "a GPIO number (tx and rx come together)", "null")
         for k, use in (("tx", "out"), ("rx", "in")):
-            if can.get(k) is None:
-                raise _err("%s.%s" % (q, k), "a GPIO number", "null")
-            pins.pin("%s.%s" % (q, k), can[k], use)
+            pins.pin("%s.%s" % (q, k), can.get(k), use)
     elif be == "mcp2515":
         spi = can.get("spi")
         _obj(q + ".spi", spi)
@@ -181,6 +208,55 @@ def _can(q, can, pins, rules, chip, key):
         if can.get("crystal_hz") not in MCP2515_CRYSTALS:
             raise _err(q + ".crystal_hz", "one of %s" % ", ".join(
                 [str(c) for c in MCP2515_CRYSTALS]), repr(can.get("crystal_hz")))
+
+
+def _variant(p, board, chip):
+    """module / psram / firmware: required for a real chip, consistent with each
+    other; returns the pins the PSRAM reserves."""
+    if chip == "sim":
+        for k in ("module", "psram", "firmware"):
+            if k in board:
+                raise _err("%s.%s" % (p, k), "no %s on the simulated board" % k, repr(board[k]))
+        return {}
+    mod = board.get("module")
+    if type(mod) is not str or not mod:
+        raise _err(p + ".module", "the module variant (e.g. ESP32-WROOM-32E, ESP32-WROVER-E)",
+                   repr(mod))
+    ps = board.get("psram")
+    kinds = [k[1] for k in FIRMWARE if k[0] == chip]
+    if ps not in kinds:
+        raise _err(p + ".psram", "one of %s for %s" % (", ".join(kinds), chip), repr(ps))
+    fw = FIRMWARE[(chip, ps)]
+    if board.get("firmware") != fw:
+        raise _err(p + ".firmware", "%r (the official image for %s with psram %s)" % (fw, chip, ps),
+                   repr(board.get("firmware")))
+    return PSRAM_PINS.get((chip, ps), {})
+
+
+def _pullups(p, board, rules):
+    """Inputs that want a pull-up (the "inputs" and an MCP2515's open-drain INT) on
+    pads without pull resistors (ESP32 GPIO 34-39) need an external one, listed in
+    "external_pullups"; the list names only such input GPIOs."""
+    ext = board.get("external_pullups", [])
+    if type(ext) is not list or any(type(v) is not int for v in ext):
+        raise _err(p + ".external_pullups", "a list of GPIO numbers", repr(ext))
+    ins = board.get("inputs", {})
+    want = [("%s.inputs.%s" % (p, k), ins[k]) for k in sorted(ins)]
+    for key in ("can", "can_modules"):
+        c = board.get(key)
+        if type(c) is dict and c.get("backend") == "mcp2515" and c.get("int") is not None:
+            want.append(("%s.%s.int" % (p, key), c["int"]))
+    gpios = [v for _, v in want]
+    for v in ext:
+        if v not in gpios:
+            raise _err(p + ".external_pullups", "GPIOs of this board's inputs", "%d" % v)
+    if rules is None:
+        return
+    for path, v in want:
+        if v in rules["no_pull"] and v not in ext:
+            raise _err(path,
+                       "a GPIO with an internal pull-up, or this GPIO listed in external_pullups "
+                       "(fit a resistor to 3.3 V)", "%d (no internal pull resistors)" % v)
 
 
 def can_roles(board):
@@ -226,10 +302,12 @@ def validate(board, expect_name=None):
     if type(topo) is not list or not topo or any(t not in TOPOLOGIES for t in topo):
         raise _err(p + ".topologies", "a non-empty list of %s" % ", ".join(TOPOLOGIES), repr(topo))
 
-    pins = _Pins(name, chip)
+    reserved = _variant(p, board, chip)
+    pins = _Pins(name, chip, reserved)
     _names(p + ".outputs", board.get("outputs"), pins, "coil", True)
     _names(p + ".inputs", board.get("inputs", {}), pins, "in", False)
     rules = _RULES.get(chip)
+    _pullups(p, board, rules)
 
     rs = board.get("rs485")
     if rs is not None:

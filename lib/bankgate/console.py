@@ -5,6 +5,11 @@
 #   status         one reply line: bank state, modules, checks, latched faults
 #   reset-faults   clear latched faults (the LOCAL fault reset; MQTT cannot do this)
 #   config         the validated configuration in use (secrets never included)
+#   can-selftest   loop-back check of the on-chip TWAI controller (register driver):
+#                  one frame in self-test mode through the transceiver; refused while
+#                  any output is energised
+#   can-listen     listen-only check (500 ms): counts the frames the TWAI controller
+#                  hears without sending or acknowledging; same refusal
 #   help           the command list
 #
 # Every reply is ONE line: the prefix "BG " followed by a JSON object with at least
@@ -34,11 +39,13 @@ _MAX_LINE = const(64)           # longest command line; longer lines are refused
 _MAX_BYTES = const(64)          # bytes consumed per service() call (bounds its time)
 _CTRL_C = const(3)
 
-COMMANDS = ("status", "reset-faults", "config", "help")
+COMMANDS = ("status", "reset-faults", "config", "can-selftest", "can-listen", "help")
 HELP = {
     "status": "bank state, modules, checks, latched faults, outputs (one JSON line)",
     "reset-faults": "clear latched faults (local only); contactors stay open until every check passes again",
     "config": "the validated configuration in use (secrets are never included)",
+    "can-selftest": "installer check of the TWAI CAN controller: one frame looped back through the transceiver (outputs must be open)",
+    "can-listen": "installer check of the TWAI CAN controller: listen-only for 500 ms, counts the frames heard (outputs must be open)",
     "help": "this list",
 }
 
@@ -126,6 +133,10 @@ class Console:
                 self.reply({"cmd": "config", "ok": False, "error": self.error or "not running"})
             else:
                 self.reply({"cmd": "config", "ok": True, "config": gw.cfg})
+        elif text == "can-selftest":
+            self.reply(self.can_selftest())
+        elif text == "can-listen":
+            self.reply(self.can_selftest("can-listen"))
         elif text == "help":
             self.reply({"cmd": "help", "ok": True, "commands": HELP})
         else:
@@ -163,6 +174,36 @@ class Console:
         gw.events.emit(now, EV_COMMAND, -1, CMD_RESET_FAULTS, 1)
         return {"cmd": "reset-faults", "ok": True, "cleared": bool(cleared),
                 "faults": gw.snapshot().get("faults")}
+
+    def can_selftest(self, cmd="can-selftest"):
+        """Run the CAN controller's self_test() or listen() (bankgate.hal.twai_regs):
+        the controller leaves normal operation for a moment (the loop waits up to
+        500 ms for can-listen), so only with every output open."""
+        r = {"cmd": cmd, "ok": False}
+        hw = self.hw
+        if hw is None:
+            r["error"] = "no hardware opened"
+            return r
+        for name, pin in hw.outputs.items():
+            if pin.value():
+                r["error"] = "output %s is energised: open the contactors first" % name
+                return r
+        ctl = hw.can_inverter if hw.can_inverter is not None else hw.can_modules
+        if ctl is None:
+            r["error"] = "this board has no CAN controller"
+            return r
+        if not hasattr(ctl, "self_test"):
+            r["error"] = "the %s CAN back end has no self-test" % type(ctl).__name__
+            return r
+        if cmd == "can-listen":
+            res = ctl.listen(hw.clock.sleep_ms)
+        else:
+            res = ctl.self_test(hw.clock.sleep_ms)
+        r["ok"] = bool(res.get("ok"))
+        r["result"] = res
+        if not r["ok"]:
+            r["error"] = res.get("error", "self-test failed")
+        return r
 
     # --------------------------------------------------------------- output
     def reply(self, obj):

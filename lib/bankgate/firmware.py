@@ -13,8 +13,8 @@
 # runs end to end over a pty in the tests.
 #
 # Failure handling:
-#   board or configuration invalid, or the hardware cannot be opened (e.g. no
-#       machine.CAN in this MicroPython build) -> hold(): every output released, the console
+#   board or configuration invalid, or the hardware cannot be opened (e.g. a pin the
+#       firmware image lacks, or a machine.CAN-only TWAI board on stock firmware) -> hold(): every output released, the console
 #       answers `status` with the error, the error is printed every 10 s; nothing
 #       can close a contactor until a valid configuration is pushed and the device
 #       restarts.  `config_error` holds the text for telemetry.
@@ -231,7 +231,7 @@ def device_main(board_path=BOARD, config_path=CONFIG, secrets_path=SECRETS,
         try:
             hw = open_hardware(board)
         except Exception as e:
-            # e.g. a TWAI board on a MicroPython build without machine.CAN: say so
+            # e.g. a pin the image does not have (WROOM wiring on SPIRAM firmware): say so
             # instead of resetting in a loop (the coils were created released)
             sys.print_exception(e)
             hold(None, Console(None, stdin, stdout, secrets=values),

@@ -37,7 +37,7 @@ def refused(mp, board, *fragments):
 
 def test_the_required_boards_exist():
     for name in ("lilygo-t-can485", "waveshare-esp32-s3-rs485-can", "devkitc-sn65hvd230-max3485",
-                 "devkitc-mcp2515-max3485", "sim"):
+                 "devkitc-wrover-sn65hvd230-max3485", "devkitc-mcp2515-max3485", "sim"):
         assert name in NAMES
     backends = {load(n)["can"]["backend"] for n in REAL}
     assert backends == {"twai", "mcp2515"}
@@ -116,6 +116,22 @@ def test_pins_are_unique_and_legal_for_the_chip(name):
         if role in ("idle_adc", "link_adc"):
             assert p in adc1, "%s: %s on GPIO%d, not ADC1 (ADC2 is Wi-Fi's)" % (name, role, p)
     assert board["source"], "cite the board's documentation"
+    # module variant: PSRAM pins (ESP32 WROVER 16/17, ESP32-S3 R8 35-37) stay free
+    psram_pins = {("esp32", "quad"): {16, 17}, ("esp32s3", "octal"): {35, 36, 37}}
+    taken = psram_pins.get((chip, board["psram"]), set())
+    assert not taken & set(used), "%s: PSRAM pins used: %s" % (name, taken & set(used))
+    image = {("esp32", "none"): "ESP32_GENERIC", ("esp32", "quad"): "ESP32_GENERIC-SPIRAM",
+             ("esp32s3", "none"): "ESP32_GENERIC_S3",
+             ("esp32s3", "octal"): "ESP32_GENERIC_S3-SPIRAM_OCT"}[(chip, board["psram"])]
+    assert board["firmware"] == image
+    if chip == "esp32":                            # no internal pulls on 34-39
+        for n, p in board.get("inputs", {}).items():
+            if p in ESP32_INPUT_ONLY:
+                assert p in board.get("external_pullups", []), "%s: input %s needs a pull-up" % (name, n)
+        for key in ("can", "can_modules"):
+            c = board.get(key)
+            if c and c["backend"] == "twai":
+                assert c.get("id", 1) >= 1           # machine.CAN ids are 1-based
 
 
 def first_real(chip="esp32"):
@@ -148,6 +164,38 @@ def test_broken_boards_are_refused_with_a_precise_message(mp):
         d[path[-1]] = value
         refused(mp, bad, *frags)
     mcp = load("devkitc-mcp2515-max3485")
+    variant_cases = [
+        (("can", "id"), 0, ["can.id", "from 1 to 2", "0"]),            # generic API: 1-based
+        (("external_pullups",), [35], ["inputs.fb1", "external_pullups", "34 (no internal pull"]),
+        (("external_pullups",), [34, 35, 2], ["external_pullups", "inputs", "2"]),
+        (("psram",), "quad", ["firmware", "ESP32_GENERIC-SPIRAM"]),      # image must follow
+        (("psram",), "octal", ["psram", "none, quad"]),
+        (("firmware",), "ESP32_GENERIC_S3", ["firmware", "'ESP32_GENERIC'"]),
+        (("module",), "", ["module", "variant"]),
+    ]
+    for path, value, frags in variant_cases:
+        bad = copy.deepcopy(b)
+        bad[path[0]] = value if len(path) == 1 else bad[path[0]]
+        if len(path) == 2:
+            bad[path[0]][path[1]] = value
+        refused(mp, bad, *frags)
+    # WROVER (SPIRAM firmware): GPIO16/17 belong to the PSRAM
+    bad = copy.deepcopy(b)
+    bad["psram"], bad["firmware"] = "quad", "ESP32_GENERIC-SPIRAM"
+    refused(mp, bad, "rs485.tx", "module variant leaves free", "17 (PSRAM")
+    # generic machine.CAN board: no pins, id 1 -- accepted; tx without rx refused
+    ok = copy.deepcopy(b)
+    del ok["can"]["tx"], ok["can"]["rx"]
+    assert mp.call("bankgate.boards", "validate", ok) == ok
+    bad = copy.deepcopy(ok)
+    bad["can"]["tx"] = 21
+    refused(mp, bad, "can.rx", "tx and rx come together")
+    bad = copy.deepcopy(mcp)                       # MCP2515 INT on a pad without pull-up
+    bad["can"]["int"] = 39
+    bad["link_adc"] = None
+    refused(mp, bad, "can.int", "external_pullups", "39 (no internal pull")
+    bad["external_pullups"] = [34, 35, 39]
+    assert mp.call("bankgate.boards", "validate", bad) == bad
     bad = copy.deepcopy(mcp)
     del bad["can"]["int"]
     refused(mp, bad, "can.int", "GPIO number")
@@ -161,6 +209,12 @@ def test_broken_boards_are_refused_with_a_precise_message(mp):
     bad = copy.deepcopy(s3)
     bad["outputs"]["k1"] = 19
     refused(mp, bad, "outputs.k1", "USB")
+    bad = copy.deepcopy(s3)                        # octal PSRAM takes GPIO35-37
+    bad["outputs"]["k1"] = 36
+    refused(mp, bad, "outputs.k1", "octal PSRAM")
+    ok = copy.deepcopy(s3)                         # ... which a no-PSRAM S3 leaves free
+    ok["psram"], ok["firmware"], ok["outputs"]["k1"] = "none", "ESP32_GENERIC_S3", 36
+    assert mp.call("bankgate.boards", "validate", ok) == ok
 
 
 def test_unknown_board_is_a_clear_error(mp):

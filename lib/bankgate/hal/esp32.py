@@ -38,8 +38,9 @@ class Uart:
         self._u.flush()
         return True
 
-    def ioctl(self, req, arg):          # lets select.poll() wait on the wrapper
-        return self._u.ioctl(req, arg)
+    # No ioctl(): machine.UART on the esp32 port exposes none to Python (its stream
+    # ioctl is C-level only, ports/esp32 machine_uart.c / extmod/machine_uart.c), so
+    # Esp32Hardware registers the raw machine.UART with select.poll, not this wrapper.
 
 
 class Adc:
@@ -69,8 +70,15 @@ class Esp32Hardware(Hardware):
         # Fail-safe first: every contactor coil released before anything can fail.
         for name, pin in board.get("outputs", {}).items():
             self.outputs[name] = machine.Pin(pin, machine.Pin.OUT, value=0)
+        chip = board.get("chip", "esp32")
         for name, pin in board.get("inputs", {}).items():
-            self.inputs[name] = machine.Pin(pin, machine.Pin.IN, machine.Pin.PULL_UP)
+            # GPIO 34-39 of the ESP32 have no pull resistors: the board file lists
+            # them in "external_pullups" (bankgate.boards refuses them otherwise)
+            # and no pull is requested there (the port would silently ignore it)
+            if has_internal_pull(chip, pin):
+                self.inputs[name] = machine.Pin(pin, machine.Pin.IN, machine.Pin.PULL_UP)
+            else:
+                self.inputs[name] = machine.Pin(pin, machine.Pin.IN)
         rs = board.get("rs485")
         if rs:
             baud = rs.get("baud", 115200)
@@ -86,14 +94,14 @@ class Esp32Hardware(Hardware):
         # its "role" says "modules" or "both"; "can_modules" is a second controller.
         c = board.get("can")
         if c:
-            ctl = open_can(c)
+            ctl = open_can(c, chip)
             role = c.get("role", "inverter")
             if role in ("inverter", "both"):
                 self.can_inverter = ctl
             if role in ("modules", "both"):
                 self.can_modules = ctl
         if board.get("can_modules"):
-            self.can_modules = open_can(board["can_modules"])
+            self.can_modules = open_can(board["can_modules"], chip)
         if board.get("terminator") is not None:
             self.terminator = machine.Pin(board["terminator"], machine.Pin.OUT, value=0)
         if board.get("link_adc"):
@@ -121,24 +129,39 @@ class Esp32Hardware(Hardware):
         machine.reset()
 
 
-def open_can(c):
+def has_internal_pull(chip, pin):
+    """False for the ESP32's GPIO 34-39 (input-only pads without pull resistors,
+    ESP32 datasheet "Pin Definitions" / TRM "IO_MUX Pad List")."""
+    return not (chip == "esp32" and 34 <= pin <= 39)
+
+
+def open_can(c, chip="esp32"):
     """A bankgate.bus.can controller from a board "can" entry:
-    {"backend": "twai", "id": 0, "tx": 5, "rx": 4, "bitrate": 500000} or
+    {"backend": "twai", "id": 1, "tx": 5, "rx": 4, "bitrate": 500000} or
     {"backend": "mcp2515", "spi": {"id": 1, "sck": 18, "mosi": 23, "miso": 19,
-     "baudrate": 8000000}, "cs": 5, "int": 21, "crystal_hz": 8000000, "bitrate": 500000}"""
+     "baudrate": 8000000}, "cs": 5, "int": 21, "crystal_hz": 8000000, "bitrate": 500000}
+    TWAI: MicroPython's generic machine.CAN when the firmware has it (1-based id, no
+    pin arguments: the pins belong to the firmware build), else the register
+    driver bankgate.hal.twai_regs on machine.mem32 with the board's tx/rx pins."""
     backend = c.get("backend", "mcp2515")
     bitrate = c.get("bitrate", 500000)
     for pin in c.get("enable_low", ()):   # e.g. SN65HVD231 Rs pin: low = high-speed mode
         machine.Pin(pin, machine.Pin.OUT, value=0)
     if backend == "twai":
-        if not hasattr(machine, "CAN"):
-            raise OSError("this firmware has no machine.CAN (build with TWAI support or use an MCP2515)")
-        from bankgate.hal.twai import TwaiCan
-        if c.get("tx") is not None:
-            can = machine.CAN(c.get("id", 0), bitrate, tx=c["tx"], rx=c["rx"])
-        else:
-            can = machine.CAN(c.get("id", 0), bitrate)
-        return TwaiCan(can)
+        if hasattr(machine, "CAN"):
+            from bankgate.hal.twai import TwaiCan
+            return TwaiCan(machine.CAN(c.get("id", 1), bitrate))
+        tx = c.get("tx")
+        rx = c.get("rx")
+        if tx is None or rx is None:
+            raise OSError("this firmware has no machine.CAN and the board file names no "
+                          "can.tx/can.rx pins for the TWAI register driver")
+        from bankgate.hal.twai_regs import TwaiRegs
+        # make both pads GPIOs first (IO_MUX function select, input enable, TX idle
+        # recessive high); the driver then routes them through the GPIO matrix
+        machine.Pin(tx, machine.Pin.OUT, value=1)
+        machine.Pin(rx, machine.Pin.IN)
+        return TwaiRegs(machine.mem32, chip, tx=tx, rx=rx, bitrate=bitrate)
     if backend == "mcp2515":
         from bankgate.bus.mcp2515 import Mcp2515
         s = c.get("spi", {})
@@ -146,7 +169,12 @@ def open_can(c):
                           sck=machine.Pin(s.get("sck", 18)), mosi=machine.Pin(s.get("mosi", 23)),
                           miso=machine.Pin(s.get("miso", 19)))
         cs = machine.Pin(c.get("cs", 5), machine.Pin.OUT, value=1)
-        irq = machine.Pin(c["int"], machine.Pin.IN, machine.Pin.PULL_UP) if c.get("int") is not None else None
+        irq = None
+        if c.get("int") is not None:           # open-drain INT: pull-up here or on the board
+            if has_internal_pull(chip, c["int"]):
+                irq = machine.Pin(c["int"], machine.Pin.IN, machine.Pin.PULL_UP)
+            else:
+                irq = machine.Pin(c["int"], machine.Pin.IN)
         return Mcp2515(spi, cs, crystal_hz=c.get("crystal_hz", 8000000), bitrate=bitrate,
                        int_pin=irq)
     raise ValueError("unknown CAN backend %r (twai or mcp2515)" % (backend,))

@@ -1,7 +1,10 @@
 # CAN back end on MicroPython's generic machine.CAN API (docs.micropython.org,
 # library/machine.CAN.html): the ESP32's on-chip TWAI controller on firmware built
 # with TWAI support (esp32 port PR micropython#19461; stock ESP32 builds have no
-# machine.CAN -- use bankgate.bus.mcp2515 there), and stm32/mimxrt/alif.
+# machine.CAN -- hal/esp32.py uses the register driver bankgate.hal.twai_regs
+# there), and stm32/mimxrt/alif.  The board layer constructs it the generic way:
+# machine.CAN(id, bitrate) with a 1-based id and no pin keywords (the pins belong
+# to the firmware build).
 #
 # The machine.CAN object is created by the board layer (hal/esp32.py) and passed
 # in, so this module needs no `machine` import and runs against
