@@ -403,7 +403,7 @@ class Admission:
         st = self.store = latchstore.LatchStore(self.hw.fs)
         v = st.load()
         if v == latchstore.OK and st.faults:
-            slot = st.slot if -1 <= st.slot < self.n_slots else -1
+            slot = st.slot if -1 <= st.slot < self.n_exp else -1
             self.faults = st.faults
             self.fault_slot = slot
             self.fault_value = st.value

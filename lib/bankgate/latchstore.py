@@ -82,11 +82,10 @@ def encode(buf, faults, slot, value, gen):
     s = slot & 0xFFFF
     buf[6] = s & 0xFF
     buf[7] = s >> 8
-    v = value & 0xFFFFFFFF
-    buf[8] = v & 0xFF
-    buf[9] = (v >> 8) & 0xFF
-    buf[10] = (v >> 16) & 0xFF
-    buf[11] = (v >> 24) & 0xFF
+    buf[8] = value & 0xFF               # arithmetic shifts: no long int for a negative value
+    buf[9] = (value >> 8) & 0xFF
+    buf[10] = (value >> 16) & 0xFF
+    buf[11] = (value >> 24) & 0xFF
     buf[12] = gen & 0xFF
     buf[13] = (gen >> 8) & 0xFF
     c = crc16(buf, 14)
@@ -103,9 +102,8 @@ def decode(data):
     slot = data[6] | (data[7] << 8)
     if slot & 0x8000:
         slot -= 0x10000
-    value = data[8] | (data[9] << 8) | (data[10] << 16) | ((data[11] & 0x7F) << 24)
-    if data[11] & 0x80:
-        value -= 0x80000000
+    hi = data[11] - 256 if data[11] & 0x80 else data[11]
+    value = (hi << 24) | (data[10] << 16) | (data[9] << 8) | data[8]
     return data[5], slot, value, data[12] | (data[13] << 8)
 
 
