@@ -266,3 +266,39 @@ def test_step_allocates_nothing_with_a_store_and_a_restored_latch():
     _quiet(r)
     _no_alloc_run(r, 5000)
     assert r.a.state == adm.BANK_FAULT and r.a.store.writes == 0
+
+
+def test_device_files_on_a_real_filesystem():
+    # bankgate.hal.Files (the device's hw.fs: built-in open, os.rename/remove) on the
+    # unix port's filesystem: rename replaces an existing file, errors map to verdicts
+    import os
+    import time
+    from bankgate.hal import Files
+    d = "/tmp/bg_latch_%d" % time.ticks_us()
+    os.mkdir(d)
+    path, tmp = d + "/latches.bin", d + "/latches.tmp"
+    try:
+        fs = Files()
+        st = ls.LatchStore(fs, path, tmp)
+        assert st.load() == ls.MISSING
+        assert st.save(*A) and st.save(*B) and st.writes == 2
+        st2 = ls.LatchStore(fs, path, tmp)
+        assert st2.load() == ls.OK and _state(st2) == B and st2.gen == 2
+        mptest.raises(OSError, os.stat, tmp)      # renamed away
+        with open(path, "r+b") as f:
+            f.seek(5)
+            f.write(b"\x00")
+        assert ls.LatchStore(fs, path, tmp).load() == ls.CORRUPT
+        os.remove(path)
+        os.mkdir(path)                            # a directory where the file should be
+        st3 = ls.LatchStore(fs, path, tmp)
+        assert st3.load() == ls.UNREADABLE
+        assert st3.save(*A) is False and st3.errors == 1
+        os.rmdir(path)
+    finally:
+        for p in (path, tmp):
+            try:
+                os.remove(p)
+            except OSError:
+                pass
+        os.rmdir(d)
