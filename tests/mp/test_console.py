@@ -129,7 +129,7 @@ def test_reset_faults_is_the_local_reset():
 
 
 def test_status_and_reset_show_the_persisted_latches():
-    from fakehw import SimFS
+    from simfs import SimFS
     from bankgate import latchstore
     gw = FakeGateway()
     st = gw.admission.store = latchstore.LatchStore(SimFS())

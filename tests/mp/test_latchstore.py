@@ -1,11 +1,11 @@
 # Latched faults across resets: the record (bankgate.latchstore), its atomic replace
 # under a power cut at every point of a write, corrupt / unreadable files, writes only
 # on change (counted), and Admission restoring the latches before its first step.
-# The filesystem is the simulator's (fakehw.SimFS): it outlives an Admission the way
+# The filesystem is the simulator's (simfs.SimFS): it outlives an Admission the way
 # the flash outlives a reset.
 # mpy-heapsize: 512k
 import mptest
-from fakehw import DeviceReset, SimFS
+from simfs import DeviceReset, SimFS
 from test_admission import ALM_CELL_OV, Rig, _no_alloc_run, _quiet, adm
 
 from bankgate import latchstore as ls

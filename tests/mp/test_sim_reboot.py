@@ -1,4 +1,4 @@
-# The simulator's reboot and power loss (tools/sim/bgsim/runner.py, fakehw.SimFS):
+# The simulator's reboot and power loss (tools/sim/bgsim/runner.py, simfs.SimFS):
 # the firmware restarts on the same physics, contacts and simulated filesystem, and
 # after a reboot with a latched fault no output pin rises until the local reset.
 # The shipped rb_*.json scenarios sample the outputs every check_ms; these tests read
@@ -6,7 +6,7 @@
 # mpy-heapsize: 2m
 # mpy-timeout: 600
 import mptest
-from fakehw import DeviceReset, SimClock, SimFS
+from simfs import DeviceReset, SimFS
 
 from bgsim import runner
 from bgsim import scenario as sc

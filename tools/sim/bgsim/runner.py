@@ -29,9 +29,9 @@
 #   {"t", "type": "start"|"state"|"event"|"can"|"mqtt"|"action"|"expect"|"error"|"result", ...}
 #   {"t", "type": "reboot", "kind": "hard"|"soft", "why", "boot": n} when the firmware restarts
 # Reboot and power loss (docs/scenarios.md, "Reboot and power loss"): hw.fs is a
-# simulated device filesystem (fakehw.SimFS) that belongs to the simulation and
+# simulated device filesystem (simfs.SimFS) that belongs to the simulation and
 # survives a reboot; a `reboot` action or a power cut armed by `fs_cut` raises
-# fakehw.DeviceReset inside the running firmware, _run_fw catches it, the outputs
+# simfs.DeviceReset inside the running firmware, _run_fw catches it, the outputs
 # are released (a reset does that) and a new Gateway starts on the same hardware,
 # physics and contacts (a welded contact stays welded).
 # Exit codes: 0 every expectation held, 1 some failed, 2 invalid scenario/config,
@@ -46,7 +46,8 @@ from bankgate import config as bgconfig
 from bankgate.events import EVENT_NAMES
 
 import fakebus
-from fakehw import DeviceReset, FakeHardware, SimClock, SimFS
+from fakehw import FakeHardware, SimClock
+from simfs import DeviceReset, SimFS
 from bgsim import emu
 from bgsim import scenario as sc
 from bgsim.bms import Bms, alarm_bits
