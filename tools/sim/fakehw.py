@@ -155,4 +155,3 @@ class FakeHardware(Hardware):
     def reset(self):
         self.resets += 1
         self.release_all()
-
