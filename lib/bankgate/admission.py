@@ -27,7 +27,8 @@ from micropython import const
 
 from bankgate import clock, limits
 from bankgate.contactor import (
-    Contactors, F_WELDED, F_FAIL_CLOSE, F_WELD_CURRENT, F_WELD_LINK, F_PRECHARGE, FAULT_NAMES)
+    Contactors, F_WELDED, F_FAIL_CLOSE, F_WELD_CURRENT, F_WELD_LINK, F_PRECHARGE, F_LATCH_STORE,
+    FAULT_NAMES)
 from bankgate.events import (
     EV_BANK_STATE, EV_MODULE_STATE, EV_CHECK_FAIL, EV_CHECK_CLEAR, EV_FAULT_LATCHED,
     EV_FAULT_CLEARED, EV_PENDING_LONG)
@@ -245,6 +246,11 @@ class Admission:
         self._soc_hi = 0
         for i in range(n):
             self.mod_state[i] = MOD_ABSENT
+        # latched faults survive resets (bankgate.latchstore): restored here, before
+        # the first step, so nothing can close between boot and restore
+        self.store = None
+        if getattr(hw, "fs", None) is not None:
+            self._restore(now)
 
     # ================================================================ public
     def step(self, now, bus_fault, id_fault_mask, inverter_ok):
@@ -289,6 +295,7 @@ class Admission:
         for i in range(self.ct.n):
             self.ct.bad[i] = 0
         self.phase = _P_IDLE
+        self._persist()
         return True
 
     def snapshot(self):
@@ -382,6 +389,30 @@ class Admission:
         self.ct.open_all(now)
         addr = self._addr[slot] if slot >= 0 else -1
         self.events.emit(now, EV_FAULT_LATCHED, addr, bit, value)
+        self._persist()
+
+    # ---- persisted latches (bankgate.latchstore; docs/safety.md, "Across resets")
+    def _persist(self):
+        """Write the latched set to the device filesystem if it changed (outputs are
+        already open).  Rare: a fault latching or a local reset.  Never raises."""
+        if self.store is not None:
+            self.store.save(self.faults, self.fault_slot, self.fault_value)
+
+    def _restore(self, now):
+        from bankgate import latchstore
+        st = self.store = latchstore.LatchStore(self.hw.fs)
+        v = st.load()
+        if v == latchstore.OK and st.faults:
+            slot = st.slot if -1 <= st.slot < self.n_exp else -1
+            self.faults = st.faults
+            self.fault_slot = slot
+            self.fault_value = st.value
+            addr = self._addr[slot] if slot >= 0 else -1
+            for bit, _ in FAULT_NAMES:
+                if st.faults & bit:
+                    self.events.emit(now, EV_FAULT_LATCHED, addr, bit, st.value)
+        elif v == latchstore.CORRUPT or v == latchstore.UNREADABLE:
+            self._latch(F_LATCH_STORE, -1, v, now)
 
     def _bank_checks(self, now, bus_fault, inverter_ok):
         mods = self.bank.modules

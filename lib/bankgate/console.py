@@ -158,6 +158,7 @@ class Console:
         else:
             d = gw.snapshot()
             d["gateway_id"] = gw.cfg["gateway_id"]
+            d["latch_store"] = _store(gw)
         d["cmd"] = "status"
         d["ok"] = True
         d["error"] = self.error
@@ -173,7 +174,7 @@ class Console:
         cleared = adm.reset_faults(now)
         gw.events.emit(now, EV_COMMAND, -1, CMD_RESET_FAULTS, 1)
         return {"cmd": "reset-faults", "ok": True, "cleared": bool(cleared),
-                "faults": gw.snapshot().get("faults")}
+                "faults": gw.snapshot().get("faults"), "latch_store": _store(gw)}
 
     def can_selftest(self, cmd="can-selftest"):
         """Run the CAN controller's self_test() or listen() (bankgate.hal.twai_regs):
@@ -213,6 +214,12 @@ class Console:
     def say(self, text):
         """A free-text console line (log), secrets masked."""
         self._out.write(mask_text(text, self.mask_values) + "\n")
+
+
+def _store(gw):
+    """The persisted latched faults (bankgate.latchstore), None without a filesystem."""
+    st = getattr(gw.admission, "store", None)
+    return st.snapshot() if st is not None else None
 
 
 # Secret masking lives here rather than in bankgate.config so that the firmware can

@@ -32,10 +32,11 @@ F_FAIL_CLOSE = const(0x02)      # feedback says open after a close command
 F_WELD_CURRENT = const(0x04)    # an opened branch / the open main still carries current
 F_WELD_LINK = const(0x08)       # main topology: DC link stays at bank voltage, all open
 F_PRECHARGE = const(0x10)       # main topology: DC link did not reach the bank in time
+F_LATCH_STORE = const(0x20)     # the persisted latch file is corrupt or unreadable (bankgate.latchstore)
 
 FAULT_NAMES = (
     (F_WELDED, "welded"), (F_FAIL_CLOSE, "failed_to_close"), (F_WELD_CURRENT, "weld_current"),
-    (F_WELD_LINK, "weld_link"), (F_PRECHARGE, "precharge_timeout"),
+    (F_WELD_LINK, "weld_link"), (F_PRECHARGE, "precharge_timeout"), (F_LATCH_STORE, "latch_store"),
 )
 
 

@@ -90,6 +90,8 @@ def sim_hardware(board):
 
     hw = UnixHardware(WallClock(), outputs=sorted(board["outputs"]),
                       inputs=sorted(board.get("inputs", {})), board_name=board["name"])
+    from bankgate.hal import Files
+    hw.fs = Files()             # latched faults persist in the device directory
     rs = board.get("rs485")
     if rs:
         hw.uart = NullUart(rs.get("baud", 115200))

@@ -118,13 +118,29 @@ def test_reset_faults_is_the_local_reset():
     con.service(1234)
     assert gw.admission.resets == [1234]
     r = out.replies()[0]
-    assert r == {"cmd": "reset-faults", "ok": True, "cleared": True, "faults": []}, r
+    assert r == {"cmd": "reset-faults", "ok": True, "cleared": True, "faults": [],
+                 "latch_store": None}, r
     rec = [0] * 5
     assert gw.events.get(gw.events.seq, rec)
     assert rec[1] == EV_COMMAND and rec[3] == K.CMD_RESET_FAULTS and rec[4] == 1
     stdin.feed(b"reset-faults\n")     # nothing latched any more
     con.service(1300)
     assert out.replies()[1]["cleared"] is False
+
+
+def test_status_and_reset_show_the_persisted_latches():
+    from simfs import SimFS
+    from bankgate import latchstore
+    gw = FakeGateway()
+    st = gw.admission.store = latchstore.LatchStore(SimFS())
+    st.load()
+    st.save(0x04, 1, -10000)
+    con, stdin, out = _console(gw, b"status\nreset-faults\n")
+    con.service(5)
+    r = out.replies()
+    assert r[0]["latch_store"] == {"file": "latches.bin", "verdict": "ok", "faults": 4, "writes": 1,
+                                   "errors": 0, "last_error": None}, r[0]
+    assert r[1]["cmd"] == "reset-faults" and r[1]["latch_store"]["faults"] == 4
 
 
 def test_lines_split_across_calls_and_terminal_noise():

@@ -86,6 +86,12 @@ def summary(st):
             (lim.get("chg_ma") or 0) / 1000.0, (lim.get("dsg_ma") or 0) / 1000.0))
     faults = st.get("faults")
     out.append("latched faults: %s" % (", ".join(map(str, faults)) if faults else "none"))
+    ls = st.get("latch_store")
+    if ls:
+        # what survives a reset (bankgate.latchstore): the fault bits in the device's latch file
+        out.append("  persisted (%s): %s, fault bits 0x%02X, %s write(s)%s" % (
+            ls.get("file"), ls.get("verdict"), ls.get("faults") or 0, ls.get("writes"),
+            ", %s failed: %s" % (ls.get("errors"), ls.get("last_error")) if ls.get("errors") else ""))
     for m in st.get("modules") or []:
         out.append("  module %s (slot %s): %s, %s, %s mV, SOC %s pm" % (
             m.get("addr"), m.get("slot"), m.get("state"), m.get("reason"), m.get("mv"), m.get("soc_pm")))

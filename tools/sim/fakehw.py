@@ -25,15 +25,16 @@ class SimClock:
         self.now_us = start_us
         self._q = []
         self._seq = 0
+        self.tick_base_us = 0       # device ticks = now_us + tick_base_us (a hard reboot restarts them)
 
     # -- the firmware-facing interface
     @micropython.native
     def ticks_ms(self):
-        return (self.now_us // 1000) & _MASK
+        return ((self.now_us + self.tick_base_us) // 1000) & _MASK
 
     @micropython.native
     def ticks_us(self):
-        return self.now_us & _MASK
+        return (self.now_us + self.tick_base_us) & _MASK
 
     def sleep_ms(self, ms):
         self.advance_us(ms * 1000)

@@ -20,6 +20,10 @@
 # CAN          see bankgate.bus.can    send / recv / state / counters
 # Watchdog     feed()                  resets the chip if not fed in time
 # ADC          read_mv() -> int        e.g. bus idle voltage for the termination check
+# Filesystem   open(path, mode) -> file (read/write/flush/close), rename(old, new),
+#   (hw.fs)    remove(path): the device's flash filesystem, for the persisted latched
+#              faults (bankgate.latchstore); Files below on the device and the unix
+#              port, a simulated one in the simulator; None: nothing persists
 #
 # Hardware.idle(ms) waits up to ms milliseconds, returning early when a bus has
 # input; the main loop's only blocking call.
@@ -44,6 +48,7 @@ class Hardware:
         self.wdt = None
         self.net = None           # network adapter (Wi-Fi on the ESP32), see bankgate.net
         self.release_count = 0    # release_all() calls so far (admission notices an external release)
+        self.fs = None            # device filesystem (Files) for the latched faults; None: none
 
     def release_all(self):
         """De-energise every output: the fail-safe state.  Must never raise."""
@@ -56,3 +61,19 @@ class Hardware:
 
     def idle(self, ms):
         self.clock.sleep_ms(ms)
+
+
+class Files:
+    """hw.fs on the device: the built-in open() and os.rename/os.remove, paths
+    relative to the current directory ("/" on the ESP32)."""
+
+    def open(self, path, mode):
+        return open(path, mode)
+
+    def rename(self, old, new):
+        import os
+        os.rename(old, new)
+
+    def remove(self, path):
+        import os
+        os.remove(path)

@@ -7,7 +7,7 @@ import time
 import machine
 from micropython import const
 
-from bankgate.hal import Hardware
+from bankgate.hal import Files, Hardware
 
 _UART_RXBUF = const(1024)
 
@@ -79,6 +79,7 @@ class Esp32Hardware(Hardware):
                 self.inputs[name] = machine.Pin(pin, machine.Pin.IN, machine.Pin.PULL_UP)
             else:
                 self.inputs[name] = machine.Pin(pin, machine.Pin.IN)
+        self.fs = Files()         # the latched faults persist on the flash filesystem ("/")
         rs = board.get("rs485")
         if rs:
             baud = rs.get("baud", 115200)

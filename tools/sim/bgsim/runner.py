@@ -27,6 +27,13 @@
 #
 # Output lines (dicts handed to `out`, printed as JSON by the CLI):
 #   {"t", "type": "start"|"state"|"event"|"can"|"mqtt"|"action"|"expect"|"error"|"result", ...}
+#   {"t", "type": "reboot", "kind": "hard"|"soft", "why", "boot": n} when the firmware restarts
+# Reboot and power loss (docs/scenarios.md, "Reboot and power loss"): hw.fs is a
+# simulated device filesystem (simfs.SimFS) that belongs to the simulation and
+# survives a reboot; a `reboot` action or a power cut armed by `fs_cut` raises
+# simfs.DeviceReset inside the running firmware, _run_fw catches it, the outputs
+# are released (a reset does that) and a new Gateway starts on the same hardware,
+# physics and contacts (a welded contact stays welded).
 # Exit codes: 0 every expectation held, 1 some failed, 2 invalid scenario/config,
 # 3 the firmware could not be started.
 import micropython
@@ -40,6 +47,7 @@ from bankgate.events import EVENT_NAMES
 
 import fakebus
 from fakehw import FakeHardware, SimClock
+from simfs import DeviceReset, SimFS
 from bgsim import emu
 from bgsim import scenario as sc
 from bgsim.bms import Bms, alarm_bits
@@ -165,6 +173,8 @@ class Simulation:
             if cc.get(key) and cc[key] not in inputs:
                 inputs.append(cc[key])
         self.hw = hw = FakeHardware(clock, outputs=cc["outputs"], inputs=inputs)
+        hw.fs = self.fs = SimFS()    # the device filesystem: survives a simulated reboot
+        self.boots = 1
         self.step_us = scen["step_ms"] * 1000
         self.t_phys_us = 0
         self.failed_start = None
@@ -535,6 +545,61 @@ class Simulation:
         elif do == "reset_faults":
             if self.gw is not None:
                 self.gw.admission.reset_faults(self.clock.ticks_ms())
+        elif do == "reboot":
+            if self.gw is not None:
+                raise DeviceReset(ev.get("value", "hard"), "timeline")
+        elif do == "fs_cut":
+            self.fs.cut(ev.get("op", 1), ev.get("keep", 0))
+        elif do == "fs_fail":
+            self.fs.fail(ev["value"])
+        elif do == "fs_corrupt":
+            self.fs.corrupt(ev.get("path", "latches.bin"), ev.get("byte", 0))
+
+    # ------------------------------------------------------------ reboot
+    def _run_fw(self, stop):
+        """gw.run(stop), restarting the firmware whenever the device resets."""
+        while True:
+            try:
+                self.gw.run(stop)
+                return
+            except DeviceReset as r:
+                self._reboot(r)
+
+    def _reboot(self, r):
+        """The device restarted: RAM (the Gateway) is lost, the outputs were released
+        (Gateway.run's fail-safe exit; a reset de-energises every coil), the simulated
+        filesystem, the physics and the contacts carry on.  hard: ticks restart at 0."""
+        from bankgate.app import Gateway
+        hw = self.hw
+        clk = self.clock
+        while True:
+            hw.release_all()
+            self._drain_events()
+            self.gw = None
+            self.boots += 1
+            if r.kind == "hard":
+                clk.tick_base_us = -clk.now_us
+            self.out({"t": self.t(), "type": "reboot", "kind": r.kind, "why": r.why,
+                      "boot": self.boots})
+            # the peripherals restart empty: what waited in the receive buffers is lost
+            buf = self._rxbuf
+            if self._in_uart is not None:
+                while self._in_uart.any() > 0 and self._in_uart.readinto(buf):
+                    pass
+            for c in (self._in_cm, self._in_ci):
+                while c is not None and c.recv(buf) >= 0:
+                    pass
+            self._snap = None
+            self._snap_t = -1
+            self._part_t = -1
+            self._parts = {}
+            self.ev_seq = 0
+            gc.collect()
+            try:
+                self.gw = Gateway(hw, self.cfg, self.net)
+                return
+            except DeviceReset as again:     # power lost while the new firmware wrote
+                r = again
 
     def _set_module(self, i, k, v):
         m = self.mods[i]
@@ -1062,6 +1127,8 @@ class Simulation:
         if self.gw is not None:
             res["cycles"] = self.gw.cycles
             res["loop_max_us"] = self.gw.loop_max_us
+        if self.boots > 1:
+            res["boots"] = self.boots
         if self.wire is not None:
             res["rs485_requests"] = self.wire.requests
         res["can_frames_to_inverter"] = self.inverter.frames
@@ -1100,7 +1167,7 @@ class Simulation:
         clk = self.clock
         try:
             if self.gw is not None:
-                self.gw.run(self._stopper(end_us))
+                self._run_fw(self._stopper(end_us))
             else:
                 clk.advance_us(end_us - clk.now_us)
         finally:
@@ -1133,7 +1200,7 @@ class Simulation:
 
         hw.idle = idle
         if self.gw is not None:
-            self.gw.run(self._stopper(end_us))
+            self._run_fw(self._stopper(end_us))
         else:
             while clk.now_us < end_us:
                 idle(20)

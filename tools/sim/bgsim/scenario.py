@@ -123,6 +123,10 @@ ACTIONS = {
     "inverter": (),
     "reset_faults": (),
     "disconnect": ("value",),
+    "reboot": (),              # value "hard" (default) | "soft": the firmware restarts
+    "fs_cut": (),              # op (1), keep (0): power lost in the op-th file operation from now
+    "fs_fail": ("value",),     # the next `value` file writes fail (EIO)
+    "fs_corrupt": (),          # path ("latches.bin"), byte (0): flip one byte's bits
 }
 
 STATE_KEYS = ("bank_state", "module", "state", "reason", "output", "value", "diagnosis", "present",
@@ -238,6 +242,7 @@ def validate(raw):
                     raise ScenarioError(p, "set field needs a module index")
                 if ev["field"] not in MODULE_FIELDS:
                     raise ScenarioError(p + ".field", "unknown module field %r" % ev["field"])
+        _device_action(p, ev)
         if ev["do"] == "inverter" and "profile" in ev:
             ev["profile"] = _profile(p + ".profile", ev["profile"])
     s["timeline"] = sorted(s["timeline"], key=lambda e: e["at"])
@@ -270,6 +275,25 @@ def validate(raw):
             raise ScenarioError(p + ".sim", "unknown physics field %r (known: %s)"
                                 % (ex["sim"], ", ".join(sorted(SIM_FIELDS))))
     return s
+
+
+def _device_action(p, ev):
+    """Field checks of the reboot / filesystem actions (docs/scenarios.md)."""
+    do = ev["do"]
+    if do == "reboot" and ev.get("value", "hard") not in ("hard", "soft"):
+        raise ScenarioError(p + ".value", "reboot: \"hard\" or \"soft\"")
+    if do == "fs_cut":
+        for k, lo in (("op", 1), ("keep", 0)):
+            v = ev.get(k, lo)
+            if type(v) is not int or v < lo:
+                raise ScenarioError(p + "." + k, "an integer >= %d" % lo)
+    if do == "fs_fail" and not (type(ev["value"]) is int and ev["value"] >= 0):
+        raise ScenarioError(p + ".value", "a number of writes >= 0")
+    if do == "fs_corrupt":
+        if type(ev.get("path", "")) is not str or not ev.get("path", "x"):
+            raise ScenarioError(p + ".path", "a file name")
+        if not (type(ev.get("byte", 0)) is int and ev.get("byte", 0) >= 0):
+            raise ScenarioError(p + ".byte", "a byte offset >= 0")
 
 
 def _can_cond(p, ex):
