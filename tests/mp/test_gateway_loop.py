@@ -188,3 +188,35 @@ def test_can_burst_every_changed_frame_is_checked():
     assert can.i == len(frames)                   # the whole burst in one iteration
     assert changed[0] == len(frames)
     assert checked[0] == changed[0]
+
+
+def test_mqtt_rescan_keeps_the_duplicate_verdict_in_force():
+    # a duplicate address is found (16 garbled replies at address 3): every module opens.
+    # The MQTT `rescan` command must not lift that verdict while the new scan runs:
+    # no output may close from the command until the scan has ended
+    from bankgate import discovery as dsc
+    from bankgate.telemetry import commands as cmds
+    gw, clock, uart, _ = _gw()
+    d = gw.poller.discovery
+    for _ in range(16):
+        d.note(1, dsc.R_CORRUPT, clock.ticks_ms())
+    assert d.has(dsc.F_DUPLICATE, 3)
+    for _ in range(20000):
+        gw.step()
+        clock.advance_us(1000)
+        if not any(gw.outputs().values()):
+            break
+    assert not any(gw.outputs().values())
+    scans = d.scans
+    assert cmds.execute(gw, cmds.CMD_RESCAN, None, None) == cmds.OK
+    steps = 0
+    while d.scans == scans:
+        gw.step()
+        clock.advance_us(1000)
+        steps += 1
+        assert steps < 20000
+        assert d.has(dsc.F_DUPLICATE, 3), steps
+        assert d.slot_fault_mask() & (1 << 1)
+        assert not any(gw.outputs().values()), steps
+    assert steps >= N, steps                          # one probe per scanned address
+    assert d.has(dsc.F_DUPLICATE, 3)                  # a scan does not decide it
