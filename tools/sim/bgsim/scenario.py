@@ -123,6 +123,8 @@ ACTIONS = {
     "inverter": (),
     "reset_faults": (),
     "disconnect": ("value",),
+    "freeze": ("module",),
+    "skew_voltage": ("module", "mv"),
 }
 
 STATE_KEYS = ("bank_state", "module", "state", "reason", "output", "value", "diagnosis", "present",
