@@ -6,8 +6,10 @@
 #
 # FROZEN (CHK_FROZEN, value = mAh that flowed with nothing changing).  The protocol
 # layer fingerprints the analog content at every commit (bankgate.model.note_analog:
-# cells, temperatures, current, voltage, SOC, remaining/total capacity) and counts
-# the commits that changed it (Module.fp_changes).  Rule: the content is frozen when
+# cells, temperatures, current, voltage, SOC, remaining/total capacity, Module.fp);
+# every control step compares it with the one it saw last.  (Content that changes
+# and changes back between two steps is missed once: a live BMS keeps changing, so
+# that only delays nothing.)  Rule: the content is frozen when
 # it has not changed while `gating.frozen_mah` of charge flowed through the module.
 # Charge, not time: a live BMS cannot count that much charge in or out without a
 # reported number moving (its SOC, in 1 % steps on the CAN frame set, the coarsest
@@ -56,7 +58,7 @@ class DataChecks:
         self.sum_tol = g["cell_sum_tol_mv"]
         self.lim_max = g["max_limit_ma"]
         self.frozen = bytearray(n)                    # 1: content frozen (until it changes)
-        self._seen = array.array("i", bytes(4 * n))   # Module.fp_changes at the last update
+        self._seen = array.array("i", bytes(4 * n))   # Module.fp at the last update
         self._acc = array.array("i", bytes(4 * n))    # A ms flowed since the last change
         self._t = now
         self.value = 0                                # check(): the evidence number
@@ -75,7 +77,7 @@ class DataChecks:
         lim = self.frozen_ams
         for i in range(n):
             m = mods[i]
-            c = m.fp_changes
+            c = m.fp
             if c != self._seen[i] or not m.analog_valid:
                 self._seen[i] = c
                 self._acc[i] = 0
