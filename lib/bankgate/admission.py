@@ -58,7 +58,8 @@ MOD_STATE_NAMES = ("absent", "checking", "pending", "dwell", "closing", "admitte
 
 # ---- check codes (stable: events, telemetry and docs use the numbers).  Evaluated in
 # this order; a module's reason is the first that fails.  Codes 1..7 are CRITICAL for
-# a closed output (open at once); 8..18 open after a ramp-down; 19.. only gate joining.
+# a closed output (open at once); 8..18 open after a ramp-down; 19..29 only gate joining;
+# 30..32 (data that must make sense) are critical like 1..7, evaluated after CHK_STALE.
 CHK_OK = const(0)
 CHK_ABSENT = const(1)         # no address / never answered / no analog data   value: addr
 CHK_ADDR = const(2)           # answers at an address that is not the approved one   value: addr
@@ -89,11 +90,17 @@ CHK_DV = const(26)            # |V_module - V_bus| too large (pending)   value: 
 CHK_INRUSH = const(27)        # predicted circulating current > max_inrush_ma   value: mA
 CHK_MOD_LIMIT = const(28)     # predicted current > the module's own limit   value: mA
 CHK_SPREAD = const(29)        # main topology: module voltage spread too large   value: mV
+# data that must make sense (bankgate.plausible): evaluated next to CHK_STALE and,
+# like it, not fresh: they block joins and open a closed output at once
+CHK_FROZEN = const(30)        # analog content unchanged while frozen_mah flowed   value: mAh
+CHK_CELL_SUM = const(31)      # sum of cells - module voltage beyond cell_sum_tol_mv   value: mV
+CHK_CURRENT_RANGE = const(32) # |I| above twice the module's rating   value: mA
 CHECK_NAMES = (
     "ok", "absent", "address", "stale", "identity", "no_alarm_data", "alarm", "fault", "bus",
     "inverter", "no_limits", "limits", "no_identity", "model", "firmware_min", "firmware_same",
     "cells", "chemistry", "nominal", "parallel", "boot_hold", "voltage", "soc", "soc_spread",
-    "link_unknown", "bank_wait", "dv", "inrush", "module_limit", "spread")
+    "link_unknown", "bank_wait", "dv", "inrush", "module_limit", "spread",
+    "frozen", "cell_sum", "current_range")
 _LAST_IMMEDIATE = const(7)    # codes 1..7 open a closed output at once
 _LAST_STAY = const(18)        # codes 8..18 open after a ramp-down; >18 only gate joins
 
@@ -242,6 +249,8 @@ class Admission:
         self._join_val = 0
         self._idm = 0
         self._fw_ref = -1
+        from bankgate.plausible import DataChecks
+        self.dq = DataChecks(cfg, n, now)                # frozen / implausible data
         self._soc_lo = 0
         self._soc_hi = 0
         for i in range(n):
@@ -364,6 +373,7 @@ class Admission:
             i = ct.fault_index
             self._latch(f, i if self.branch else -1, ct.fb_closed(i), now)
         self._bank_checks(now, bus_fault, inverter_ok)
+        self._data_update(now)
         if self.branch:
             self._weld_branch(now)
         else:
@@ -378,6 +388,18 @@ class Admission:
         # 5.
         self._pending(now)
         self._bank_state(now)
+
+    def _data_update(self, now):
+        """Frozen-data accounting (bankgate.plausible), once per step: the closed
+        slots and the admitted bank's current from the previous step."""
+        if self.branch:
+            closed = 0
+            for i in range(self.n_exp):
+                if self.ct.cmd[i]:
+                    closed |= 1 << i
+        else:
+            closed = self.expected_mask if self.phase >= _P_CLOSING else 0
+        self.dq.update(now, self.bank.modules, self.n_exp, closed, self.bank_ma, self.admitted)
 
     def _latch(self, bit, slot, value, now):
         if self.faults & bit:
@@ -541,6 +563,10 @@ class Admission:
         if age > self.max_age:
             self._v = age
             return CHK_STALE
+        code = self.dq.check(i, m)
+        if code:
+            self._v = self.dq.value
+            return code
         al = m.alarms if join else (m.alarms & self.stay_alarms)
         bits = (al | m.protections) & self.crit
         if bits:
@@ -698,6 +724,9 @@ class Admission:
         vb = self.link_mv
         for i in range(self.n_exp):
             m = mods[i]
+            if self.dq.frozen[i]:
+                self.weld_on[i] = 0                       # a replayed current proves nothing
+                continue
             cond = False
             if not ct.cmd[i] and m.analog_valid and m.addr >= 0:
                 # a sample taken after the contact must have opened, and fresh
@@ -738,7 +767,7 @@ class Admission:
                 code = self._check(i, m, now, False)
                 self._codes[i] = code
                 v = self._v
-                if code and code <= _LAST_IMMEDIATE:
+                if code and (code <= _LAST_IMMEDIATE or CHK_FROZEN <= code <= CHK_CURRENT_RANGE):
                     ct.set(i, 0, now)                     # critical: open at once
                     self._set(i, self._state_for(code, i), code, v, now)
                     continue
@@ -821,6 +850,8 @@ class Admission:
         n = 0
         for i in range(self.n_exp):
             m = mods[i]
+            if self.dq.frozen[i]:
+                continue                                  # a replayed current proves nothing
             if m.addr >= 0 and m.analog_valid and clock.diff(m.t_analog, t_open) > self.fb_ms \
                     and clock.diff(now, m.t_analog) <= self.max_age:
                 s += m.current_ma
@@ -890,7 +921,7 @@ class Admission:
             self._vals[i] = self._v
             if code:
                 n_bad += 1
-                if code <= _LAST_IMMEDIATE:
+                if code <= _LAST_IMMEDIATE or CHK_FROZEN <= code <= CHK_CURRENT_RANGE:
                     imm = True
             else:
                 x = m.voltage_mv

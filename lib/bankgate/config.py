@@ -59,6 +59,16 @@ SCHEMA = {
         "share_min_ma": ("int", 5000, 0, 1000000, "Bank current below which shares are not measurable."),
         "limits_max_age_ms": ("int", 60000, 200, 600000,
                               "Charge/discharge limits (0x92) older than this count as missing."),
+        "frozen_mah": ("int", 5000, 500, 200000,
+                       "Frozen data: analog content (cells, V, I, temperatures, SOC, capacity) unchanged while this "
+                       "much charge flowed through the module. 5 Ah moves the SOC of any module up to 500 Ah past "
+                       "its coarsest step (1 %, CAN); at least 0.5 Ah (0.1 A resolution noise), at most 200 Ah."),
+        "frozen_min_ma": ("int", 2000, 100, 1000000,
+                          "...counted only while the module's current (a closed module: at least its share of the "
+                          "bank current) is at least this: float at full SOC may leave a BMS's numbers still."),
+        "cell_sum_tol_mv": ("int", 1500, 50, 20000,
+                            "Implausible data: |sum of cell voltages - module voltage| above this (terminal drop "
+                            "under load stays well below; a dead cell sense line is ~3 V)."),
     },
     "contactors": {
         "outputs": ("strs", ["k1", "k2", "k3"], 1, 16,

@@ -65,6 +65,7 @@ _RAISE = const(1)
 _BAND = const(0)
 _CLEAR = const(-1)
 _NOT_JUDGED = const(-2)
+_SOC_EQ_PM = const(50)      # current_high: SOC deviation that explains an excess (it equalises)
 _ALARM_RING = const(8)      # remembered alarm onsets per module (config alarm_count <= 8)
 
 # code -> (name, evidence a, evidence b, first check (seed tables), stop); index code - 1
@@ -146,6 +147,7 @@ class Diagnoser:
         self.pending_ms = g["pending_event_ms"]
         self.max_age_ms = g["max_age_ms"]
         self.module_mv_min = g["module_mv_min"]
+        self.r_loop = g["loop_resistance_mohm"]
         n = N_CODES * _W
         # instance state, index (code - 1) * 17 + slot (or BANK)
         self.active = bytearray(n)
@@ -494,8 +496,12 @@ class Diagnoser:
             rel = self._rel[s]
             exc = self._exc[s]
             xm = d["share_excess_ma"]
+            sd = me.soc_dev_pm[s] if me.bank_ma < 0 else -me.soc_dev_pm[s]
             if rel >= d["share_raise_pm"] and exc >= xm:
-                cond = _RAISE
+                # a module >= _SOC_EQ_PM above the mean SOC that discharges more (below,
+                # charges more) is the bank equalising a SOC difference, not a cable:
+                # held (BAND) until the SOCs converge
+                cond = _BAND if sd >= _SOC_EQ_PM else _RAISE
             elif rel < d["share_clear_pm"] or exc < xm // 2:
                 cond = _CLEAR
             else:
@@ -595,15 +601,48 @@ class Diagnoser:
                 cond = _BAND
             self._judge(now, DG_VOLTAGE_FLUCTUATION, s, cond, addr, sw, d["fluct_window_ms"] // 1000, 0, 0)
         # branch fuse trip: module voltage present, no BMS protection, ~0 current
-        # while the other modules carry load
+        # while the other modules carry load, AND the module's voltage does not follow
+        # the bus (see _fuse_rule)
         if n > 1 and m.protections == 0 and m.voltage_mv >= self.module_mv_min:
-            i = m.current_ma
-            if i < 0:
-                i = -i
-            others = (me.abs_sum_ma - i) // (n - 1)
-            if others >= d["fuse_load_ma"]:
-                cond = _RAISE if i <= d["fuse_zero_ma"] else (_CLEAR if i >= d["fuse_clear_ma"] else _BAND)
-                self._judge(now, DG_BRANCH_FUSE_TRIP, s, cond, addr, m.current_ma, others, hr, hc)
+            self._fuse_rule(now, s, m, addr, n, hr, hc)
+
+    def _fuse_rule(self, now, s, m, addr, n, hr, hc):
+        """branch_fuse_trip.  ~0 A alone is no evidence: a connected module whose open
+        circuit voltage equals the bus (one at a higher SOC while the others charge)
+        carries ~0 A too, and its terminal voltage then equals the bus voltage.  An
+        open branch shows its own open-circuit voltage instead, which the others'
+        current pushes away from the bus by about I_others x R_loop.  So RAISE needs
+        |V_module - V_bus| >= I_others x gating.loop_resistance_mohm / 4 (a quarter of
+        the departure: room for OCV differences between modules; V_bus: the DC-link
+        reading, else the mean of the other measured modules).  An open module whose
+        OCV happens to sit at the bus cannot be told from a connected one at 0 A: BAND.  A module that
+        carries >= fuse_clear_ma has an intact branch whatever the others carry: that
+        CLEARs it (also when the others are idle -- before, the rule was not judged
+        then and a raised diagnosis stayed for good)."""
+        d = self.d
+        me = self.metrics
+        i = m.current_ma
+        if i < 0:
+            i = -i
+        others = (me.abs_sum_ma - i) // (n - 1)
+        if i >= d["fuse_clear_ma"]:
+            cond = _CLEAR
+        elif others < d["fuse_load_ma"]:
+            return                                   # not judged
+        elif i > d["fuse_zero_ma"]:
+            cond = _BAND
+        else:
+            ref = self.bank.link_mv
+            if ref < 0:
+                ref = (me.v_mean_mv * n - m.voltage_mv) // (n - 1)   # <= 16 x 65535
+            dv = m.voltage_mv - ref
+            if dv < 0:
+                dv = -dv
+            # others (< 2**26 mA) x R (<= 10000 mOhm) / 1000 without a product above 2**30
+            r = self.r_loop
+            need = ((others // 1000) * r + (others % 1000) * r // 1000) // 4
+            cond = _RAISE if dv >= need else _BAND
+        self._judge(now, DG_BRANCH_FUSE_TRIP, s, cond, addr, m.current_ma, others, hr, hc)
 
     def _alarm_rule(self, now, s, m, addr, hc):
         if not m.alarm_valid:

@@ -45,9 +45,11 @@
 # configured address and the old address must not count as an extra module.)
 #
 # Latching: DUPLICATE stays until `clear_after` clean replies in a row at that
-# address (DUP_CLEAR_GOOD) with no serial change, or until a rescan.  MISSING
-# clears when the address answers; UNEXPECTED / COUNT / TOO_MANY are re-evaluated
-# on every scan and whenever a slot answers for the first time.
+# address (DUP_CLEAR_GOOD) with no serial change; a rescan does not clear it.
+# MISSING clears when the address answers; UNEXPECTED / COUNT / TOO_MANY are
+# re-evaluated on every scan and whenever a slot answers for the first time.
+# A rescan (MQTT `rescan`) keeps every verdict in force while it runs: end_scan()
+# replaces them with the new scan's (begin_scan() clears nothing).
 #
 # slot_fault_mask(): bit i set when slot i has DUPLICATE, SWAPPED, UNEXPECTED or
 # MISSING: such a module must not be admitted.  COUNT / TOO_MANY are bank-level
@@ -281,13 +283,8 @@ class Discovery:
             self._p_to[a] = 0
         self.scanning = True
         self.group_count = -1
-        # a rescan is the operator's "I fixed it": forget address/identity verdicts
-        i = self.count - 1
-        while i >= 0:
-            c = self.f_code[i]
-            if c != F_SWAPPED:
-                self._clear(c, self.f_addr[i], now)
-            i -= 1
+        # the verdicts (duplicate, missing, unexpected, count) stay in force while the
+        # scan runs: end_scan() replaces them with what the new scan found
         for s in range(self.bank.n_used):
             self._hist[s] = 0
             self._nhist[s] = 0
@@ -345,7 +342,22 @@ class Discovery:
             a = mods[s].addr
             if self.configured[a] and not (self._p_good[a] or self._p_bad[a]):
                 self._set(F_MISSING, a, s, self._p_to[a], 0, now)
+        self._replace_verdicts(now)
         self.recount(now)
+
+    def _replace_verdicts(self, now):
+        """End of a (re)scan: the previous MISSING / UNEXPECTED verdicts the scan did not
+        find again are cleared now, not when the scan began (a rescan never opens a
+        window without them).  DUPLICATE is not decided by a scan (see end_scan): it
+        stays until its own clear rule, DUP_CLEAR_GOOD clean replies in a row."""
+        i = self.count - 1
+        while i >= 0:
+            c = self.f_code[i]
+            a = self.f_addr[i]
+            if (c == F_MISSING and self.answered(a)) or \
+                    (c == F_UNEXPECTED and not self.answered(a)):
+                self._clear(c, a, now)
+            i -= 1
 
     def recount(self, now):
         """COUNT / TOO_MANY from the modules that have answered."""

@@ -45,6 +45,34 @@ def alarm_names(bits):
     return [name for bit, name in ALARM_NAMES if bits & bit]
 
 
+def note_analog(m):
+    """After a protocol commit of analog data: fingerprint the content (cells,
+    temperatures, current, voltage, SOC, remaining/total capacity) into m.fp: per
+    value, h rotated left by 5 within 30 bits, XOR the value's low 30 bits (every
+    intermediate a small int on the ESP32; inlined, a call per value would cost
+    more than the mixing).  Identical content gives the identical fingerprint, so a
+    BMS replaying one frame never changes it (bankgate.plausible: frozen data
+    compares it per control step).  A change that collides with the old
+    fingerprint (2**-30) is seen at the next change.  One attribute, not two: a
+    60th attribute would grow every Module's attribute table (~110 bytes each on
+    the ESP32).  Allocation-free."""
+    n = m.n_cells
+    h = n
+    cm = m.cell_mv
+    for k in range(n):
+        h = (((h & 0x1FFFFFF) << 5) | (h >> 25)) ^ cm[k]
+    n = m.n_temps
+    t = m.temp_dc
+    for k in range(n):
+        h = (((h & 0x1FFFFFF) << 5) | (h >> 25)) ^ (t[k] & 0x3FFFFFFF)
+    h = (((h & 0x1FFFFFF) << 5) | (h >> 25)) ^ (m.current_ma & 0x3FFFFFFF)
+    h = (((h & 0x1FFFFFF) << 5) | (h >> 25)) ^ (m.voltage_mv & 0x3FFFFFFF)
+    h = (((h & 0x1FFFFFF) << 5) | (h >> 25)) ^ (m.soc_pm & 0x3FFFFFFF)
+    h = (((h & 0x1FFFFFF) << 5) | (h >> 25)) ^ (m.remaining_mah & 0x3FFFFFFF)
+    h = (((h & 0x1FFFFFF) << 5) | (h >> 25)) ^ (m.total_mah & 0x3FFFFFFF)
+    m.fp = h
+
+
 class Module:
     """Everything known about the module in one slot (one bus address)."""
 
@@ -76,6 +104,7 @@ class Module:
         self.soh_pm = 1000           # state of health, permille, where the family reports it
         self.analog_valid = False
         self.t_analog = 0
+        self.fp = 0                  # fingerprint of the analog content (note_analog)
         # alarms: 0x44 (bitmasks of ALM_*), raw status bytes kept for diagnosis
         self.alarms = 0
         self.protections = 0

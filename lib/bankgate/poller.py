@@ -37,6 +37,10 @@
 #   Discovery listens for CAN_LISTEN_MS, then reports; later newcomers are
 #   reported when first heard.  Two packs sending on one id are found by frame
 #   spacing (see Discovery.can_frame).
+#   service() returns after the first frame that changed a record (reading at most
+#   CAN_MAX_FRAMES frames), so the caller checks every changed slot before the next
+#   frame is decoded; the rest of a burst stays queued for the next call (the loop
+#   drains it in the same iteration: bankgate.app.Gateway._drain_can).
 #
 # service() never blocks beyond the RS485 driver's bounded TX busy-wait and
 # allocates nothing once constructed (tests/mp/test_poller.py proves it).
@@ -57,7 +61,7 @@ LOST_AFTER = const(3)            # consecutive timeouts that make a module "lost
 CAN_LISTEN_MS = const(3000)      # CAN discovery listening window
 CAN_SILENT_MS = const(3000)      # CAN: no frame this long counts one timeout
 CAN_MOD_BASE = const(0x400)
-CAN_MAX_FRAMES = const(16)       # frames handled per service() call (bounded work)
+CAN_MAX_FRAMES = const(16)       # frames read at most per service() call (bounded work)
 CAN_WAIT_MS = const(10)          # CAN: idle at most this long (hw.idle wakes on input anyway)
 
 # last_error codes for bus-level failures (the proto codes stop at -21)
@@ -519,6 +523,7 @@ class Poller:
                 d.can_frame(slot, pid, now)
             if outcome == dsc.R_GOOD:
                 changed = slot
+                break                          # one changed record per call: the caller checks it
         if self._phase == PH_CAN_LISTEN:
             if clock.due(now, self._t_listen):
                 d.end_scan(now, 0, 63)

@@ -48,6 +48,11 @@ def step():
             rec["pin_at_visible"] = v
         elif kind == "stale" and rec["was_closed"]:
             rec["t_last_data"] = mod.t_analog
+        elif kind == "cell_sum" and mod.n_cells:
+            d = sum(mod.cell_mv[k] for k in range(mod.n_cells)) - mod.voltage_mv
+            if d > adm.dq.sum_tol or d < -adm.dq.sum_tol:
+                rec["t_visible"] = now
+                rec["pin_at_visible"] = v
     if rec["t_open"] is None and rec["was_closed"] and not v:
         rec["t_open"] = now
     return r
@@ -86,6 +91,17 @@ def test_stale_data_opens_within_one_period_of_the_age_limit(tmp_path):
     age_at_open = r["t_open"] - r["t_last_data"]
     # never before the age limit, and at most one control period after it
     assert r["max_age_ms"] < age_at_open <= r["max_age_ms"] + 50, r
+
+
+def test_implausible_frame_opens_in_the_same_loop_iteration(tmp_path):
+    # the module voltage jumps 3 V off the cells at 30 s: the iteration that decodes
+    # that frame opens the branch (checks 30..32 are critical, like stale data)
+    r = _probe(tmp_path, "adm_implausible_data.json", 3, "k2", "cell_sum")
+    assert r["rc"] == 0, r
+    assert r["t_visible"] is not None and r["t_open"] is not None, r
+    assert 30000 <= r["t_visible"] <= 30100, r
+    assert r["pin_at_visible"] == 0, r
+    assert r["t_open"] <= r["t_visible"], r
 
 
 # ------------------------------------------------- the "can" expectation condition

@@ -34,8 +34,9 @@ SEED = 0xCA4F0001
 
 WRITES = {
     C.ID_LIMITS: ("chg_v_mv", "chg_limit_ma", "dsg_limit_ma", "dsg_v_mv", "mgmt_valid", "t_mgmt"),
-    C.ID_SOC: ("soc_pm", "soh_pm"),
-    C.ID_MEASURE: ("voltage_mv", "current_ma", "temp_dc", "n_temps", "analog_valid", "t_analog"),
+    C.ID_SOC: ("soc_pm", "soh_pm", "fp"),
+    C.ID_MEASURE: ("voltage_mv", "current_ma", "temp_dc", "n_temps", "analog_valid", "t_analog",
+                   "fp"),
     C.ID_ALARMS: ("protections", "alarms", "status", "alarm_valid", "t_alarm"),
     C.ID_REQUEST: ("mgmt_flags",),
     C.ID_NAME: ("manufacturer", "manufacturer_len", "id_valid", "t_id"),

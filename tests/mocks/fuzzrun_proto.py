@@ -45,7 +45,8 @@ SEED = 0x5EED0001
 
 # ------------------------------------------------------------------ what a command may write
 ANALOG = ("n_cells", "cell_mv", "n_temps", "temp_dc", "current_ma", "voltage_mv", "remaining_mah",
-          "total_mah", "cycles", "soc_pm", "analog_valid", "t_analog")
+          "total_mah", "cycles", "soc_pm", "analog_valid", "t_analog",
+          "fp")     # the analog fingerprint (bankgate.model.note_analog)
 ALARM = ("alarms", "protections", "status", "alarm_valid", "t_alarm")
 MGMT = ("chg_v_mv", "dsg_v_mv", "chg_limit_ma", "dsg_limit_ma", "mgmt_flags", "mgmt_valid", "t_mgmt")
 PARAMS = ("cell_hi_mv", "cell_lo_mv", "cell_uv_mv", "mod_hi_mv", "mod_lo_mv", "mod_uv_mv",

@@ -341,6 +341,61 @@ def test_branch_fuse_trip():
     assert env.dg.is_active(dg.DG_BRANCH_FUSE_TRIP, 4)
 
 
+def test_no_fuse_trip_for_a_connected_module_at_the_bus_voltage():
+    # make demo: a module at higher SOC joins while the others charge at 25 A each; its
+    # OCV sits at the bus voltage, so it takes ~0 A while its terminal voltage follows
+    # the bus (40 mV above the others' terminals: their cable drop).  A blown fuse
+    # would show its own OCV instead: no branch_fuse_trip
+    env = Env()
+    env.set(0, 50021, 25200)
+    env.set(1, 50021, 25200)
+    env.set(2, 50061, -400)
+    env.run(60)
+    assert env.active_codes() == [], [dg.name_of(c) for c in env.active_codes()]
+    # the same currents with the module's voltage away from the bus (its own OCV,
+    # 0.5 V below the charging bank): that is an open branch
+    env.set(2, 49521, 0)
+    env.run(15)
+    _only(env, dg.DG_BRANCH_FUSE_TRIP)
+
+
+def test_fuse_trip_clears_when_the_module_carries_the_load_alone():
+    # make demo, second half: the module that took ~0 A later carries 25 A of a 30 A
+    # discharge while the others carry ~2 A each: current through its branch proves the
+    # fuse intact, whatever the others carry (before: not judged, active for good)
+    env = Env()
+    hc = env.cfg["diagnosis"]["hold_clear_ms"] // 1000
+    env.set(0, 51400, -30000, 526)
+    env.set(1, 51400, -30000, 526)
+    env.set(2, 51900, 0, 879)
+    env.run(15)
+    _only(env, dg.DG_BRANCH_FUSE_TRIP)
+    env.set(0, 49503, -1820, 526)
+    env.set(1, 49503, -1820, 526)
+    env.set(2, 49542, -26370, 879)                # it is at higher SOC: it discharges more
+    env.run(hc + 2)
+    assert env.active_codes() == [], [dg.name_of(c) for c in env.active_codes()]
+    assert (EV_DIAG_CLEARED, 4, dg.DG_BRANCH_FUSE_TRIP) in env.events(dg.DG_BRANCH_FUSE_TRIP)
+
+
+def test_current_high_not_raised_when_the_excess_equalises_soc():
+    # a module 35 % above the bank's SOC carries most of a discharge: the bank
+    # equalising SOC (make demo at 430 s), not unequal cables; the same excess with
+    # aligned SOCs is the cable finding
+    env = Env()
+    env.set(0, 49503, -1820, 526)
+    env.set(1, 49503, -1820, 526)
+    env.set(2, 49542, -26370, 879)
+    env.run(60)
+    assert env.active_codes() == [], [dg.name_of(c) for c in env.active_codes()]
+    env = Env()
+    env.set(0, 49503, -1820, 600)
+    env.set(1, 49503, -1820, 600)
+    env.set(2, 49542, -26370, 600)
+    env.run(15)
+    _only(env, dg.DG_CURRENT_HIGH)
+
+
 def test_raise_hold_restarts_after_steps_that_cannot_judge():
     # a momentary "zero current while the others carry load" (a load step seen with
     # one module's data a sweep older), then no load (the rule cannot judge), then the

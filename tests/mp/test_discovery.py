@@ -260,3 +260,54 @@ def test_duplicate_finding_constants_match_what_the_gateway_uses():
     from bankgate import bushealth, discovery
     assert discovery.F_DUPLICATE == 1 and bushealth.DUPLICATE_ADDRESS == 3
     assert bushealth.TERMINATION_SUSPECT == 1 and bushealth.WIRING_NOISE == 2
+
+
+def test_rescan_keeps_verdicts_until_the_new_scan_replaces_them():
+    # MISSING 3, UNEXPECTED 9 and DUPLICATE 2 are in force; a rescan must not drop any
+    # of them while it runs (slot_fault_mask unchanged), and at its end replace them
+    # with what it found: 3 answers now (MISSING clears), 9 is gone (UNEXPECTED
+    # clears), DUPLICATE stays until its own clear rule (clean replies in a row)
+    d, b, ev = _setup((2, 3, 4))
+    d.begin_scan(0)
+    for a in (2, 4, 9):
+        d.probe_result(a, dsc.R_GOOD)
+    d.end_scan(10, 2, 17)
+    t = 10
+    for k in range(16):
+        for s in (0, 2, 3):
+            t += 10
+            d.note(s, dsc.R_CORRUPT if (s == 0 and k % 4 != 0) else dsc.R_GOOD, t)
+    before = _codes(d)
+    assert before == [(dsc.F_DUPLICATE, 2), (dsc.F_MISSING, 3), (dsc.F_UNEXPECTED, 9)], before
+    mask = d.slot_fault_mask()
+    assert mask == 0b1011
+    d.begin_scan(t)
+    assert _codes(d) == before and d.slot_fault_mask() == mask
+    for a in range(2, 18):
+        d.probe_result(a, dsc.R_GOOD if a in (2, 3, 4) else dsc.R_TIMEOUT)
+        assert _codes(d) == before and d.slot_fault_mask() == mask     # during the scan
+    d.end_scan(t + 100, 2, 17)
+    # (COUNT: slot 3 keeps the record of 9, seen before; re-evaluated by recount as before)
+    assert [c for c in _codes(d) if c[0] <= dsc.F_UNEXPECTED] == [(dsc.F_DUPLICATE, 2)], _codes(d)
+    assert d.slot_fault_mask() == 1
+    evs = _events(ev)
+    assert (3, -dsc.F_MISSING, 0) in evs and (9, -dsc.F_UNEXPECTED, 0) in evs
+    assert (2, -dsc.F_DUPLICATE, 0) not in evs
+    for k in range(dsc.DUP_CLEAR_GOOD - 1):
+        d.note(0, dsc.R_GOOD, t + 200 + k)
+    assert d.has(dsc.F_DUPLICATE, 2)
+    d.note(0, dsc.R_GOOD, t + 500)
+    assert not d.has(dsc.F_DUPLICATE, 2)
+    # a rescan that finds the same MISSING / UNEXPECTED keeps them (no clear, no new raise)
+    d2, b2, ev2 = _setup((2, 3, 4))
+    d2.begin_scan(0)
+    for a in (2, 4, 9):
+        d2.probe_result(a, dsc.R_GOOD)
+    d2.end_scan(10, 2, 17)
+    n_ev = ev2.seq
+    d2.begin_scan(20)
+    for a in (2, 4, 9):
+        d2.probe_result(a, dsc.R_GOOD)
+    d2.end_scan(30, 2, 17)
+    assert _codes(d2) == [(dsc.F_MISSING, 3), (dsc.F_UNEXPECTED, 9)]
+    assert ev2.seq == n_ev, _events(ev2)

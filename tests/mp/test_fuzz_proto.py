@@ -4,6 +4,9 @@
 # tests/mocks/fuzzrun_proto.py and fuzzlib.py; docs/fuzzing.md describes them.  These are the
 # `make test` counts; tests/mp/test_fuzz_long.py runs the same functions with 100 000 inputs.
 # mpy-timeout: 600
+# mpy-heapsize: 320k
+# (the fuzz harness's fingerprints and mutators share the heap with a full Admission; the
+# firmware's own footprint is measured by `bankgate bench`, not here)
 import fuzzlib
 import fuzzrun_proto as R
 import mptest

@@ -35,6 +35,7 @@ from bankgate.model import (
     ALM_CELL_OV, ALM_CELL_UV, ALM_CHG_OC, ALM_CHG_OT, ALM_CHG_UT, ALM_DSG_OC, ALM_DSG_OT,
     ALM_DSG_UT, ALM_INTERNAL, ALM_MOD_OV, ALM_MOD_UV)
 from bankgate.proto.errors import E_OK, E_PLAUSIBLE, E_TRUNCATED, E_UNSUPPORTED
+from bankgate.model import note_analog
 
 NAME = "pylontech-can"
 ID_LIMITS = const(0x351)
@@ -124,6 +125,7 @@ def decode(can_id, buf, dlc, mod, now):
             return E_PLAUSIBLE
         mod.soc_pm = soc * 10
         mod.soh_pm = soh * 10
+        note_analog(mod)
         return E_OK
     if can_id == ID_MEASURE:
         if dlc < 6:
@@ -136,6 +138,7 @@ def decode(can_id, buf, dlc, mod, now):
         mod.current_ma = _s16(buf, 2) * 100
         mod.temp_dc[0] = t
         mod.n_temps = 1
+        note_analog(mod)
         mod.analog_valid = True
         mod.t_analog = now
         return E_OK

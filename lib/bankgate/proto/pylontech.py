@@ -150,6 +150,7 @@ def commit_analog(d, s, now):
     d.total_mah = s.total_mah
     d.cycles = s.cycles
     d.soc_pm = s.soc_pm
+    model.note_analog(d)
     d.analog_valid = True
     d.t_analog = now
 

@@ -115,6 +115,11 @@ class Bms:
         self.v_flags = 0
         self.v_charging = False
         self.v_discharging = False
+        # fault injections (scenario timeline "freeze" / "skew_voltage"): a frozen BMS
+        # replays the analog numbers of the moment it froze (refresh() stops); a skewed
+        # one reports its module voltage off by skew_mv against its own cells
+        self.frozen = False
+        self.skew_mv = 0
 
     # ---------------------------------------------------------------- model
     def max_temp_c(self):
@@ -266,6 +271,8 @@ class Bms:
         if stamp is not None and stamp == self._v_stamp and self.updates == self._v_upd \
                 and self.addr == self._v_addr:
             return
+        if self.frozen and self._v_stamp is not None:
+            return                   # injected: the same analog frame, replayed
         self._v_stamp = stamp
         self._v_upd = self.updates
         self._v_addr = self.addr
@@ -296,7 +303,7 @@ class Bms:
             flags |= 0x20
         cl = self.cell
         self.v_current_ma = 0 if m.bms_open else int(round(m.current_a * 1000))
-        self.v_voltage_mv = int(round(m.terminal_v() * 1000))
+        self.v_voltage_mv = int(round(m.terminal_v() * 1000)) + self.skew_mv
         self.v_remaining_mah = int(round(m.soc * total))
         self.v_total_mah = total
         self.v_design_mah = int(round(self.design_ah * 1000))

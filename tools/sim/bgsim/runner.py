@@ -506,6 +506,10 @@ class Simulation:
             b.update(self.bank.t_s, 0.0)
         elif do == "clear_alarm":
             b.clear_injected()
+        elif do == "freeze":
+            b.frozen = bool(ev.get("value", True))
+        elif do == "skew_voltage":
+            b.skew_mv = int(ev["mv"])
         elif do == "blow_fuse":
             m.fuse.blown = True
             m.fuse.t_blown_s = self.bank.t_s

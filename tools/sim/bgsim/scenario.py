@@ -127,6 +127,8 @@ ACTIONS = {
     "fs_cut": (),              # op (1), keep (0): power lost in the op-th file operation from now
     "fs_fail": ("value",),     # the next `value` file writes fail (EIO)
     "fs_corrupt": (),          # path ("latches.bin"), byte (0): flip one byte's bits
+    "freeze": ("module",),
+    "skew_voltage": ("module", "mv"),
 }
 
 STATE_KEYS = ("bank_state", "module", "state", "reason", "output", "value", "diagnosis", "present",
