@@ -511,7 +511,7 @@ class Admission:
             self._v = age
             return CHK_STALE
         al = m.alarms if join else (m.alarms & self.stay_alarms)
-        bits = (al | m.protections) & self.crit
+        bits = (al & self.crit) | m.protections      # a BMS protection (trip) always opens
         if bits:
             self._v = bits
             return CHK_ALARM

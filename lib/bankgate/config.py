@@ -33,17 +33,17 @@ SCHEMA = {
     "gating": {
         "topology": ("enum", "branch", ("branch", "main"), None,
                      "One contactor per module branch, or one main contactor with precharge."),
-        "max_dv_mv": ("int", 500, 10, 5000, "Largest |V_module - V_bus| at which a module may join."),
+        "max_dv_mv": ("int", 500, 10, 2000, "Largest |V_module - V_bus| at which a module may join."),
         "hysteresis_mv": ("int", 100, 0, 2000, "A pending module must come this far below max_dv_mv."),
-        "dwell_ms": ("int", 3000, 0, 600000, "Conditions must hold this long before a close."),
-        "max_inrush_ma": ("int", 50000, 1000, 1000000, "Largest predicted circulating current at join (dV / loop R)."),
-        "loop_resistance_mohm": ("int", 25, 1, 10000, "Module internal + branch resistance when not estimated."),
+        "dwell_ms": ("int", 3000, 200, 600000, "Conditions must hold this long before a close."),
+        "max_inrush_ma": ("int", 50000, 1000, 100000, "Largest predicted circulating current at join (dV / loop R)."),
+        "loop_resistance_mohm": ("int", 25, 1, 100, "Module internal + branch resistance when not estimated."),
         "module_mv_min": ("int", 44000, 0, 65000, "Lowest module voltage allowed to join."),
         "module_mv_max": ("int", 57600, 0, 65000, "Highest module voltage allowed to join."),
         "soc_min_pm": ("int", 50, 0, 1000, "Lowest SOC allowed to join (permille)."),
         "soc_max_pm": ("int", 1000, 0, 1000, "Highest SOC allowed to join (permille)."),
         "soc_spread_pm": ("int", 150, 0, 1000, "Largest SOC spread across the joining bank (permille)."),
-        "max_age_ms": ("int", 5000, 200, 600000, "Data older than this counts as lost."),
+        "max_age_ms": ("int", 5000, 200, 30000, "Data older than this counts as lost."),
         "pending_event_ms": ("int", 900000, 1000, 86400000, "Pending longer than this raises an event."),
         "precharge_timeout_ms": ("int", 5000, 100, 60000, "Main topology: DC link must reach the bank in this time."),
         "precharge_min_ms": ("int", 300, 0, 60000, "Main topology: precharge at least this long."),
@@ -54,10 +54,10 @@ SCHEMA = {
                           "Warning bits that do not open a CLOSED module (default: charge and discharge "
                           "over-current): the share-aware bank limits carry it instead. Protections with "
                           "these bits, and joins, still follow critical_alarms."),
-        "min_limit_ma": ("int", 1000, 0, 1000000, "A module reporting a smaller charge/discharge limit is implausible."),
-        "max_limit_ma": ("int", 500000, 0, 2000000, "A module reporting a larger limit is implausible."),
+        "min_limit_ma": ("int", 1000, 100, 1000000, "A module reporting a smaller charge/discharge limit is implausible."),
+        "max_limit_ma": ("int", 500000, 0, 1000000, "A module reporting a larger limit is implausible."),
         "share_min_ma": ("int", 5000, 0, 1000000, "Bank current below which shares are not measurable."),
-        "limits_max_age_ms": ("int", 60000, 200, 600000,
+        "limits_max_age_ms": ("int", 60000, 200, 120000,
                               "Charge/discharge limits (0x92) older than this count as missing."),
     },
     "contactors": {
@@ -65,9 +65,9 @@ SCHEMA = {
                     "Board output names: one per module (branch, in address order) or [main, precharge]."),
         "feedback": ("strs", [], 0, 16, "Board input names of auxiliary contacts, same order (empty: none)."),
         "feedback_ms": ("int", 200, 10, 5000, "Auxiliary contact must follow the coil within this time."),
-        "weld_mv": ("int", 2000, 100, 20000, "Open branch still at bus voltage with current: welded."),
-        "weld_ma": ("int", 1500, 100, 100000, "Current through an opened branch (or the open main) beyond this: welded."),
-        "weld_confirm_ms": ("int", 2000, 0, 60000, "A measured weld must persist this long before it latches."),
+        "weld_mv": ("int", 2000, 500, 20000, "Open branch still at bus voltage with current: welded."),
+        "weld_ma": ("int", 1500, 100, 10000, "Current through an opened branch (or the open main) beyond this: welded."),
+        "weld_confirm_ms": ("int", 2000, 0, 10000, "A measured weld must persist this long before it latches."),
         "weld_link_ms": ("int", 30000, 0, 600000,
                          "Main topology: DC link still at bank voltage this long with everything open: welded (0: off)."),
         "feedback_active": ("int", 1, 0, 1, "Feedback input level meaning 'contact closed' (0: pulled-up input to ground)."),
@@ -78,8 +78,8 @@ SCHEMA = {
     },
     "control": {
         "period_ms": ("int", 50, 10, 1000, "Control-loop period: the bound on reaction time."),
-        "watchdog_ms": ("int", 2000, 500, 30000, "Hardware watchdog timeout (fed only by a healthy loop)."),
-        "boot_hold_ms": ("int", 2000, 0, 60000, "No close during this time after boot."),
+        "watchdog_ms": ("int", 2000, 500, 10000, "Hardware watchdog timeout (fed only by a healthy loop)."),
+        "boot_hold_ms": ("int", 2000, 500, 60000, "No close during this time after boot."),
         "poll_timeout_ms": ("int", 200, 20, 5000, "Whole-frame timeout of one RS485 request."),
         "poll_gap_ms": ("int", 0, 0, 5000, "Pause between two requests on the module bus."),
     },
@@ -155,6 +155,62 @@ SCHEMA = {
     },
 }
 
+
+# Why the bounds of the settings that can weaken a protection are where they are
+# (physics and chemistry; docs/configuration.md shows each next to its setting).
+# tests/host/test_config_safety.py walks every bound, and just outside it.
+WHY = {
+    "gating.max_dv_mv": "Ceiling 2000 mV = 133 mV per cell on 15 LFP cells: the whole flat part of the LFP "
+                        "open-circuit curve (about 10 to 90 % SOC). A larger difference puts one module on a steep "
+                        "end of its curve, where the join current drives its cells towards over- or under-voltage, "
+                        "and the current is dV over a loop of only tens of milliohm (5 V / 25 mOhm = 200 A).",
+    "gating.dwell_ms": "Floor 200 ms: at least two charge-transfer time constants of an LFP cell "
+                       "(tens of ms): after a current change the terminal voltage has to settle before dV says "
+                       "anything about the open-circuit difference that drives the join current.",
+    "gating.max_inrush_ma": "Ceiling 100 A: the join current passes the branch fuse (125 A on common 48 V module "
+                            "branches) and the closing contactor's contacts (make rating of 100 to 150 A class DC "
+                            "contactors); above it the join itself blows the fuse or welds the contactor.",
+    "gating.loop_resistance_mohm": "Ceiling 100 mOhm: a 48 V LFP module measures 5 to 50 mOhm internal, its branch "
+                                   "(cable, fuse, contactor, lugs) adds a few. A larger value makes dV / R predict a "
+                                   "fraction of the real join current (5 V / 10 Ohm 'predicts' 0.5 A; a real 25 mOhm "
+                                   "loop carries 200 A). A measured loop below this setting replaces it "
+                                   "(diagnosis loop_r_below_config). Small values only make joins stricter.",
+    "gating.max_age_ms": "Ceiling 30 s: data that old no longer describe the module (at 1 C an LFP module moves "
+                         "0.8 % SOC and its cells tens of mV in 30 s; BMS warnings last seconds before the trip). "
+                         "A whole poll cycle of 16 modules at 9600 baud fits well inside it.",
+    "gating.limits_max_age_ms": "Ceiling 120 s: BMS charge/discharge limits follow temperature and the SOC taper "
+                                "near full and empty; older limits can be far above what the BMS allows now.",
+    "gating.min_limit_ma": "Floor 100 mA: a BMS that wants no current in a direction reports 0 (accepted); a "
+                           "limit between 0 and 100 mA is a mis-scaled or mis-decoded field (A vs 0.1 A vs 10 mA), "
+                           "whose other fields cannot be trusted either.",
+    "gating.max_limit_ma": "Ceiling 1000 A: above the rating of any 48 V module's BMS and busbar; a larger reported "
+                           "limit is a mis-scaled field (x10) and would raise the bank limit beyond the cells.",
+    "gating.critical_alarms": "Protections (BMS trips) always open, whatever this mask. Warning bits: cell and module "
+                              "over/under-voltage, over/under-temperature and internal fault (0x04FF) must stay in: a "
+                              "join current charges one side, which must not happen to a cell near its voltage limit "
+                              "or below 0 degC (lithium plating). Only the over-current warnings (0x0300, carried by "
+                              "the share-aware limits) may be left out, and cell imbalance (0x0800) may be added.",
+    "gating.derate_alarms": "Only the over-current warnings (0x0300): current is what the share-aware bank limits "
+                            "can bring back under the module's own limit. Voltage or temperature warnings cannot be "
+                            "carried by limits and always open a closed module.",
+    "contactors.weld_mv": "Floor 500 mV: the BMS voltage and the gateway's DC-link divider disagree by up to about "
+                          "1 % (0.5 V at 50 V); a smaller window never sees a welded branch 'at bus voltage'.",
+    "contactors.weld_ma": "Ceiling 10 A: a welded open branch carries its share of the load or the circulating "
+                          "current; at rest that is a few amperes, so a larger threshold sees a weld only under "
+                          "heavy load (or never).",
+    "contactors.weld_confirm_ms": "Ceiling 10 s: a welded branch carries current unmonitored while the weld is being "
+                                  "confirmed; a few poll cycles are enough to rule out one noisy reading.",
+    "control.boot_hold_ms": "Floor 500 ms: after every start the outputs stay released at least this long, so a "
+                            "crash/reset loop cannot chatter a contactor (coil drop-out and arc extinction take 20 to "
+                            "100 ms) and the first decision rests on data read after the start.",
+    "control.watchdog_ms": "Ceiling 10 s: during a hang the coils keep their state and nothing reacts to an alarm; "
+                           "the BMS's own trip is then the only guard, for this long.",
+}
+# Alarm (warning) bits, bankgate.model ALM_*: those that must stay critical, the ones
+# that may be left out of critical_alarms, and the only ones derate_alarms may hold.
+ALARMS_REQUIRED = 0x04FF
+ALARMS_KNOWN = 0x0FFF
+DERATE_ALLOWED = 0x0300
 
 class ConfigError(Exception):
     """Invalid configuration: args[0] is the field path, str() the whole message."""
@@ -337,26 +393,49 @@ def _unknown(path, key, schema):
 
 def _merge(path, schema, given, secret=False):
     if type(given) is not dict:
-        raise ConfigError(path or "(top level)", "an object", _show(given, secret))
+        _fail(path or "(top level)", "an object", _show(given, secret))
+        given = {}
     for key in given:
         if type(key) is not str:
             # MicroPython's json.loads accepts unquoted names ({0: 1}, {true: 1}); found by
             # tests/mp/test_fuzz_config.py (it raised TypeError in _unknown)
-            raise ConfigError(path or "(top level)", "quoted names (JSON object keys are strings)",
+            _fail(path or "(top level)", "quoted names (JSON object keys are strings)",
                               _show(key))
-        if key not in schema:
-            raise _unknown(path, key, schema)
+        elif key not in schema:
+            _keep(_unknown(path, key, schema))
     out = {}
     for key, entry in schema.items():
         p = (path + "." if path else "") + key
         if isinstance(entry, dict):
             out[key] = _merge(p, entry, given.get(key, {}), secret)
         elif key in given:
-            v = _check(p, entry, given[key], secret)
+            try:
+                v = _check(p, entry, given[key], secret)
+            except ConfigError as e:
+                _keep(e)                 # collecting: go on with the default
+                _bad.append(p)
+                v = _default(entry)
             out[key] = list(v) if type(v) is list else (dict(v) if type(v) is dict else v)
         else:
             out[key] = _default(entry)
     return out
+
+
+# All errors at once (the host's `config check`, validate_all): while _sink is a
+# list, _fail() records an error instead of raising and validation goes on (a refused
+# value is replaced by its default).  validate() and the device keep the first error.
+_sink = None
+_bad = []
+
+
+def _keep(e):
+    if _sink is None:
+        raise e
+    _sink.append(e)
+
+
+def _fail(path, expected, found):
+    _keep(ConfigError(path, expected, found))
 
 
 def _require(given):
@@ -364,8 +443,9 @@ def _require(given):
         d = given
         for part in path.split("."):
             if type(d) is not dict or part not in d:
-                raise ConfigError(path, "a value (required: no default fits every installation)",
+                _fail(path, "a value (required: no default fits every installation)",
                                   "nothing")
+                break
             d = d[part]
 
 
@@ -375,94 +455,103 @@ def _cross(cfg):
     n = bank["expected_modules"]
     addrs = bank["addresses"]
     if len(addrs) != n:
-        raise ConfigError("bank.addresses", "%d addresses (bank.expected_modules)" % n,
+        _fail("bank.addresses", "%d addresses (bank.expected_modules)" % n,
                           "%d" % len(addrs))
     if bank["scan_from"] > bank["scan_to"]:
-        raise ConfigError("bank.scan_from", "at most bank.scan_to (%d)" % bank["scan_to"],
+        _fail("bank.scan_from", "at most bank.scan_to (%d)" % bank["scan_to"],
                           bank["scan_from"])
     for i, a in enumerate(addrs):
         if a < bank["scan_from"] or a > bank["scan_to"]:
-            raise ConfigError("bank.addresses[%d]" % i, "an address from bank.scan_from (%d) to "
+            _fail("bank.addresses[%d]" % i, "an address from bank.scan_from (%d) to "
                               "bank.scan_to (%d)" % (bank["scan_from"], bank["scan_to"]), a)
         if a in addrs[:i]:
-            raise ConfigError("bank.addresses[%d]" % i, "unique addresses", "%d twice" % a)
+            _fail("bank.addresses[%d]" % i, "unique addresses", "%d twice" % a)
     if n > bank["max_parallel"]:
-        raise ConfigError("bank.expected_modules", "at most bank.max_parallel (%d)"
+        _fail("bank.expected_modules", "at most bank.max_parallel (%d)"
                           % bank["max_parallel"], n)
     want_bus = _FAMILY_BUS.get(bank["family"])
     if want_bus is not None and bank["bus"] != want_bus:
-        raise ConfigError("bank.bus", "%s for family %s" % (want_bus, bank["family"]),
+        _fail("bank.bus", "%s for family %s" % (want_bus, bank["family"]),
                           _show(bank["bus"]))
     if bank["bus"] == "rs485" and bank["baud"] not in _RS485_BAUDS:
-        raise ConfigError("bank.baud", "an RS485 baud rate (%s)"
+        _fail("bank.baud", "an RS485 baud rate (%s)"
                           % ", ".join([str(b) for b in _RS485_BAUDS]), bank["baud"])
     if bank["bus"] == "can" and bank["baud"] not in _CAN_BITRATES:
-        raise ConfigError("bank.baud", "a CAN bit rate (%s)"
+        _fail("bank.baud", "a CAN bit rate (%s)"
                           % ", ".join([str(b) for b in _CAN_BITRATES]), bank["baud"])
     lo, hi = _CELL_NOMINAL_MV[bank["chemistry"]]
     per_cell = bank["nominal_mv"] // bank["cells"]
     if per_cell < lo or per_cell > hi:
-        raise ConfigError("bank.nominal_mv", "%d cells x %d..%d mV (%s) = %d..%d"
+        _fail("bank.nominal_mv", "%d cells x %d..%d mV (%s) = %d..%d"
                           % (bank["cells"], lo, hi, bank["chemistry"], bank["cells"] * lo,
                              bank["cells"] * hi), bank["nominal_mv"])
 
     g = cfg["gating"]
     if g["module_mv_min"] >= g["module_mv_max"]:
-        raise ConfigError("gating.module_mv_min", "below gating.module_mv_max (%d)"
+        _fail("gating.module_mv_min", "below gating.module_mv_max (%d)"
                           % g["module_mv_max"], g["module_mv_min"])
     if g["hysteresis_mv"] >= g["max_dv_mv"]:
-        raise ConfigError("gating.hysteresis_mv", "below gating.max_dv_mv (%d)" % g["max_dv_mv"],
+        _fail("gating.hysteresis_mv", "below gating.max_dv_mv (%d)" % g["max_dv_mv"],
                           g["hysteresis_mv"])
     if g["soc_min_pm"] >= g["soc_max_pm"]:
-        raise ConfigError("gating.soc_min_pm", "below gating.soc_max_pm (%d)" % g["soc_max_pm"],
+        _fail("gating.soc_min_pm", "below gating.soc_max_pm (%d)" % g["soc_max_pm"],
                           g["soc_min_pm"])
     if g["precharge_min_ms"] >= g["precharge_timeout_ms"]:
-        raise ConfigError("gating.precharge_min_ms", "below gating.precharge_timeout_ms (%d)"
+        _fail("gating.precharge_min_ms", "below gating.precharge_timeout_ms (%d)"
                           % g["precharge_timeout_ms"], g["precharge_min_ms"])
     if g["min_limit_ma"] >= g["max_limit_ma"]:
-        raise ConfigError("gating.min_limit_ma", "below gating.max_limit_ma (%d)" % g["max_limit_ma"],
+        _fail("gating.min_limit_ma", "below gating.max_limit_ma (%d)" % g["max_limit_ma"],
                           g["min_limit_ma"])
+
+    crit = g["critical_alarms"]
+    if crit & ALARMS_REQUIRED != ALARMS_REQUIRED or crit & ~ALARMS_KNOWN:
+        _fail("gating.critical_alarms", "every bit of 0x%04X (voltage, temperature, internal: a "
+              "join must not charge a cell near its limits) plus any of 0x%04X (over-current, cell "
+              "imbalance)" % (ALARMS_REQUIRED, ALARMS_KNOWN & ~ALARMS_REQUIRED), "0x%04X" % crit)
+    if g["derate_alarms"] & ~DERATE_ALLOWED:
+        _fail("gating.derate_alarms", "bits of 0x%04X only (over-current warnings: only current can "
+              "be carried by the bank limits)" % DERATE_ALLOWED, "0x%04X" % g["derate_alarms"])
 
     c = cfg["contactors"]
     outs = c["outputs"]
     need = n if g["topology"] == "branch" else 2
     if len(outs) != need:
-        raise ConfigError("contactors.outputs", "%d output names for topology %s%s"
+        _fail("contactors.outputs", "%d output names for topology %s%s"
                           % (need, g["topology"], " (one per module)" if need == n else
                              " (main, precharge)"), "%d" % len(outs))
     for i, name in enumerate(outs):
         if name in outs[:i]:
-            raise ConfigError("contactors.outputs[%d]" % i, "a name not used before", _show(name))
+            _fail("contactors.outputs[%d]" % i, "a name not used before", _show(name))
     fb = c["feedback"]
     if fb and len(fb) != len(outs):
-        raise ConfigError("contactors.feedback", "none or one per output (%d)" % len(outs),
+        _fail("contactors.feedback", "none or one per output (%d)" % len(outs),
                           "%d" % len(fb))
     for i, name in enumerate(fb):
         if name in fb[:i]:
-            raise ConfigError("contactors.feedback[%d]" % i, "a name not used before", _show(name))
+            _fail("contactors.feedback[%d]" % i, "a name not used before", _show(name))
     for key in ("reset_input", "link_isolated_input"):
         name = c.get(key, "")
         if name and name in fb:
-            raise ConfigError("contactors." + key, "an input not used as feedback", _show(name))
+            _fail("contactors." + key, "an input not used as feedback", _show(name))
     if c.get("reset_input") and c.get("reset_input") == c.get("link_isolated_input"):
-        raise ConfigError("contactors.link_isolated_input", "another input than reset_input",
+        _fail("contactors.link_isolated_input", "another input than reset_input",
                           _show(c["reset_input"]))
 
     ctl = cfg["control"]
     if ctl["watchdog_ms"] < 2 * ctl["period_ms"]:
-        raise ConfigError("control.watchdog_ms", "at least 2 x control.period_ms (%d)"
+        _fail("control.watchdog_ms", "at least 2 x control.period_ms (%d)"
                           % (2 * ctl["period_ms"]), ctl["watchdog_ms"])
     if g["max_age_ms"] < n * ctl["poll_timeout_ms"]:
-        raise ConfigError("gating.max_age_ms", "at least bank.expected_modules x "
+        _fail("gating.max_age_ms", "at least bank.expected_modules x "
                           "control.poll_timeout_ms (%d): one slow poll cycle must not drop "
                           "every module" % (n * ctl["poll_timeout_ms"]), g["max_age_ms"])
     if g["max_age_ms"] <= ctl["period_ms"]:
-        raise ConfigError("gating.max_age_ms", "above control.period_ms (%d)" % ctl["period_ms"],
+        _fail("gating.max_age_ms", "above control.period_ms (%d)" % ctl["period_ms"],
                           g["max_age_ms"])
 
     inv = cfg["inverter"]
     if inv["require_heartbeat"] and not inv["enabled"]:
-        raise ConfigError("inverter.require_heartbeat", "false while inverter.enabled is false",
+        _fail("inverter.require_heartbeat", "false while inverter.enabled is false",
                           "true")
 
     for path in _TOPIC_SAFE:
@@ -470,8 +559,9 @@ def _cross(cfg):
         v = (cfg[sec] if sec else cfg)[key]
         for ch in v:
             if not (ch.isalpha() or ch.isdigit() or ch in "-_"):
-                raise ConfigError(path, "letters, digits, '-' or '_' (it is an MQTT topic level)",
+                _fail(path, "letters, digits, '-' or '_' (it is an MQTT topic level)",
                                   _show(v))
+                break
 
     # Diagnosis thresholds come in raise/clear pairs: raising must be the stricter
     # (hold times, *_ms, are not thresholds and may be in any order).
@@ -481,7 +571,7 @@ def _cross(cfg):
             if "_raise_" in key and not key.endswith("_ms"):
                 other = key.replace("_raise_", "_clear_")
                 if other in diag and diag[key] <= diag[other]:
-                    raise ConfigError("diagnosis." + key, "above diagnosis.%s (%d)"
+                    _fail("diagnosis." + key, "above diagnosis.%s (%d)"
                                       % (other, diag[other]), diag[key])
 
 
@@ -491,39 +581,118 @@ def check_board(cfg, board):
     the topology and the buses the configuration uses."""
     name = board.get("name", "?")
     if cfg["board"] != name:
-        raise ConfigError("board", "%s (the board this configuration is for)" % _show(name),
+        _fail("board", "%s (the board this configuration is for)" % _show(name),
                           _show(cfg["board"]))
     outs = board.get("outputs", {})
     ins = board.get("inputs", {})
     c = cfg["contactors"]
     for i, o in enumerate(c["outputs"]):
         if o not in outs:
-            raise ConfigError("contactors.outputs[%d]" % i, "an output of board %s (%s)"
+            _fail("contactors.outputs[%d]" % i, "an output of board %s (%s)"
                               % (name, ", ".join(sorted(outs))), _show(o))
     for i, o in enumerate(c["feedback"]):
         if o not in ins:
-            raise ConfigError("contactors.feedback[%d]" % i, "an input of board %s (%s)"
+            _fail("contactors.feedback[%d]" % i, "an input of board %s (%s)"
                               % (name, ", ".join(sorted(ins)) or "none"), _show(o))
     for key in ("reset_input", "link_isolated_input"):
         o = c.get(key, "")
         if o and o not in ins:
-            raise ConfigError("contactors." + key, "an input of board %s (%s)"
+            _fail("contactors." + key, "an input of board %s (%s)"
                               % (name, ", ".join(sorted(ins)) or "none"), _show(o))
     topo = cfg["gating"]["topology"]
-    if topo not in board.get("topologies", ()):
-        raise ConfigError("gating.topology", "a topology board %s supports (%s)"
+    if not _can_close(cfg, board, name, ins):
+        pass                             # dead: said what to add (docs/deployment.md)
+    elif topo not in board.get("topologies", ()):
+        _fail("gating.topology", "a topology board %s supports (%s)"
                           % (name, ", ".join(board.get("topologies", ()))), _show(topo))
     from bankgate.boards import can_roles
     can_mods, can_inv = can_roles(board)
     bus = cfg["bank"]["bus"]
     if (bus == "rs485" and board.get("rs485") is None) or (bus == "can" and not can_mods):
-        raise ConfigError("bank.bus", "a module bus board %s has (%s)" % (name, ", ".join(
+        _fail("bank.bus", "a module bus board %s has (%s)" % (name, ", ".join(
             [b for b, ok in (("rs485", board.get("rs485") is not None), ("can", can_mods)) if ok])
             or "none"), _show(bus))
     if cfg["inverter"]["enabled"] and not can_inv:
-        raise ConfigError("inverter.enabled", "false (board %s has no CAN controller for the "
+        _fail("inverter.enabled", "false (board %s has no CAN controller for the "
                           "inverter)" % name, "true")
     return cfg
+
+
+def _can_close(cfg, board, name, ins):
+    """No dead configurations: with this board, can the first contactor ever close?
+    The first join needs the DC-link state: a measured link (board link_adc), or in
+    the branch topology an input proving the link isolated (docs/admission.md).
+    False after reporting what to add."""
+    if board.get("link_adc"):
+        return True
+    c = cfg["contactors"]
+    if cfg["gating"]["topology"] == "main":
+        _fail("gating.topology", "branch (board %s has no DC-link voltage sensor, link_adc: the main "
+              "topology closes only on a measured DC link, so nothing would ever close; use branch "
+              "with contactors.link_isolated_input, or a board with link_adc)" % name, '"main"')
+        return False
+    if not c["link_isolated_input"]:
+        used = list(c["feedback"]) + [c["reset_input"]]
+        free = [k for k in sorted(ins) if k not in used]
+        _fail("contactors.link_isolated_input", "an input of board %s reading 1 while the DC link is "
+              "isolated (%s): the board has no DC-link voltage sensor, so without it the first module "
+              "never closes (docs/deployment.md)" % (name, ", ".join(free) if free else
+              "no free input: free one from contactors.feedback"), '""')
+        return False
+    return True
+
+
+def warnings(cfg, board=None):
+    """Legal but unusual set-ups: ["path: text", ...] (`config check` prints them
+    as WARNING lines and still exits 0)."""
+    out = []
+    g = cfg["gating"]
+    c = cfg["contactors"]
+    if not c["feedback"]:
+        out.append("contactors.feedback: none wired: a welded contactor is found only by current "
+                   "through an open branch (contactors.weld_ma), never at rest")
+    if g["topology"] == "main" and c["weld_link_ms"] == 0:
+        out.append("contactors.weld_link_ms: 0 switches the link-held weld check off (meant for an "
+                   "inverter that holds its input up by itself)")
+    if g["topology"] == "main" and c["link_isolated_input"]:
+        out.append("contactors.link_isolated_input: used by the branch topology only")
+    elif board is not None and board.get("link_adc") and c["link_isolated_input"]:
+        out.append("contactors.link_isolated_input: board %s measures the DC link; this input is "
+                   "not used" % board.get("name", "?"))
+    if g["critical_alarms"] & ~ALARMS_REQUIRED & 0x0300 != 0x0300:
+        out.append("gating.critical_alarms: over-current warnings do not block a join (the module's "
+                   "own limit still does)")
+    if g["loop_resistance_mohm"] < 5:
+        out.append("gating.loop_resistance_mohm: below 5 mOhm joins need |dV| under %d mV"
+                   % (g["max_inrush_ma"] * g["loop_resistance_mohm"] // 1000))
+    return out
+
+
+def validate_all(given, strict=False, board=None):
+    """Every error of a configuration at once (the host's `config check`):
+    returns (cfg, errors); cfg is None unless errors is empty.  A rule between
+    settings is left out when it names a setting already refused on its own (it
+    would describe the default put in its place)."""
+    global _sink, _bad
+    _sink = []
+    _bad = []
+    try:
+        cfg = _merge("", SCHEMA, given)
+        if strict:
+            _require(given)
+        k = len(_sink)
+        _cross(cfg)
+        if board is not None:
+            check_board(cfg, board)
+        errs = _sink[:k]
+        for e in _sink[k:]:
+            text = str(e)
+            if not [b for b in _bad if b == e.path or b in text]:
+                errs.append(e)
+    finally:
+        _sink = None
+        _bad = []
+    return (None if errs else cfg), errs
 
 
 def validate(given, strict=False, board=None):
