@@ -49,11 +49,11 @@ SCHEMA = {
         "precharge_min_ms": ("int", 300, 0, 60000, "Main topology: precharge at least this long."),
         "open_current_ma": ("int", 2000, 0, 100000, "Opening under load waits for |I| below this..."),
         "open_wait_ms": ("int", 7000, 0, 60000, "...or at most this long (critical faults open at once)."),
-        "critical_alarms": ("int", 0x07FF, 0, 0xFFFF, "Alarm bits (bankgate.model ALM_*) that block and open."),
+        "critical_alarms": ("int", 0x07FF, 0, 0xFFFF, "Warning bits (bankgate.model ALM_*) that block and open (a protection always opens)."),
         "derate_alarms": ("int", 0x0300, 0, 0xFFFF,
                           "Warning bits that do not open a CLOSED module (default: charge and discharge "
                           "over-current): the share-aware bank limits carry it instead. Protections with "
-                          "these bits, and joins, still follow critical_alarms."),
+                          "these bits still open at once; joins follow critical_alarms."),
         "min_limit_ma": ("int", 1000, 100, 1000000, "A module reporting a smaller charge/discharge limit is implausible."),
         "max_limit_ma": ("int", 500000, 0, 1000000, "A module reporting a larger limit is implausible."),
         "share_min_ma": ("int", 5000, 0, 1000000, "Bank current below which shares are not measurable."),
@@ -174,7 +174,7 @@ WHY = {
                                    "(cable, fuse, contactor, lugs) adds a few. A larger value makes dV / R predict a "
                                    "fraction of the real join current (5 V / 10 Ohm 'predicts' 0.5 A; a real 25 mOhm "
                                    "loop carries 200 A). A measured loop below this setting replaces it "
-                                   "(diagnosis loop_r_below_config). Small values only make joins stricter.",
+                                   "(diagnosis loop_r_below_config); small values only make joins stricter.",
     "gating.max_age_ms": "Ceiling 30 s: data that old no longer describe the module (at 1 C an LFP module moves "
                          "0.8 % SOC and its cells tens of mV in 30 s; BMS warnings last seconds before the trip). "
                          "A whole poll cycle of 16 modules at 9600 baud fits well inside it.",
@@ -319,7 +319,9 @@ def _check(path, entry, value, secret=False):
         if type(value) is not int:
             raise ConfigError(path, "an integer", _show(value, secret))
         if value < lo or value > hi:
-            raise ConfigError(path, "an integer from %d to %d" % (lo, hi), _show(value, secret))
+            why = WHY.get(path)          # a safety bound: its reason's first sentence
+            raise ConfigError(path, "an integer from %d to %d%s" % (
+                lo, hi, " (" + why.split(". ")[0].rstrip(".") + ")" if why else ""), _show(value, secret))
     elif kind == "bool":
         if type(value) is not bool:
             raise ConfigError(path, "true or false", _show(value, secret))

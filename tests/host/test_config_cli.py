@@ -66,7 +66,7 @@ def test_not_a_configuration(tmp_path, text, message):
 
 @pytest.mark.parametrize("changes,message", [
     (dict(bank__addresses=[2, 3, "4"]), "bank.addresses[2]: expected an integer, found \"4\""),
-    (dict(gating__max_dv_mv=9000), "gating.max_dv_mv: expected an integer from 10 to 5000, found 9000"),
+    (dict(gating__max_dv_mv=9000), "gating.max_dv_mv: expected an integer from 10 to 2000 (Ceiling 2000 mV"),
     (dict(mqtt__colour="red"), "mqtt.colour: expected a setting of section mqtt"),
     (dict(gating__max_dv=400), "did you mean max_dv_mv?"),
     (dict(contactors__outputs=["k1", "k2", "k9"]),

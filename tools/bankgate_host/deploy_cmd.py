@@ -132,7 +132,8 @@ def main(args):
     if args.build_only:
         return 0
     if not args.port:
-        print("deploy: --port is required (or --build-only)", file=sys.stderr)
+        from .config_cmd import NO_PORT
+        print("deploy: %s (or --build-only)" % NO_PORT, file=sys.stderr)
         return 2
     try:
         mpremote(args.port, *plan(files), timeout=600)
