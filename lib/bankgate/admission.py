@@ -291,6 +291,19 @@ class Admission:
         self.phase = _P_IDLE
         return True
 
+    def use_measured_loop(self, me, conf_min):
+        """After Metrics.update() (me): a confident loop-resistance estimate that
+        contradicts gating.loop_resistance_mohm -- below two thirds of it, beyond the
+        estimate's own scatter -- replaces it in slot i's join limit (loop_mohm[i]); the
+        lowest such estimate is kept until restart (a smaller R predicts a larger join
+        current: stricter).  Diagnosis loop_r_below_config says so.  No allocation."""
+        lm = self.loop_mohm
+        for i in range(self.n_exp):
+            r = me.r_mohm[i]
+            if me.r_conf[i] >= conf_min and r > 0 and 3 * r < 2 * self.r_cfg:
+                if lm[i] <= 0 or r < lm[i]:
+                    lm[i] = r
+
     def snapshot(self):
         """Telemetry view (allocates)."""
         mods = []
@@ -816,6 +829,16 @@ class Admission:
         else:
             self.link_on = 0
 
+    def _r_main(self):
+        """Main topology: the configured loop resistance, or the lowest measured one
+        that contradicts it (use_measured_loop)."""
+        r = self.r_cfg
+        for i in range(self.n_exp):
+            x = self.loop_mohm[i]
+            if 0 < x < r:
+                r = x
+        return r
+
     def _gate_main(self, vbank, vlink, margin):
         """Close-main gate: DC link within the limit of the bank and the predicted
         inrush (bank loop = configured R / N) within max_inrush and N x min limit."""
@@ -825,7 +848,7 @@ class Admission:
         x = a + margin
         if x > self.max_dv:
             return CHK_DV
-        r = self.r_cfg // self.n_exp
+        r = self._r_main() // self.n_exp
         if r < 1:
             r = 1
         ip = x * 1000 // r
