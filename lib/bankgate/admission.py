@@ -292,17 +292,17 @@ class Admission:
         return True
 
     def use_measured_loop(self, me, conf_min):
-        """After Metrics.update() (me): a confident loop-resistance estimate that
-        contradicts gating.loop_resistance_mohm -- below two thirds of it, beyond the
-        estimate's own scatter -- replaces it in slot i's join limit (loop_mohm[i]); the
-        lowest such estimate is kept until restart (a smaller R predicts a larger join
-        current: stricter).  Diagnosis loop_r_below_config says so.  No allocation."""
+        """After Metrics.update() (me): slot i's confident loop-resistance estimate
+        replaces gating.loop_resistance_mohm in its join limit (loop_mohm[i]) whenever
+        it is below it -- the configured value may never be larger than what is
+        measured (a smaller R predicts a larger join current: stricter).  Metrics keep
+        the last estimate of a module that left the bank.  The diagnosis
+        loop_r_below_config reports a clear contradiction (below 2/3).  No allocation."""
         lm = self.loop_mohm
         for i in range(self.n_exp):
             r = me.r_mohm[i]
-            if me.r_conf[i] >= conf_min and r > 0 and 3 * r < 2 * self.r_cfg:
-                if lm[i] <= 0 or r < lm[i]:
-                    lm[i] = r
+            if me.r_conf[i] >= conf_min and r > 0:
+                lm[i] = r if r < self.r_cfg else 0
 
     def snapshot(self):
         """Telemetry view (allocates)."""

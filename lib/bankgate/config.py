@@ -173,8 +173,9 @@ WHY = {
     "gating.loop_resistance_mohm": "Ceiling 100 mOhm: a 48 V LFP module measures 5 to 50 mOhm internal, its branch "
                                    "(cable, fuse, contactor, lugs) adds a few. A larger value makes dV / R predict a "
                                    "fraction of the real join current (5 V / 10 Ohm 'predicts' 0.5 A; a real 25 mOhm "
-                                   "loop carries 200 A). A measured loop below this setting replaces it "
-                                   "(diagnosis loop_r_below_config); small values only make joins stricter.",
+                                   "loop carries 200 A). A measured loop below this setting replaces it in "
+                                   "the join limit (diagnosis loop_r_below_config below 2/3 of it); small values only "
+                                   "make joins stricter.",
     "gating.max_age_ms": "Ceiling 30 s: data that old no longer describe the module (at 1 C an LFP module moves "
                          "0.8 % SOC and its cells tens of mV in 30 s; BMS warnings last seconds before the trip). "
                          "A whole poll cycle of 16 modules at 9600 baud fits well inside it.",

@@ -517,11 +517,11 @@ def test_circulating_current_limit_stricter_than_dv_for_low_resistance_loop():
 
 def test_measured_loop_below_the_configured_one_is_used_for_the_join_limit():
     # issue 16: the configuration says 25 mOhm; metrics measure 5 mOhm for slot 0 (a
-    # confident estimate, below 2/3 of the setting): 300 mV now predicts 60 A > 50 A
+    # confident estimate): 300 mV now predicts 60 A > 50 A and the module waits
     from bankgate.metrics import Metrics
     r = Rig(n=1)
     me = Metrics(r.cfg, r.bank)
-    me.r_mohm[0] = 20                             # 20 >= 2/3 x 25: within the scatter, not used
+    me.r_mohm[0] = 30                             # above the setting: the setting stays
     me.r_conf[0] = 90
     mptest.no_alloc(r.a.use_measured_loop, me, 50)
     assert r.a.loop_mohm[0] == 0
@@ -532,14 +532,14 @@ def test_measured_loop_below_the_configured_one_is_used_for_the_join_limit():
     me.r_conf[0] = 60
     mptest.no_alloc(r.a.use_measured_loop, me, 50)
     assert r.a.loop_mohm[0] == 5
-    me.r_mohm[0] = 9                              # a higher estimate later: the lowest stays
-    r.a.use_measured_loop(me, 50)
-    assert r.a.loop_mohm[0] == 5
     set_mv(r.m(0), 52300)
     r.run(10000)
     assert not r.close_times(0)
     assert r.a.mod_reason[0] == adm.CHK_INRUSH and r.a.mod_value[0] == 60000
-    # the main topology's bank loop (R / N) uses it too
+    me.r_mohm[0] = 24                             # any value below the setting is used
+    r.a.use_measured_loop(me, 50)
+    assert r.a.loop_mohm[0] == 24
+    # the main topology's bank loop (R / N) uses the lowest one
     r = Rig(main=True, physics=True)
     me = Metrics(r.cfg, r.bank)
     assert r.a._r_main() == 25

@@ -169,7 +169,8 @@ def docs():
       "stale-data check (`gating.max_age_ms` <= 30 s), the weld check (`contactors.weld_ma` <= 10 A, "
       "`contactors.weld_confirm_ms` <= 10 s, `contactors.weld_mv` >= 500 mV) or the boot hold "
       "(`control.boot_hold_ms` >= 500 ms). A loop resistance measured below `gating.loop_resistance_mohm` "
-      "replaces it in the join limit (docs/admission.md) and raises the diagnosis `loop_r_below_config`.")
+      "replaces it in the join limit (docs/admission.md); below two thirds of it the diagnosis "
+      "`loop_r_below_config` says so.")
     a("")
     a("`bankgate config check` reports every error of a file in one run, one line each (the device stops "
       "at the first), and prints a `WARNING` line for a legal but unusual set-up (no contactor feedback, "
