@@ -551,6 +551,10 @@ def _cross(cfg):
     if g["max_age_ms"] <= ctl["period_ms"]:
         _fail("gating.max_age_ms", "above control.period_ms (%d)" % ctl["period_ms"],
                           g["max_age_ms"])
+    # ---- issue 16 part 3 (NOT HERE: built with the poll scheduler by another helper): the
+    # worst-case poll cycle of this configuration (baud, modules, commands, frame lengths,
+    # turnaround, gaps, identity reads) against gating.max_age_ms goes here, as _fail() calls
+    # (collected by validate_all, first error on the device).
 
     inv = cfg["inverter"]
     if inv["require_heartbeat"] and not inv["enabled"]:

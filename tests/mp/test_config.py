@@ -296,10 +296,20 @@ def test_configuration_against_the_board():
 def _bare_board(inputs, link_adc=False):
     d = {"name": "bare", "chip": "sim", "source": [], "outputs": {"k1": 1, "k2": 2, "k3": 3},
          "inputs": inputs, "rs485": {"uart": 1, "tx": 4, "rx": 5, "de": 6},
-         "topologies": ["branch", "main"]}
+         "topologies": ["branch", "main"] if link_adc else ["branch"]}
     if link_adc:
         d["link_adc"] = {"pin": 9, "mul": 1, "div": 1}
     return B.validate(d)
+
+
+def test_a_board_file_without_link_sensor_cannot_offer_main():
+    d = {"name": "bare", "chip": "sim", "source": [], "outputs": {"k1": 1, "k2": 2},
+         "inputs": {}, "rs485": {"uart": 1, "tx": 4, "rx": 5, "de": 6}, "topologies": ["branch", "main"]}
+    try:
+        B.validate(d)
+        raise AssertionError("accepted")
+    except C.ConfigError as e:
+        assert e.path == "bare.topologies" and "link_adc" in str(e), str(e)
 
 
 def test_a_board_without_link_sensor_needs_the_isolation_input():
