@@ -213,6 +213,7 @@ ALARMS_REQUIRED = 0x04FF
 ALARMS_KNOWN = 0x0FFF
 DERATE_ALLOWED = 0x0300
 
+
 class ConfigError(Exception):
     """Invalid configuration: args[0] is the field path, str() the whole message."""
 
