@@ -123,8 +123,8 @@ def docs():
       "`bankgate deploy --board` |")
     a("")
     a("Check a file on the host with the device's own validator: `bankgate config check "
-      "FILE` (exit 0 valid, 1 invalid). Every error names the setting, what was expected and "
-      "what was found, for example:")
+      "FILE` (exit 0 valid, 1 invalid). It reports every error of the file in one run (the device "
+      "stops at the first); each names the setting, what was expected and what was found, for example:")
     a("")
     a("```")
     for given in ({"board": "sim", "bank": {"adresses": [2, 3, 4]}},
