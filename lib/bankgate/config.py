@@ -156,57 +156,11 @@ SCHEMA = {
 }
 
 
-# Why the bounds of the settings that can weaken a protection are where they are
-# (physics and chemistry; docs/configuration.md shows each next to its setting).
-# tests/host/test_config_safety.py walks every bound, and just outside it.
-WHY = {
-    "gating.max_dv_mv": "Ceiling 2000 mV = 133 mV per cell on 15 LFP cells: the whole flat part of the LFP "
-                        "open-circuit curve (about 10 to 90 % SOC). A larger difference puts one module on a steep "
-                        "end of its curve, where the join current drives its cells towards over- or under-voltage, "
-                        "and the current is dV over a loop of only tens of milliohm (5 V / 25 mOhm = 200 A).",
-    "gating.dwell_ms": "Floor 200 ms: at least two charge-transfer time constants of an LFP cell "
-                       "(tens of ms): after a current change the terminal voltage has to settle before dV says "
-                       "anything about the open-circuit difference that drives the join current.",
-    "gating.max_inrush_ma": "Ceiling 100 A: the join current passes the branch fuse (125 A on common 48 V module "
-                            "branches) and the closing contactor's contacts (make rating of 100 to 150 A class DC "
-                            "contactors); above it the join itself blows the fuse or welds the contactor.",
-    "gating.loop_resistance_mohm": "Ceiling 100 mOhm: a 48 V LFP module measures 5 to 50 mOhm internal, its branch "
-                                   "(cable, fuse, contactor, lugs) adds a few. A larger value makes dV / R predict a "
-                                   "fraction of the real join current (5 V / 10 Ohm 'predicts' 0.5 A; a real 25 mOhm "
-                                   "loop carries 200 A). A measured loop below this setting replaces it in "
-                                   "the join limit (diagnosis loop_r_below_config below 2/3 of it); small values only "
-                                   "make joins stricter.",
-    "gating.max_age_ms": "Ceiling 30 s: data that old no longer describe the module (at 1 C an LFP module moves "
-                         "0.8 % SOC and its cells tens of mV in 30 s; BMS warnings last seconds before the trip). "
-                         "A whole poll cycle of 16 modules at 9600 baud fits well inside it.",
-    "gating.limits_max_age_ms": "Ceiling 120 s: BMS charge/discharge limits follow temperature and the SOC taper "
-                                "near full and empty; older limits can be far above what the BMS allows now.",
-    "gating.min_limit_ma": "Floor 100 mA: a BMS that wants no current in a direction reports 0 (accepted); a "
-                           "limit between 0 and 100 mA is a mis-scaled or mis-decoded field (A vs 0.1 A vs 10 mA), "
-                           "whose other fields cannot be trusted either.",
-    "gating.max_limit_ma": "Ceiling 1000 A: above the rating of any 48 V module's BMS and busbar; a larger reported "
-                           "limit is a mis-scaled field (x10) and would raise the bank limit beyond the cells.",
-    "gating.critical_alarms": "Protections (BMS trips) always open, whatever this mask. Warning bits: cell and module "
-                              "over/under-voltage, over/under-temperature and internal fault (0x04FF) must stay in: a "
-                              "join current charges one side, which must not happen to a cell near its voltage limit "
-                              "or below 0 degC (lithium plating). Only the over-current warnings (0x0300, carried by "
-                              "the share-aware limits) may be left out, and cell imbalance (0x0800) may be added.",
-    "gating.derate_alarms": "Only the over-current warnings (0x0300): current is what the share-aware bank limits "
-                            "can bring back under the module's own limit. Voltage or temperature warnings cannot be "
-                            "carried by limits and always open a closed module.",
-    "contactors.weld_mv": "Floor 500 mV: the BMS voltage and the gateway's DC-link divider disagree by up to about "
-                          "1 % (0.5 V at 50 V); a smaller window never sees a welded branch 'at bus voltage'.",
-    "contactors.weld_ma": "Ceiling 10 A: a welded open branch carries its share of the load or the circulating "
-                          "current; at rest that is a few amperes, so a larger threshold sees a weld only under "
-                          "heavy load (or never).",
-    "contactors.weld_confirm_ms": "Ceiling 10 s: a welded branch carries current unmonitored while the weld is being "
-                                  "confirmed; a few poll cycles are enough to rule out one noisy reading.",
-    "control.boot_hold_ms": "Floor 500 ms: after every start the outputs stay released at least this long, so a "
-                            "crash/reset loop cannot chatter a contactor (coil drop-out and arc extinction take 20 to "
-                            "100 ms) and the first decision rests on data read after the start.",
-    "control.watchdog_ms": "Ceiling 10 s: during a hang the coils keep their state and nothing reacts to an alarm; "
-                           "the BMS's own trip is then the only guard, for this long.",
-}
+# Why the bounds of the settings that can weaken a protection are where they are:
+# bankgate.config_why.WHY, path -> reason (physics and chemistry), next to this schema;
+# docs/configuration.md shows each reason next to its setting, a range error its first
+# sentence.  A separate module, imported only for a message or the docs: the device
+# keeps its heap for the bank (tests/mp/test_fuzz_proto.py runs in 256 KiB).
 # Alarm (warning) bits, bankgate.model ALM_*: those that must stay critical, the ones
 # that may be left out of critical_alarms, and the only ones derate_alarms may hold.
 ALARMS_REQUIRED = 0x04FF
@@ -321,6 +275,7 @@ def _check(path, entry, value, secret=False):
         if type(value) is not int:
             raise ConfigError(path, "an integer", _show(value, secret))
         if value < lo or value > hi:
+            from bankgate.config_why import WHY
             why = WHY.get(path)          # a safety bound: its reason's first sentence
             raise ConfigError(path, "an integer from %d to %d%s" % (
                 lo, hi, " (" + why.split(". ")[0].rstrip(".") + ")" if why else ""), _show(value, secret))
@@ -648,59 +603,6 @@ def _can_close(cfg, board, name, ins):
               "no free input: free one from contactors.feedback"), '""')
         return False
     return True
-
-
-def warnings(cfg, board=None):
-    """Legal but unusual set-ups: ["path: text", ...] (`config check` prints them
-    as WARNING lines and still exits 0)."""
-    out = []
-    g = cfg["gating"]
-    c = cfg["contactors"]
-    if not c["feedback"]:
-        out.append("contactors.feedback: none wired: a welded contactor is found only by current "
-                   "through an open branch (contactors.weld_ma), never at rest")
-    if g["topology"] == "main" and c["weld_link_ms"] == 0:
-        out.append("contactors.weld_link_ms: 0 switches the link-held weld check off (meant for an "
-                   "inverter that holds its input up by itself)")
-    if g["topology"] == "main" and c["link_isolated_input"]:
-        out.append("contactors.link_isolated_input: used by the branch topology only")
-    elif board is not None and board.get("link_adc") and c["link_isolated_input"]:
-        out.append("contactors.link_isolated_input: board %s measures the DC link; this input is "
-                   "not used" % board.get("name", "?"))
-    if g["critical_alarms"] & ~ALARMS_REQUIRED & 0x0300 != 0x0300:
-        out.append("gating.critical_alarms: over-current warnings do not block a join (the module's "
-                   "own limit still does)")
-    if g["loop_resistance_mohm"] < 5:
-        out.append("gating.loop_resistance_mohm: below 5 mOhm joins need |dV| under %d mV"
-                   % (g["max_inrush_ma"] * g["loop_resistance_mohm"] // 1000))
-    return out
-
-
-def validate_all(given, strict=False, board=None):
-    """Every error of a configuration at once (the host's `config check`):
-    returns (cfg, errors); cfg is None unless errors is empty.  A rule between
-    settings is left out when it names a setting already refused on its own (it
-    would describe the default put in its place)."""
-    global _sink, _bad
-    _sink = []
-    _bad = []
-    try:
-        cfg = _merge("", SCHEMA, given)
-        if strict:
-            _require(given)
-        k = len(_sink)
-        _cross(cfg)
-        if board is not None:
-            check_board(cfg, board)
-        errs = _sink[:k]
-        for e in _sink[k:]:
-            text = str(e)
-            if not [b for b in _bad if b == e.path or b in text]:
-                errs.append(e)
-    finally:
-        _sink = None
-        _bad = []
-    return (None if errs else cfg), errs
 
 
 def validate(given, strict=False, board=None):

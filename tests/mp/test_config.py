@@ -10,6 +10,7 @@ import mptest
 
 from bankgate import boards as B
 from bankgate import config as C
+from bankgate import config_check as CC
 
 
 
@@ -354,7 +355,7 @@ def test_all_errors_at_once_with_their_paths():
                contactors={"weld_ma": 100000, "weld_confirm_ms": 60000, "outputs": ["k1", "k1", "k3"]},
                control={"boot_hold_ms": 0}, bank={"adresses": [1]})
     before = json.dumps(bad)
-    cfg, errs = C.validate_all(bad, True, _board("sim"))
+    cfg, errs = CC.validate_all(bad, True, _board("sim"))
     assert cfg is None and json.dumps(bad) == before
     paths = [e.path for e in errs]
     for p in ("gating.critical_alarms", "gating.derate_alarms", "gating.max_dv_mv",
@@ -371,18 +372,18 @@ def test_all_errors_at_once_with_their_paths():
     except C.ConfigError as e:
         assert str(e) == str(errs[0])
     # a rule naming a refused setting is not reported against the default put in its place
-    cfg, errs = C.validate_all(_mut(bank={"expected_modules": 99}), True)
+    cfg, errs = CC.validate_all(_mut(bank={"expected_modules": 99}), True)
     assert [e.path for e in errs] == ["bank.expected_modules"], [str(e) for e in errs]
-    cfg, errs = C.validate_all(good(), True, _board("sim"))
+    cfg, errs = CC.validate_all(good(), True, _board("sim"))
     assert errs == [] and cfg["bank"]["addresses"] == [2, 3, 4]
 
 
 def test_warnings_for_legal_but_unusual_set_ups():
     cfg = C.validate(good(), True, _board("sim"))
-    assert C.warnings(cfg, _board("sim")) == []
-    w = C.warnings(C.validate(_with("contactors.feedback", [])), _board("sim"))
+    assert CC.warnings(cfg, _board("sim")) == []
+    w = CC.warnings(C.validate(_with("contactors.feedback", [])), _board("sim"))
     assert len(w) == 1 and w[0].startswith("contactors.feedback:"), w
-    w = C.warnings(C.validate(_with("gating.critical_alarms", 0x04FF)))
+    w = CC.warnings(C.validate(_with("gating.critical_alarms", 0x04FF)))
     assert len(w) == 1 and w[0].startswith("gating.critical_alarms:"), w
 
 

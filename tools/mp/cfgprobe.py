@@ -9,7 +9,7 @@
 #                                          "loop_mohm": int, "opened": bool after protection `trip`}
 #   schema()                           -> {"schema": SCHEMA, "why": WHY, "required": [...]}
 from bankgate import admission as adm
-from bankgate import boards, config
+from bankgate import boards, config, config_check
 from bankgate.events import EventLog
 from bankgate.metrics import Metrics
 from bankgate.model import Bank
@@ -23,13 +23,13 @@ def _board(b):
 
 
 def errors(given, board=None, strict=True):
-    cfg, errs = config.validate_all(given, strict, _board(board))
+    cfg, errs = config_check.validate_all(given, strict, _board(board))
     return [[e.path, str(e)] for e in errs]
 
 
 def warnings(given, board=None):
     b = _board(board)
-    return config.warnings(config.validate(given, True, b), b)
+    return config_check.warnings(config.validate(given, True, b), b)
 
 
 def _healthy(m, addr, mv, now, lim_ma):
@@ -63,7 +63,8 @@ def _healthy(m, addr, mv, now, lim_ma):
 
 
 def schema():
-    return {"schema": config.SCHEMA, "why": config.WHY, "required": list(config.REQUIRED)}
+    from bankgate.config_why import WHY
+    return {"schema": config.SCHEMA, "why": WHY, "required": list(config.REQUIRED)}
 
 
 def join(given, dv_mv, lim_ma, r_meas=0, trip=0, link_mv=50000):

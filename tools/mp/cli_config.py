@@ -10,7 +10,8 @@
 import json
 import sys
 
-from bankgate import boards, config
+from bankgate import boards, config, config_check
+from bankgate.config_why import WHY
 
 # The cross-field rules of config._cross / check_board / validate_secrets, for the
 # reference.  tests/mp/test_config.py triggers each of them.
@@ -96,7 +97,7 @@ def _table(out, prefix, schema):
             continue
         path = prefix + key
         req = " **(required)**" if path in config.REQUIRED else ""
-        why = config.WHY.get(path) if hasattr(config, "WHY") else None
+        why = WHY.get(path)
         meaning = entry[4] + (" **Safety bound:** " + why if why else "")
         out.append("| `%s`%s | %s | %s | %s | %s |" % (
             path, req, _TYPES[entry[0]], _fmt_default(entry[1]), _fmt_range(entry),
@@ -232,12 +233,12 @@ def check(args):
                 board = boards.find(name, boards_dir or "boards")
             except config.ConfigError as e:
                 board_err = e            # reported first, with every other error
-    cfg, errs = config.validate_all(raw, True, board)
+    cfg, errs = config_check.validate_all(raw, True, board)
     if board_err is not None:
         errs = [board_err] + errs
     if errs:
         raise _Many(errs)
-    for w in config.warnings(cfg, board):
+    for w in config_check.warnings(cfg, board):
         print("WARNING " + w)
     note = ""
     if secrets_file is not None:
