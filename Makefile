@@ -8,7 +8,7 @@ BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.bankgate-setup
 UMQTT    := lib/umqtt/simple.py
 BOARD    ?= devkitc-sn65hvd230-max3485
-CONFIG   ?= examples/config.json
+CONFIG   ?= examples/$(BOARD).json
 PORT     ?=
 MQTT     ?=
 PYTEST_ARGS ?=
@@ -53,13 +53,19 @@ fuzz: setup
 soak: setup
 	$(BIN)/pytest -m slow -k soak $(PYTEST_ARGS)
 
+# PORT is the board's USB serial device; without it, say how to find and set it
+NEED_PORT = @test -n "$(PORT)" || { echo "make $@: set PORT to the board's serial port, e.g. make $@ PORT=/dev/ttyUSB0$(if $(filter deploy,$@), BOARD=$(BOARD) CONFIG=$(CONFIG))"; echo "  (ls /dev/ttyUSB* /dev/ttyACM* before and after plugging the board in; macOS: /dev/cu.usbserial-*)"; exit 2; }
+
 deploy: setup
+	$(NEED_PORT)
 	$(BIN)/bankgate deploy --port $(PORT) --board $(BOARD) --config $(CONFIG)
 
 config: setup
+	$(NEED_PORT)
 	$(BIN)/bankgate config push --port $(PORT) $(CONFIG)
 
 status: setup
+	$(NEED_PORT)
 	$(BIN)/bankgate status --port $(PORT)
 
 clean:

@@ -307,6 +307,19 @@ class Admission:
         self._persist()
         return True
 
+    def use_measured_loop(self, me, conf_min):
+        """After Metrics.update() (me): slot i's confident loop-resistance estimate
+        replaces gating.loop_resistance_mohm in its join limit (loop_mohm[i]) whenever
+        it is below it -- the configured value may never be larger than what is
+        measured (a smaller R predicts a larger join current: stricter).  Metrics keep
+        the last estimate of a module that left the bank.  The diagnosis
+        loop_r_below_config reports a clear contradiction (below 2/3).  No allocation."""
+        lm = self.loop_mohm
+        for i in range(self.n_exp):
+            r = me.r_mohm[i]
+            if me.r_conf[i] >= conf_min and r > 0:
+                lm[i] = r if r < self.r_cfg else 0
+
     def snapshot(self):
         """Telemetry view (allocates)."""
         mods = []
@@ -568,7 +581,7 @@ class Admission:
             self._v = self.dq.value
             return code
         al = m.alarms if join else (m.alarms & self.stay_alarms)
-        bits = (al | m.protections) & self.crit
+        bits = (al & self.crit) | m.protections      # a BMS protection (trip) always opens
         if bits:
             self._v = bits
             return CHK_ALARM
@@ -878,6 +891,16 @@ class Admission:
         else:
             self.link_on = 0
 
+    def _r_main(self):
+        """Main topology: the configured loop resistance, or the lowest measured one
+        that contradicts it (use_measured_loop)."""
+        r = self.r_cfg
+        for i in range(self.n_exp):
+            x = self.loop_mohm[i]
+            if 0 < x < r:
+                r = x
+        return r
+
     def _gate_main(self, vbank, vlink, margin):
         """Close-main gate: DC link within the limit of the bank and the predicted
         inrush (bank loop = configured R / N) within max_inrush and N x min limit."""
@@ -887,7 +910,7 @@ class Admission:
         x = a + margin
         if x > self.max_dv:
             return CHK_DV
-        r = self.r_cfg // self.n_exp
+        r = self._r_main() // self.n_exp
         if r < 1:
             r = 1
         ip = x * 1000 // r

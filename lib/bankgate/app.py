@@ -69,6 +69,7 @@ class Gateway:
         self._alarms = array.array("i", bytes(4 * n))
         self._prots = array.array("i", bytes(4 * n))
         self.period_ms = cfg["control"]["period_ms"]
+        self.r_conf_min = cfg["diagnosis"]["r_conf_min"]
         self.next_control = now
         self.next_data = now
         self.cycles = 0
@@ -151,6 +152,7 @@ class Gateway:
         if tk.due(now, self.next_data):
             self.next_data = tk.add(now, _DATA_PERIOD_MS)
             self.metrics.update(now, adm.admitted_mask)
+            adm.use_measured_loop(self.metrics, self.r_conf_min)   # measured loop R below the configured
             pending = 0
             ps = adm.pending_since
             for i in range(adm.n_exp):

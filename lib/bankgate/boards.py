@@ -357,6 +357,10 @@ def validate(board, expect_name=None):
         if 3300 * mul // div > 100000:
             raise _err(q + ".mul", "a divider giving at most 100000 mV at 3300 mV ADC",
                        "%d mV" % (3300 * mul // div))
+    elif "main" in topo:
+        # the main topology closes only on a measured DC link (docs/admission.md)
+        raise _err(p + ".topologies", "no main without link_adc (the main topology closes only on a "
+                   "measured DC link)", repr(topo))
     return board
 
 

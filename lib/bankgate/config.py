@@ -33,31 +33,31 @@ SCHEMA = {
     "gating": {
         "topology": ("enum", "branch", ("branch", "main"), None,
                      "One contactor per module branch, or one main contactor with precharge."),
-        "max_dv_mv": ("int", 500, 10, 5000, "Largest |V_module - V_bus| at which a module may join."),
+        "max_dv_mv": ("int", 500, 10, 2000, "Largest |V_module - V_bus| at which a module may join."),
         "hysteresis_mv": ("int", 100, 0, 2000, "A pending module must come this far below max_dv_mv."),
-        "dwell_ms": ("int", 3000, 0, 600000, "Conditions must hold this long before a close."),
-        "max_inrush_ma": ("int", 50000, 1000, 1000000, "Largest predicted circulating current at join (dV / loop R)."),
-        "loop_resistance_mohm": ("int", 25, 1, 10000, "Module internal + branch resistance when not estimated."),
+        "dwell_ms": ("int", 3000, 200, 600000, "Conditions must hold this long before a close."),
+        "max_inrush_ma": ("int", 50000, 1000, 100000, "Largest predicted circulating current at join (dV / loop R)."),
+        "loop_resistance_mohm": ("int", 25, 1, 100, "Module internal + branch resistance when not estimated."),
         "module_mv_min": ("int", 44000, 0, 65000, "Lowest module voltage allowed to join."),
         "module_mv_max": ("int", 57600, 0, 65000, "Highest module voltage allowed to join."),
         "soc_min_pm": ("int", 50, 0, 1000, "Lowest SOC allowed to join (permille)."),
         "soc_max_pm": ("int", 1000, 0, 1000, "Highest SOC allowed to join (permille)."),
         "soc_spread_pm": ("int", 150, 0, 1000, "Largest SOC spread across the joining bank (permille)."),
-        "max_age_ms": ("int", 5000, 200, 600000, "Data older than this counts as lost."),
+        "max_age_ms": ("int", 5000, 200, 30000, "Data older than this counts as lost."),
         "pending_event_ms": ("int", 900000, 1000, 86400000, "Pending longer than this raises an event."),
         "precharge_timeout_ms": ("int", 5000, 100, 60000, "Main topology: DC link must reach the bank in this time."),
         "precharge_min_ms": ("int", 300, 0, 60000, "Main topology: precharge at least this long."),
         "open_current_ma": ("int", 2000, 0, 100000, "Opening under load waits for |I| below this..."),
         "open_wait_ms": ("int", 7000, 0, 60000, "...or at most this long (critical faults open at once)."),
-        "critical_alarms": ("int", 0x07FF, 0, 0xFFFF, "Alarm bits (bankgate.model ALM_*) that block and open."),
+        "critical_alarms": ("int", 0x07FF, 0, 0xFFFF, "Warning bits (bankgate.model ALM_*) that block and open (a protection always opens)."),
         "derate_alarms": ("int", 0x0300, 0, 0xFFFF,
                           "Warning bits that do not open a CLOSED module (default: charge and discharge "
                           "over-current): the share-aware bank limits carry it instead. Protections with "
-                          "these bits, and joins, still follow critical_alarms."),
-        "min_limit_ma": ("int", 1000, 0, 1000000, "A module reporting a smaller charge/discharge limit is implausible."),
-        "max_limit_ma": ("int", 500000, 0, 2000000, "A module reporting a larger limit is implausible."),
+                          "these bits still open at once; joins follow critical_alarms."),
+        "min_limit_ma": ("int", 1000, 100, 1000000, "A module reporting a smaller charge/discharge limit is implausible."),
+        "max_limit_ma": ("int", 500000, 0, 1000000, "A module reporting a larger limit is implausible."),
         "share_min_ma": ("int", 5000, 0, 1000000, "Bank current below which shares are not measurable."),
-        "limits_max_age_ms": ("int", 60000, 200, 600000,
+        "limits_max_age_ms": ("int", 60000, 200, 120000,
                               "Charge/discharge limits (0x92) older than this count as missing."),
         "frozen_mah": ("int", 5000, 500, 200000,
                        "Frozen data: analog content (cells, V, I, temperatures, SOC, capacity) unchanged while this "
@@ -75,9 +75,9 @@ SCHEMA = {
                     "Board output names: one per module (branch, in address order) or [main, precharge]."),
         "feedback": ("strs", [], 0, 16, "Board input names of auxiliary contacts, same order (empty: none)."),
         "feedback_ms": ("int", 200, 10, 5000, "Auxiliary contact must follow the coil within this time."),
-        "weld_mv": ("int", 2000, 100, 20000, "Open branch still at bus voltage with current: welded."),
-        "weld_ma": ("int", 1500, 100, 100000, "Current through an opened branch (or the open main) beyond this: welded."),
-        "weld_confirm_ms": ("int", 2000, 0, 60000, "A measured weld must persist this long before it latches."),
+        "weld_mv": ("int", 2000, 500, 20000, "Open branch still at bus voltage with current: welded."),
+        "weld_ma": ("int", 1500, 100, 10000, "Current through an opened branch (or the open main) beyond this: welded."),
+        "weld_confirm_ms": ("int", 2000, 0, 10000, "A measured weld must persist this long before it latches."),
         "weld_link_ms": ("int", 30000, 0, 600000,
                          "Main topology: DC link still at bank voltage this long with everything open: welded (0: off)."),
         "feedback_active": ("int", 1, 0, 1, "Feedback input level meaning 'contact closed' (0: pulled-up input to ground)."),
@@ -88,8 +88,8 @@ SCHEMA = {
     },
     "control": {
         "period_ms": ("int", 50, 10, 1000, "Control-loop period: the bound on reaction time."),
-        "watchdog_ms": ("int", 2000, 500, 30000, "Hardware watchdog timeout (fed only by a healthy loop)."),
-        "boot_hold_ms": ("int", 2000, 0, 60000, "No close during this time after boot."),
+        "watchdog_ms": ("int", 2000, 500, 10000, "Hardware watchdog timeout (fed only by a healthy loop)."),
+        "boot_hold_ms": ("int", 2000, 500, 60000, "No close during this time after boot."),
         "poll_timeout_ms": ("int", 200, 20, 5000, "Whole-frame timeout of one RS485 request."),
         "poll_gap_ms": ("int", 0, 0, 5000, "Pause between two requests on the module bus."),
     },
@@ -164,6 +164,18 @@ SCHEMA = {
         "fluct_window_ms": ("int", 60000, 1000, 3600000, "Window of the voltage swing."),
     },
 }
+
+
+# Why the bounds of the settings that can weaken a protection are where they are:
+# bankgate.config_why.WHY, path -> reason (physics and chemistry), next to this schema;
+# docs/configuration.md shows each reason next to its setting, a range error its first
+# sentence.  A separate module, imported only for a message or the docs: the device
+# keeps its heap for the bank (tests/mp/test_fuzz_proto.py runs in 256 KiB).
+# Alarm (warning) bits, bankgate.model ALM_*: those that must stay critical, the ones
+# that may be left out of critical_alarms, and the only ones derate_alarms may hold.
+ALARMS_REQUIRED = 0x04FF
+ALARMS_KNOWN = 0x0FFF
+DERATE_ALLOWED = 0x0300
 
 
 class ConfigError(Exception):
@@ -273,7 +285,10 @@ def _check(path, entry, value, secret=False):
         if type(value) is not int:
             raise ConfigError(path, "an integer", _show(value, secret))
         if value < lo or value > hi:
-            raise ConfigError(path, "an integer from %d to %d" % (lo, hi), _show(value, secret))
+            from bankgate.config_why import WHY
+            why = WHY.get(path)          # a safety bound: its reason's first sentence
+            raise ConfigError(path, "an integer from %d to %d%s" % (
+                lo, hi, " (" + why.split(". ")[0].rstrip(".") + ")" if why else ""), _show(value, secret))
     elif kind == "bool":
         if type(value) is not bool:
             raise ConfigError(path, "true or false", _show(value, secret))
@@ -347,26 +362,49 @@ def _unknown(path, key, schema):
 
 def _merge(path, schema, given, secret=False):
     if type(given) is not dict:
-        raise ConfigError(path or "(top level)", "an object", _show(given, secret))
+        _fail(path or "(top level)", "an object", _show(given, secret))
+        given = {}
     for key in given:
         if type(key) is not str:
             # MicroPython's json.loads accepts unquoted names ({0: 1}, {true: 1}); found by
             # tests/mp/test_fuzz_config.py (it raised TypeError in _unknown)
-            raise ConfigError(path or "(top level)", "quoted names (JSON object keys are strings)",
+            _fail(path or "(top level)", "quoted names (JSON object keys are strings)",
                               _show(key))
-        if key not in schema:
-            raise _unknown(path, key, schema)
+        elif key not in schema:
+            _keep(_unknown(path, key, schema))
     out = {}
     for key, entry in schema.items():
         p = (path + "." if path else "") + key
         if isinstance(entry, dict):
             out[key] = _merge(p, entry, given.get(key, {}), secret)
         elif key in given:
-            v = _check(p, entry, given[key], secret)
+            try:
+                v = _check(p, entry, given[key], secret)
+            except ConfigError as e:
+                _keep(e)                 # collecting: go on with the default
+                _bad.append(p)
+                v = _default(entry)
             out[key] = list(v) if type(v) is list else (dict(v) if type(v) is dict else v)
         else:
             out[key] = _default(entry)
     return out
+
+
+# All errors at once (the host's `config check`, validate_all): while _sink is a
+# list, _fail() records an error instead of raising and validation goes on (a refused
+# value is replaced by its default).  validate() and the device keep the first error.
+_sink = None
+_bad = []
+
+
+def _keep(e):
+    if _sink is None:
+        raise e
+    _sink.append(e)
+
+
+def _fail(path, expected, found):
+    _keep(ConfigError(path, expected, found))
 
 
 def _require(given):
@@ -374,8 +412,9 @@ def _require(given):
         d = given
         for part in path.split("."):
             if type(d) is not dict or part not in d:
-                raise ConfigError(path, "a value (required: no default fits every installation)",
+                _fail(path, "a value (required: no default fits every installation)",
                                   "nothing")
+                break
             d = d[part]
 
 
@@ -385,94 +424,107 @@ def _cross(cfg):
     n = bank["expected_modules"]
     addrs = bank["addresses"]
     if len(addrs) != n:
-        raise ConfigError("bank.addresses", "%d addresses (bank.expected_modules)" % n,
+        _fail("bank.addresses", "%d addresses (bank.expected_modules)" % n,
                           "%d" % len(addrs))
     if bank["scan_from"] > bank["scan_to"]:
-        raise ConfigError("bank.scan_from", "at most bank.scan_to (%d)" % bank["scan_to"],
+        _fail("bank.scan_from", "at most bank.scan_to (%d)" % bank["scan_to"],
                           bank["scan_from"])
     for i, a in enumerate(addrs):
         if a < bank["scan_from"] or a > bank["scan_to"]:
-            raise ConfigError("bank.addresses[%d]" % i, "an address from bank.scan_from (%d) to "
+            _fail("bank.addresses[%d]" % i, "an address from bank.scan_from (%d) to "
                               "bank.scan_to (%d)" % (bank["scan_from"], bank["scan_to"]), a)
         if a in addrs[:i]:
-            raise ConfigError("bank.addresses[%d]" % i, "unique addresses", "%d twice" % a)
+            _fail("bank.addresses[%d]" % i, "unique addresses", "%d twice" % a)
     if n > bank["max_parallel"]:
-        raise ConfigError("bank.expected_modules", "at most bank.max_parallel (%d)"
+        _fail("bank.expected_modules", "at most bank.max_parallel (%d)"
                           % bank["max_parallel"], n)
     want_bus = _FAMILY_BUS.get(bank["family"])
     if want_bus is not None and bank["bus"] != want_bus:
-        raise ConfigError("bank.bus", "%s for family %s" % (want_bus, bank["family"]),
+        _fail("bank.bus", "%s for family %s" % (want_bus, bank["family"]),
                           _show(bank["bus"]))
     if bank["bus"] == "rs485" and bank["baud"] not in _RS485_BAUDS:
-        raise ConfigError("bank.baud", "an RS485 baud rate (%s)"
+        _fail("bank.baud", "an RS485 baud rate (%s)"
                           % ", ".join([str(b) for b in _RS485_BAUDS]), bank["baud"])
     if bank["bus"] == "can" and bank["baud"] not in _CAN_BITRATES:
-        raise ConfigError("bank.baud", "a CAN bit rate (%s)"
+        _fail("bank.baud", "a CAN bit rate (%s)"
                           % ", ".join([str(b) for b in _CAN_BITRATES]), bank["baud"])
     lo, hi = _CELL_NOMINAL_MV[bank["chemistry"]]
     per_cell = bank["nominal_mv"] // bank["cells"]
     if per_cell < lo or per_cell > hi:
-        raise ConfigError("bank.nominal_mv", "%d cells x %d..%d mV (%s) = %d..%d"
+        _fail("bank.nominal_mv", "%d cells x %d..%d mV (%s) = %d..%d"
                           % (bank["cells"], lo, hi, bank["chemistry"], bank["cells"] * lo,
                              bank["cells"] * hi), bank["nominal_mv"])
 
     g = cfg["gating"]
     if g["module_mv_min"] >= g["module_mv_max"]:
-        raise ConfigError("gating.module_mv_min", "below gating.module_mv_max (%d)"
+        _fail("gating.module_mv_min", "below gating.module_mv_max (%d)"
                           % g["module_mv_max"], g["module_mv_min"])
     if g["hysteresis_mv"] >= g["max_dv_mv"]:
-        raise ConfigError("gating.hysteresis_mv", "below gating.max_dv_mv (%d)" % g["max_dv_mv"],
+        _fail("gating.hysteresis_mv", "below gating.max_dv_mv (%d)" % g["max_dv_mv"],
                           g["hysteresis_mv"])
     if g["soc_min_pm"] >= g["soc_max_pm"]:
-        raise ConfigError("gating.soc_min_pm", "below gating.soc_max_pm (%d)" % g["soc_max_pm"],
+        _fail("gating.soc_min_pm", "below gating.soc_max_pm (%d)" % g["soc_max_pm"],
                           g["soc_min_pm"])
     if g["precharge_min_ms"] >= g["precharge_timeout_ms"]:
-        raise ConfigError("gating.precharge_min_ms", "below gating.precharge_timeout_ms (%d)"
+        _fail("gating.precharge_min_ms", "below gating.precharge_timeout_ms (%d)"
                           % g["precharge_timeout_ms"], g["precharge_min_ms"])
     if g["min_limit_ma"] >= g["max_limit_ma"]:
-        raise ConfigError("gating.min_limit_ma", "below gating.max_limit_ma (%d)" % g["max_limit_ma"],
+        _fail("gating.min_limit_ma", "below gating.max_limit_ma (%d)" % g["max_limit_ma"],
                           g["min_limit_ma"])
+
+    crit = g["critical_alarms"]
+    if crit & ALARMS_REQUIRED != ALARMS_REQUIRED or crit & ~ALARMS_KNOWN:
+        _fail("gating.critical_alarms", "every bit of 0x%04X (voltage, temperature, internal: a "
+              "join must not charge a cell near its limits) plus any of 0x%04X (over-current, cell "
+              "imbalance)" % (ALARMS_REQUIRED, ALARMS_KNOWN & ~ALARMS_REQUIRED), "0x%04X" % crit)
+    if g["derate_alarms"] & ~DERATE_ALLOWED:
+        _fail("gating.derate_alarms", "bits of 0x%04X only (over-current warnings: only current can "
+              "be carried by the bank limits)" % DERATE_ALLOWED, "0x%04X" % g["derate_alarms"])
 
     c = cfg["contactors"]
     outs = c["outputs"]
     need = n if g["topology"] == "branch" else 2
     if len(outs) != need:
-        raise ConfigError("contactors.outputs", "%d output names for topology %s%s"
+        _fail("contactors.outputs", "%d output names for topology %s%s"
                           % (need, g["topology"], " (one per module)" if need == n else
                              " (main, precharge)"), "%d" % len(outs))
     for i, name in enumerate(outs):
         if name in outs[:i]:
-            raise ConfigError("contactors.outputs[%d]" % i, "a name not used before", _show(name))
+            _fail("contactors.outputs[%d]" % i, "a name not used before", _show(name))
     fb = c["feedback"]
     if fb and len(fb) != len(outs):
-        raise ConfigError("contactors.feedback", "none or one per output (%d)" % len(outs),
+        _fail("contactors.feedback", "none or one per output (%d)" % len(outs),
                           "%d" % len(fb))
     for i, name in enumerate(fb):
         if name in fb[:i]:
-            raise ConfigError("contactors.feedback[%d]" % i, "a name not used before", _show(name))
+            _fail("contactors.feedback[%d]" % i, "a name not used before", _show(name))
     for key in ("reset_input", "link_isolated_input"):
         name = c.get(key, "")
         if name and name in fb:
-            raise ConfigError("contactors." + key, "an input not used as feedback", _show(name))
+            _fail("contactors." + key, "an input not used as feedback", _show(name))
     if c.get("reset_input") and c.get("reset_input") == c.get("link_isolated_input"):
-        raise ConfigError("contactors.link_isolated_input", "another input than reset_input",
+        _fail("contactors.link_isolated_input", "another input than reset_input",
                           _show(c["reset_input"]))
 
     ctl = cfg["control"]
     if ctl["watchdog_ms"] < 2 * ctl["period_ms"]:
-        raise ConfigError("control.watchdog_ms", "at least 2 x control.period_ms (%d)"
+        _fail("control.watchdog_ms", "at least 2 x control.period_ms (%d)"
                           % (2 * ctl["period_ms"]), ctl["watchdog_ms"])
     if g["max_age_ms"] < n * ctl["poll_timeout_ms"]:
-        raise ConfigError("gating.max_age_ms", "at least bank.expected_modules x "
+        _fail("gating.max_age_ms", "at least bank.expected_modules x "
                           "control.poll_timeout_ms (%d): one slow poll cycle must not drop "
                           "every module" % (n * ctl["poll_timeout_ms"]), g["max_age_ms"])
     if g["max_age_ms"] <= ctl["period_ms"]:
-        raise ConfigError("gating.max_age_ms", "above control.period_ms (%d)" % ctl["period_ms"],
+        _fail("gating.max_age_ms", "above control.period_ms (%d)" % ctl["period_ms"],
                           g["max_age_ms"])
+    # ---- issue 16 part 3 (NOT HERE: built with the poll scheduler by another helper): the
+    # worst-case poll cycle of this configuration (baud, modules, commands, frame lengths,
+    # turnaround, gaps, identity reads) against gating.max_age_ms goes here, as _fail() calls
+    # (collected by validate_all, first error on the device).
 
     inv = cfg["inverter"]
     if inv["require_heartbeat"] and not inv["enabled"]:
-        raise ConfigError("inverter.require_heartbeat", "false while inverter.enabled is false",
+        _fail("inverter.require_heartbeat", "false while inverter.enabled is false",
                           "true")
 
     for path in _TOPIC_SAFE:
@@ -480,8 +532,9 @@ def _cross(cfg):
         v = (cfg[sec] if sec else cfg)[key]
         for ch in v:
             if not (ch.isalpha() or ch.isdigit() or ch in "-_"):
-                raise ConfigError(path, "letters, digits, '-' or '_' (it is an MQTT topic level)",
+                _fail(path, "letters, digits, '-' or '_' (it is an MQTT topic level)",
                                   _show(v))
+                break
 
     # Diagnosis thresholds come in raise/clear pairs: raising must be the stricter
     # (hold times, *_ms, are not thresholds and may be in any order).
@@ -491,7 +544,7 @@ def _cross(cfg):
             if "_raise_" in key and not key.endswith("_ms"):
                 other = key.replace("_raise_", "_clear_")
                 if other in diag and diag[key] <= diag[other]:
-                    raise ConfigError("diagnosis." + key, "above diagnosis.%s (%d)"
+                    _fail("diagnosis." + key, "above diagnosis.%s (%d)"
                                       % (other, diag[other]), diag[key])
 
 
@@ -501,39 +554,65 @@ def check_board(cfg, board):
     the topology and the buses the configuration uses."""
     name = board.get("name", "?")
     if cfg["board"] != name:
-        raise ConfigError("board", "%s (the board this configuration is for)" % _show(name),
+        _fail("board", "%s (the board this configuration is for)" % _show(name),
                           _show(cfg["board"]))
     outs = board.get("outputs", {})
     ins = board.get("inputs", {})
     c = cfg["contactors"]
     for i, o in enumerate(c["outputs"]):
         if o not in outs:
-            raise ConfigError("contactors.outputs[%d]" % i, "an output of board %s (%s)"
+            _fail("contactors.outputs[%d]" % i, "an output of board %s (%s)"
                               % (name, ", ".join(sorted(outs))), _show(o))
     for i, o in enumerate(c["feedback"]):
         if o not in ins:
-            raise ConfigError("contactors.feedback[%d]" % i, "an input of board %s (%s)"
+            _fail("contactors.feedback[%d]" % i, "an input of board %s (%s)"
                               % (name, ", ".join(sorted(ins)) or "none"), _show(o))
     for key in ("reset_input", "link_isolated_input"):
         o = c.get(key, "")
         if o and o not in ins:
-            raise ConfigError("contactors." + key, "an input of board %s (%s)"
+            _fail("contactors." + key, "an input of board %s (%s)"
                               % (name, ", ".join(sorted(ins)) or "none"), _show(o))
     topo = cfg["gating"]["topology"]
-    if topo not in board.get("topologies", ()):
-        raise ConfigError("gating.topology", "a topology board %s supports (%s)"
+    if not _can_close(cfg, board, name, ins):
+        pass                             # dead: said what to add (docs/deployment.md)
+    elif topo not in board.get("topologies", ()):
+        _fail("gating.topology", "a topology board %s supports (%s)"
                           % (name, ", ".join(board.get("topologies", ()))), _show(topo))
     from bankgate.boards import can_roles
     can_mods, can_inv = can_roles(board)
     bus = cfg["bank"]["bus"]
     if (bus == "rs485" and board.get("rs485") is None) or (bus == "can" and not can_mods):
-        raise ConfigError("bank.bus", "a module bus board %s has (%s)" % (name, ", ".join(
+        _fail("bank.bus", "a module bus board %s has (%s)" % (name, ", ".join(
             [b for b, ok in (("rs485", board.get("rs485") is not None), ("can", can_mods)) if ok])
             or "none"), _show(bus))
     if cfg["inverter"]["enabled"] and not can_inv:
-        raise ConfigError("inverter.enabled", "false (board %s has no CAN controller for the "
+        _fail("inverter.enabled", "false (board %s has no CAN controller for the "
                           "inverter)" % name, "true")
     return cfg
+
+
+def _can_close(cfg, board, name, ins):
+    """No dead configurations: with this board, can the first contactor ever close?
+    The first join needs the DC-link state: a measured link (board link_adc), or in
+    the branch topology an input proving the link isolated (docs/admission.md).
+    False after reporting what to add."""
+    if board.get("link_adc"):
+        return True
+    c = cfg["contactors"]
+    if cfg["gating"]["topology"] == "main":
+        _fail("gating.topology", "branch (board %s has no DC-link voltage sensor, link_adc: the main "
+              "topology closes only on a measured DC link, so nothing would ever close; use branch "
+              "with contactors.link_isolated_input, or a board with link_adc)" % name, '"main"')
+        return False
+    if not c["link_isolated_input"]:
+        used = list(c["feedback"]) + [c["reset_input"]]
+        free = [k for k in sorted(ins) if k not in used]
+        _fail("contactors.link_isolated_input", "an input of board %s reading 1 while the DC link is "
+              "isolated (%s): the board has no DC-link voltage sensor, so without it the first module "
+              "never closes (docs/deployment.md)" % (name, ", ".join(free) if free else
+              "no free input: free one from contactors.feedback"), '""')
+        return False
+    return True
 
 
 def validate(given, strict=False, board=None):

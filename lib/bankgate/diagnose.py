@@ -50,7 +50,8 @@ DG_PENDING_LONG = const(12)
 DG_CAPACITY_MISMATCH = const(13)
 DG_VOLTAGE_IMBALANCE = const(14)
 DG_VOLTAGE_FLUCTUATION = const(15)
-N_CODES = const(15)
+DG_LOOP_R_BELOW_CONFIG = const(16)
+N_CODES = const(16)
 
 # stop and call the installer?
 STOP_NO = const(0)          # monitor; fix at the next service
@@ -105,6 +106,9 @@ DIAG_INFO = (
      STOP_YES),
     ("voltage_fluctuation", "swing_mv", "window_s",
      "Voltage fluctuation of 1 V or more: failing connection, check torque and terminals", STOP_NOW),
+    ("loop_r_below_config", "r_mohm", "config_mohm",
+     "Measured loop resistance below gating.loop_resistance_mohm: joins now use the measured value; "
+     "set the setting to it (a shorter or heavier branch than assumed, or a bypassed fuse)", STOP_NO),
 )
 
 # raise/clear key pairs that must be ordered (check_config)
@@ -148,6 +152,7 @@ class Diagnoser:
         self.max_age_ms = g["max_age_ms"]
         self.module_mv_min = g["module_mv_min"]
         self.r_loop = g["loop_resistance_mohm"]
+        self.r_cfg = g["loop_resistance_mohm"]
         n = N_CODES * _W
         # instance state, index (code - 1) * 17 + slot (or BANK)
         self.active = bytearray(n)
@@ -545,6 +550,11 @@ class Diagnoser:
                 cond = c2
         if cond != _NOT_JUDGED:
             self._judge(now, DG_RESISTANCE_RISING, s, cond, addr, rise, spot, hr, hc)
+        # the measured loop contradicts gating.loop_resistance_mohm (below 2/3 of it):
+        # admission uses the measured value for the join limit (use_measured_loop)
+        if me.r_conf[s] >= d["r_conf_min"] and r > 0:
+            cond = _RAISE if 3 * r < 2 * self.r_cfg else (_CLEAR if 4 * r >= 3 * self.r_cfg else _BAND)
+            self._judge(now, DG_LOOP_R_BELOW_CONFIG, s, cond, addr, r, self.r_cfg, hr, hc)
         # capacity outside the seed's 5 % of the mean
         if me.total_mah > 0 and n > 1:
             cd = me.cap_dev_pm[s]

@@ -66,7 +66,7 @@ def test_not_a_configuration(tmp_path, text, message):
 
 @pytest.mark.parametrize("changes,message", [
     (dict(bank__addresses=[2, 3, "4"]), "bank.addresses[2]: expected an integer, found \"4\""),
-    (dict(gating__max_dv_mv=9000), "gating.max_dv_mv: expected an integer from 10 to 5000, found 9000"),
+    (dict(gating__max_dv_mv=9000), "gating.max_dv_mv: expected an integer from 10 to 2000 (Ceiling 2000 mV"),
     (dict(mqtt__colour="red"), "mqtt.colour: expected a setting of section mqtt"),
     (dict(gating__max_dv=400), "did you mean max_dv_mv?"),
     (dict(contactors__outputs=["k1", "k2", "k9"]),
@@ -109,3 +109,24 @@ def test_secrets_are_never_echoed(tmp_path):
     cfg = write(tmp_path, "m.json", json.dumps(example(mqtt__enabled=True)))
     rc, out = check(cfg, "--secrets", write(tmp_path, "s.json", "{}"))
     assert rc == 1 and "secrets.wifi.ssid: expected a network name (mqtt.enabled needs Wi-Fi)" in out, out
+
+
+def test_push_and_deploy_without_a_port_say_how_to_set_it():
+    for args in (["config", "push", EXAMPLE],
+                 ["deploy", "--board", "devkitc-sn65hvd230-max3485", "--config", EXAMPLE]):
+        proc = subprocess.run([sys.executable, "-m", "bankgate_host"] + args, cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "PORT=/dev/ttyUSB0" in proc.stderr and "--port /dev/ttyUSB0" in proc.stderr, proc.stderr
+    proc = subprocess.run(["make", "deploy"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "make deploy PORT=/dev/ttyUSB0" in proc.stdout, proc.stdout
+
+
+def test_every_error_of_a_file_in_one_run(tmp_path):
+    rc, out = check(write(tmp_path, "c.json", json.dumps(example(
+        bank__addresses=[2, 3, "4"], gating__max_dv_mv=9000, mqtt__colour="red",
+        contactors__outputs=["k1", "k2", "k9"]))))
+    lines = out.splitlines()
+    assert rc == 1 and lines[-1] == "4 errors", out
+    for path in ("bank.addresses[2]", "gating.max_dv_mv", "mqtt.colour", "contactors.outputs[2]"):
+        assert [x for x in lines if x.startswith("INVALID %s: expected" % path)], (path, out)

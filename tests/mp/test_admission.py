@@ -255,6 +255,21 @@ def test_check_critical_alarm_and_protection():
     _blocks(lambda r: setattr(r.m(1), "protections", ALM_CELL_OV), adm.CHK_ALARM)
 
 
+def test_protection_opens_whatever_the_critical_mask():
+    # issue 16: critical_alarms narrows WARNING bits only; a BMS protection (trip) with
+    # a bit outside the mask still blocks a join and opens a closed branch at once
+    r = Rig(over={"gating": {"critical_alarms": 0x04FF}})
+    assert r.run(20000, until=lambda: all_closed(r))
+    r.m(1).protections = ALM_CELL_IMB              # outside the mask (0x0800)
+    r.step()
+    assert r.out(1) == 0 and r.a.mod_reason[1] == adm.CHK_ALARM
+    assert r.a.mod_value[1] == ALM_CELL_IMB
+    r.m(1).protections = 0
+    r.m(2).protections = 0x0100                    # over-current trip, not in the mask
+    r.step()
+    assert r.out(2) == 0 and r.a.mod_reason[2] == adm.CHK_ALARM
+
+
 def test_non_critical_alarm_does_not_block():
     r = Rig()
     r.m(1).alarms = ALM_CELL_IMB                 # not in the default critical mask
@@ -498,6 +513,40 @@ def test_circulating_current_limit_stricter_than_dv_for_low_resistance_loop():
     r = Rig(n=1)
     set_mv(r.m(0), 52300)
     assert r.run(8000, until=lambda: r.out(0) == 1)
+
+
+def test_measured_loop_below_the_configured_one_is_used_for_the_join_limit():
+    # issue 16: the configuration says 25 mOhm; metrics measure 5 mOhm for slot 0 (a
+    # confident estimate): 300 mV now predicts 60 A > 50 A and the module waits
+    from bankgate.metrics import Metrics
+    r = Rig(n=1)
+    me = Metrics(r.cfg, r.bank)
+    me.r_mohm[0] = 30                             # above the setting: the setting stays
+    me.r_conf[0] = 90
+    mptest.no_alloc(r.a.use_measured_loop, me, 50)
+    assert r.a.loop_mohm[0] == 0
+    me.r_mohm[0] = 5
+    me.r_conf[0] = 40                             # not confident: not used
+    r.a.use_measured_loop(me, 50)
+    assert r.a.loop_mohm[0] == 0
+    me.r_conf[0] = 60
+    mptest.no_alloc(r.a.use_measured_loop, me, 50)
+    assert r.a.loop_mohm[0] == 5
+    set_mv(r.m(0), 52300)
+    r.run(10000)
+    assert not r.close_times(0)
+    assert r.a.mod_reason[0] == adm.CHK_INRUSH and r.a.mod_value[0] == 60000
+    me.r_mohm[0] = 24                             # any value below the setting is used
+    r.a.use_measured_loop(me, 50)
+    assert r.a.loop_mohm[0] == 24
+    # the main topology's bank loop (R / N) uses the lowest one
+    r = Rig(main=True, physics=True)
+    me = Metrics(r.cfg, r.bank)
+    assert r.a._r_main() == 25
+    me.r_mohm[2] = 3
+    me.r_conf[2] = 80
+    r.a.use_measured_loop(me, 50)
+    assert r.a._r_main() == 3
 
 
 def test_module_own_limit_in_the_direction_it_would_flow():
@@ -904,7 +953,7 @@ def _oracle_ok(r, i, now):
             return False
     if clock.diff(now, m.t_mgmt) > g["limits_max_age_ms"]:
         return False
-    if (m.alarms | m.protections) & g["critical_alarms"]:
+    if (m.alarms & g["critical_alarms"]) or m.protections:   # a protection always blocks
         return False
     for lim in (m.chg_limit_ma, m.dsg_limit_ma):
         if lim != 0 and not g["min_limit_ma"] <= lim <= g["max_limit_ma"]:
@@ -1009,7 +1058,7 @@ def test_fuzz_never_closes_unless_every_check_holds():
             # that was closed; it still keeps an open one out (_oracle_ok)
             al = m.alarms & ~0x0300 if before[i] else m.alarms
             crit = (not m.analog_valid or m.addr != 2 + i or (r.idm >> i) & 1 or not m.alarm_valid
-                    or (al | m.protections) & 0x07FF
+                    or al & 0x07FF or m.protections
                     or clock.diff(now, m.t_analog) > r.cfg["gating"]["max_age_ms"])
             if crit:
                 if before[i]:

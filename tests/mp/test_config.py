@@ -10,6 +10,7 @@ import mptest
 
 from bankgate import boards as B
 from bankgate import config as C
+from bankgate import config_check as CC
 
 
 
@@ -263,7 +264,8 @@ def test_diagnosis_raise_must_exceed_clear():
 def _tiny_board():
     return B.validate({"name": "tiny", "chip": "sim", "source": [],
                        "outputs": {"main": 1, "pre": 2, "k3": 7}, "inputs": {"a": 3},
-                       "rs485": {"uart": 1, "tx": 4, "rx": 5, "de": 6}, "topologies": ["main"]})
+                       "rs485": {"uart": 1, "tx": 4, "rx": 5, "de": 6}, "topologies": ["main"],
+                       "link_adc": {"pin": 8, "mul": 1, "div": 1}})
 
 
 def test_configuration_against_the_board():
@@ -289,6 +291,100 @@ def test_configuration_against_the_board():
     expect_error(on_can, "bank.bus", "a module bus board tiny has (rs485)", '"can"', True, tiny)
     expect_error(_with("inverter.enabled", True, main), "inverter.enabled",
                  "no CAN controller for the inverter", "true", True, tiny)
+
+
+# ------------------------------------------------ no dead configurations (issue 16)
+def _bare_board(inputs, link_adc=False):
+    d = {"name": "bare", "chip": "sim", "source": [], "outputs": {"k1": 1, "k2": 2, "k3": 3},
+         "inputs": inputs, "rs485": {"uart": 1, "tx": 4, "rx": 5, "de": 6},
+         "topologies": ["branch", "main"] if link_adc else ["branch"]}
+    if link_adc:
+        d["link_adc"] = {"pin": 9, "mul": 1, "div": 1}
+    return B.validate(d)
+
+
+def test_a_board_file_without_link_sensor_cannot_offer_main():
+    d = {"name": "bare", "chip": "sim", "source": [], "outputs": {"k1": 1, "k2": 2},
+         "inputs": {}, "rs485": {"uart": 1, "tx": 4, "rx": 5, "de": 6}, "topologies": ["branch", "main"]}
+    try:
+        B.validate(d)
+        raise AssertionError("accepted")
+    except C.ConfigError as e:
+        assert e.path == "bare.topologies" and "link_adc" in str(e), str(e)
+
+
+def test_a_board_without_link_sensor_needs_the_isolation_input():
+    bare = _bare_board({"in1": 10, "in2": 11})
+    cfg = _mut(top={"board": "bare"}, contactors={"feedback": [], "link_isolated_input": ""},
+               inverter={"enabled": False})
+    # branch, no DC-link ADC, no link_isolated_input: the first module can never close
+    e = expect_error(cfg, "contactors.link_isolated_input", "never closes", '""', True, bare)
+    assert "in1, in2" in e.expected            # says which inputs are free
+    C.validate(_with("contactors.link_isolated_input", "in1", cfg), True, bare)
+    # every input used as feedback: it says so
+    fb = _mut(top={"board": "bare"}, contactors={"outputs": ["k1", "k2"], "feedback": ["in1", "in2"]},
+              bank={"expected_modules": 2, "addresses": [2, 3]}, inverter={"enabled": False})
+    e = expect_error(fb, "contactors.link_isolated_input", "free one from contactors.feedback",
+                     None, True, bare)
+    # the main topology needs a measured link: refused, not "OK"
+    main = _mut(top={"board": "bare"}, contactors={"outputs": ["k1", "k2"], "feedback": []},
+                gating={"topology": "main"}, inverter={"enabled": False})
+    expect_error(main, "gating.topology", "no DC-link voltage sensor", '"main"', True, bare)
+    # with a link sensor both are alive
+    C.validate(main, True, _bare_board({}, True))
+    C.validate(_with("contactors.link_isolated_input", "", cfg), True, _bare_board({}, True))
+
+
+def test_alarm_masks_narrow_only_within_the_documented_set():
+    for bad in (0, 0x00FF, 0x0400, 0x07FE, 0xFFFF, 0x1FFF):
+        expect_error(_with("gating.critical_alarms", bad), "gating.critical_alarms", "0x04FF",
+                     "0x%04X" % bad)
+    for ok in (0x04FF, 0x05FF, 0x07FF, 0x0FFF):
+        C.validate(_with("gating.critical_alarms", ok))
+    for bad in (0xFFFF, 0x0001, 0x0400, 0x0700):
+        expect_error(_with("gating.derate_alarms", bad), "gating.derate_alarms", "0x0300",
+                     "0x%04X" % bad)
+    for ok in (0, 0x0100, 0x0200, 0x0300):
+        C.validate(_with("gating.derate_alarms", ok))
+
+
+def test_all_errors_at_once_with_their_paths():
+    bad = _mut(gating={"critical_alarms": 0, "derate_alarms": 65535, "max_dv_mv": 5000,
+                       "loop_resistance_mohm": 10000, "max_inrush_ma": 1000000, "max_age_ms": 600000,
+                       "dwell_ms": 0, "min_limit_ma": 0},
+               contactors={"weld_ma": 100000, "weld_confirm_ms": 60000, "outputs": ["k1", "k1", "k3"]},
+               control={"boot_hold_ms": 0}, bank={"adresses": [1]})
+    before = json.dumps(bad)
+    cfg, errs = CC.validate_all(bad, True, _board("sim"))
+    assert cfg is None and json.dumps(bad) == before
+    paths = [e.path for e in errs]
+    for p in ("gating.critical_alarms", "gating.derate_alarms", "gating.max_dv_mv",
+              "gating.loop_resistance_mohm", "gating.max_inrush_ma", "gating.max_age_ms",
+              "gating.dwell_ms", "gating.min_limit_ma", "contactors.weld_ma",
+              "contactors.weld_confirm_ms", "control.boot_hold_ms", "bank.adresses",
+              "contactors.outputs[1]"):
+        assert p in paths, (p, paths)
+    assert len(paths) == len(set(paths)), paths
+    # the first one is what validate() (the device) raises
+    try:
+        C.validate(bad, True, _board("sim"))
+        raise AssertionError("accepted")
+    except C.ConfigError as e:
+        assert str(e) == str(errs[0])
+    # a rule naming a refused setting is not reported against the default put in its place
+    cfg, errs = CC.validate_all(_mut(bank={"expected_modules": 99}), True)
+    assert [e.path for e in errs] == ["bank.expected_modules"], [str(e) for e in errs]
+    cfg, errs = CC.validate_all(good(), True, _board("sim"))
+    assert errs == [] and cfg["bank"]["addresses"] == [2, 3, 4]
+
+
+def test_warnings_for_legal_but_unusual_set_ups():
+    cfg = C.validate(good(), True, _board("sim"))
+    assert CC.warnings(cfg, _board("sim")) == []
+    w = CC.warnings(C.validate(_with("contactors.feedback", [])), _board("sim"))
+    assert len(w) == 1 and w[0].startswith("contactors.feedback:"), w
+    w = CC.warnings(C.validate(_with("gating.critical_alarms", 0x04FF)))
+    assert len(w) == 1 and w[0].startswith("gating.critical_alarms:"), w
 
 
 # ----------------------------------------------------------------- file errors

@@ -264,6 +264,36 @@ def test_resistance_rising_hot_terminal():
     assert 35 <= env.met.r_mohm[0] <= 40
 
 
+def test_loop_r_below_config_when_the_measurement_contradicts_the_setting():
+    # issue 16: gating.loop_resistance_mohm 60, branch loops measure 20 mOhm (< 2/3 x 60):
+    # raised for every module, evidence (measured, configured); 45 mOhm (>= 3/4) clears
+    env = Env({"gating": {"loop_resistance_mohm": 60}})
+    r = [20, 20, 20]
+
+    def steps(n):
+        for k in range(n):
+            link = 52100 if k % 2 else 52700
+            env.bank.link_mv = link
+            for s in range(3):
+                env.set(s, 52000 + (link - 52000) // 4, (link - 52000) * 1000 // r[s])
+            env.tick(5000)
+
+    steps(40)
+    _only(env, dg.DG_LOOP_R_BELOW_CONFIG)
+    for s in range(3):
+        assert env.dg.is_active(dg.DG_LOOP_R_BELOW_CONFIG, s + 2)
+    snap = env.dg.snapshot()[0]
+    assert snap["evidence"]["r_mohm"] == 20 and snap["evidence"]["config_mohm"] == 60
+    r[0] = r[1] = r[2] = 50                       # (resistance_rising raises: +150 %)
+    steps(60)
+    assert not env.dg.is_active(dg.DG_LOOP_R_BELOW_CONFIG, -1)
+    # the same bank with the setting it measures: nothing
+    env = Env({"gating": {"loop_resistance_mohm": 25}})
+    r = [20, 20, 20]
+    steps(40)
+    assert env.active_codes() == []
+
+
 def test_bms_alarms_repeated_counts_onsets_in_window():
     env = Env()
     m = env.bank.modules[1]

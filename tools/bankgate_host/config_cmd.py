@@ -31,7 +31,8 @@ def add_arguments(p):
     c.add_argument("--secrets", help="also validate this secrets file")
     ps = sub.add_parser("push", help="validate, then copy the configuration to a board")
     ps.add_argument("file")
-    ps.add_argument("--port", required=True, help="serial port of the board (e.g. /dev/ttyUSB0)")
+    ps.add_argument("--port", help="serial port of the board (e.g. /dev/ttyUSB0; "
+                    "`ls /dev/ttyUSB* /dev/ttyACM*` lists them)")
     ps.add_argument("--secrets", help="also validate and copy this secrets file")
     ps.add_argument("--no-reset", action="store_true",
                     help="do not reset the board afterwards (the new file is read at the next start)")
@@ -105,10 +106,14 @@ def run_check(path, board=None, secrets=None):
     proc = mpy.run(args, heapsize=HEAPSIZE, timeout=120)
     out = proc.stdout.strip().splitlines()
     last = out[-1] if out else ""
+    # every error of the file at once (one ERROR line each), and WARNING lines for
+    # legal but unusual set-ups: the message is the lines joined, the first error first
+    warn = ["WARNING " + x[8:] for x in out if x.startswith("WARNING ")]
+    errs = [x[6:] for x in out if x.startswith("ERROR ")]
     if proc.returncode == 0 and last.startswith("OK "):
-        return True, last[3:]
-    if last.startswith("ERROR "):
-        return False, last[6:]
+        return True, "\n".join([last[3:]] + warn)
+    if errs:
+        return False, "\n".join(errs)
     return False, "validator failed (rc=%s): %s" % (proc.returncode, (proc.stderr or proc.stdout).strip())
 
 
@@ -147,11 +152,19 @@ def reset_device(port):
     mpremote(port, "reset", check=False)
 
 
+NO_PORT = ("no serial port given: set PORT=/dev/ttyUSB0 (make) or --port /dev/ttyUSB0 "
+           "(the board's USB serial device: `ls /dev/ttyUSB* /dev/ttyACM*` before and after "
+           "plugging it in; on macOS /dev/cu.usbserial-*)")
+
+
 def push(args):
+    if not args.port:
+        print("config push: %s" % NO_PORT, file=sys.stderr)
+        return 2
     # 1. Without touching the device: the file against the board it names (a board
     #    that only the device knows is checked in step 2).
     ok, msg = run_check(args.file, None, args.secrets)
-    if not ok and not msg.startswith("board: expected one of"):
+    if not ok and [m for m in msg.splitlines() if not m.startswith("board: expected one of")]:
         print("config push: refused, nothing copied: %s" % msg, file=sys.stderr)
         return 1
     with tempfile.TemporaryDirectory(prefix="bankgate-push-") as tmp:
@@ -213,7 +226,16 @@ def main(args):
             print("INVALID board: expected one of %s, found %r" % (", ".join(known), args.board))
             return 1
         ok, msg = run_check(args.file, args.board, args.secrets)
-        print(("OK %s" if ok else "INVALID %s") % msg)
+        lines = msg.splitlines()
+        if ok:
+            print("OK %s" % lines[0])
+            for w in lines[1:]:
+                print(w)
+        else:
+            for e in lines:
+                print("INVALID %s" % e)
+            if len(lines) > 1:
+                print("%d errors" % len(lines))
         return 0 if ok else 1
     if cmd == "push":
         return push(args)

@@ -118,6 +118,10 @@ def main(args):
         known = sorted(f[:-5] for f in os.listdir(BOARDS_DIR) if f.endswith(".json"))
         print("deploy: unknown board %r (known: %s)" % (args.board, ", ".join(known)), file=sys.stderr)
         return 1
+    if not args.port and not args.build_only:
+        from .config_cmd import NO_PORT
+        print("deploy: %s (or --build-only)" % NO_PORT, file=sys.stderr)
+        return 2
     ok, msg = run_check(args.config, args.board, args.secrets)
     if not ok:
         print("deploy: refused, nothing copied: %s" % msg, file=sys.stderr)
@@ -131,9 +135,6 @@ def main(args):
     print("deploy: compiled %d modules (-march=%s) into %s" % (len(files), args.march, args.build_dir))
     if args.build_only:
         return 0
-    if not args.port:
-        print("deploy: --port is required (or --build-only)", file=sys.stderr)
-        return 2
     try:
         mpremote(args.port, *plan(files), timeout=600)
         install_file(args.port, board_path, "board.json")

@@ -131,8 +131,8 @@ def bench_config(n, mqtt=False, bus="rs485"):
     # dwell and boot hold shortened: they only delay reaching the steady state measured here
     cfg = {
         "bank": {"expected_modules": n, "addresses": addrs, "scan_from": 2, "scan_to": 1 + n},
-        "gating": {"dwell_ms": 100},
-        "control": {"boot_hold_ms": 0},
+        "gating": {"dwell_ms": 200},
+        "control": {"boot_hold_ms": 500},
         "contactors": {"outputs": ["k%d" % i for i in range(n)]},
         "inverter": {"enabled": False},
         "mqtt": {"enabled": mqtt},

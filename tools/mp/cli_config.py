@@ -10,7 +10,8 @@
 import json
 import sys
 
-from bankgate import boards, config
+from bankgate import boards, config, config_check
+from bankgate.config_why import WHY
 
 # The cross-field rules of config._cross / check_board / validate_secrets, for the
 # reference.  tests/mp/test_config.py triggers each of them.
@@ -35,6 +36,13 @@ RULES = (
     "`gating.max_age_ms` >= `bank.expected_modules` x `control.poll_timeout_ms` (one slow poll "
     "cycle must not drop every module) and > `control.period_ms`.",
     "`inverter.require_heartbeat` needs `inverter.enabled`.",
+    "`gating.critical_alarms` holds every bit of 0x04FF (cell/module over- and under-voltage, over- and "
+    "under-temperature, internal fault) and nothing outside 0x0FFF: only the over-current warnings "
+    "(0x0300) may be left out, cell imbalance (0x0800) may be added. A BMS **protection** bit always opens, "
+    "whatever the mask. `gating.derate_alarms` holds bits of 0x0300 (over-current warnings) only.",
+    "No dead configurations (against the board): the first contactor needs the DC-link state. A board "
+    "without `link_adc` cannot run the `main` topology (it closes only on a measured link), and its "
+    "`branch` topology needs `contactors.link_isolated_input` (the message lists the free inputs).",
     "`gateway_id`, `mqtt.prefix` and `mqtt.discovery_prefix` are MQTT topic levels: letters, "
     "digits, `-`, `_` only.",
     "Every diagnosis threshold `*_raise_*` is above its `*_clear_*` partner (hold times `*_ms` "
@@ -89,9 +97,11 @@ def _table(out, prefix, schema):
             continue
         path = prefix + key
         req = " **(required)**" if path in config.REQUIRED else ""
+        why = WHY.get(path)
+        meaning = entry[4] + (" **Safety bound:** " + why if why else "")
         out.append("| `%s`%s | %s | %s | %s | %s |" % (
             path, req, _TYPES[entry[0]], _fmt_default(entry[1]), _fmt_range(entry),
-            entry[4].replace("|", "\\|")))
+            meaning.replace("|", "\\|")))
 
 
 def docs():
@@ -114,8 +124,8 @@ def docs():
       "`bankgate deploy --board` |")
     a("")
     a("Check a file on the host with the device's own validator: `bankgate config check "
-      "FILE` (exit 0 valid, 1 invalid). Every error names the setting, what was expected and "
-      "what was found, for example:")
+      "FILE` (exit 0 valid, 1 invalid). It reports every error of the file in one run (the device "
+      "stops at the first); each names the setting, what was expected and what was found, for example:")
     a("")
     a("```")
     for given in ({"board": "sim", "bank": {"adresses": [2, 3, 4]}},
@@ -152,6 +162,22 @@ def docs():
         a("")
         _table(out, sec + ".", entry)
     a("")
+    a("## Safety bounds")
+    a("")
+    a("Settings that can weaken a protection have floors and ceilings derived from the physics and the "
+      "chemistry; the reason is next to each of them above (**Safety bound**), and an out-of-range value "
+      "is refused with its first sentence. No accepted configuration can disable a BMS protection, the "
+      "stale-data check (`gating.max_age_ms` <= 30 s), the weld check (`contactors.weld_ma` <= 10 A, "
+      "`contactors.weld_confirm_ms` <= 10 s, `contactors.weld_mv` >= 500 mV) or the boot hold "
+      "(`control.boot_hold_ms` >= 500 ms). A loop resistance measured below `gating.loop_resistance_mohm` "
+      "replaces it in the join limit (docs/admission.md); below two thirds of it the diagnosis "
+      "`loop_r_below_config` says so.")
+    a("")
+    a("`bankgate config check` reports every error of a file in one run, one line each (the device stops "
+      "at the first), and prints a `WARNING` line for a legal but unusual set-up (no contactor feedback, "
+      "the link-held weld check off, over-current warnings not critical, a `link_isolated_input` the "
+      "board does not need, a loop resistance below 5 mOhm) and still exits 0.")
+    a("")
     a("## Rules between settings")
     a("")
     for r in RULES:
@@ -187,6 +213,8 @@ def _arg(args, name):
 
 
 def check(args):
+    """Every error of the file at once (config.validate_all; the device stops at the
+    first), each printed as an ERROR line; WARNING lines for legal but unusual set-ups."""
     board_file = _arg(args, "--board")
     boards_dir = _arg(args, "--boards-dir")
     secrets_file = _arg(args, "--secrets")
@@ -194,12 +222,24 @@ def check(args):
         raise ValueError("check needs exactly one configuration file")
     path = args[0]
     raw = config.parse(config.read_file(path, config.MAX_CONFIG_BYTES), path)
-    cfg = config.validate(raw, True)
+    board = None
+    board_err = None
     if board_file is not None:
         board = boards.load(board_file)
     else:
-        board = boards.find(cfg["board"], boards_dir or "boards")
-    config.check_board(cfg, board)
+        name = raw.get("board") if type(raw) is dict else None
+        if type(name) is str and name:
+            try:
+                board = boards.find(name, boards_dir or "boards")
+            except config.ConfigError as e:
+                board_err = e            # reported first, with every other error
+    cfg, errs = config_check.validate_all(raw, True, board)
+    if board_err is not None:
+        errs = [board_err] + errs
+    if errs:
+        raise _Many(errs)
+    for w in config_check.warnings(cfg, board):
+        print("WARNING " + w)
     note = ""
     if secrets_file is not None:
         secrets = config.validate_secrets(config.parse(
@@ -212,6 +252,10 @@ def check(args):
         path, board["name"], b["expected_modules"], b["family"], b["bus"],
         ",".join([str(x) for x in b["addresses"]]), cfg["gating"]["topology"],
         ",".join(cfg["contactors"]["outputs"]), note)
+
+
+class _Many(Exception):
+    """Several ConfigErrors (args[0]), printed one ERROR line each."""
 
 
 def main(argv):
@@ -232,6 +276,10 @@ def main(argv):
         else:
             print("ERROR unknown command %s" % cmd)
             sys.exit(2)
+    except _Many as m:
+        for e in m.args[0]:
+            print("ERROR %s" % e)
+        sys.exit(1)
     except config.ConfigError as e:
         print("ERROR %s" % e)
         sys.exit(1)
