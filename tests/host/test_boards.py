@@ -193,6 +193,7 @@ def test_broken_boards_are_refused_with_a_precise_message(mp):
     bad = copy.deepcopy(mcp)                       # MCP2515 INT on a pad without pull-up
     bad["can"]["int"] = 39
     bad["link_adc"] = None
+    bad["topologies"] = ["branch"]                 # main needs the DC-link ADC this frees
     refused(mp, bad, "can.int", "external_pullups", "39 (no internal pull")
     bad["external_pullups"] = [34, 35, 39]
     assert mp.call("bankgate.boards", "validate", bad) == bad
