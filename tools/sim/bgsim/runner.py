@@ -158,7 +158,7 @@ class Simulation:
         self.all_frames = all_frames
         self.cfg = bgconfig.validate(scen["config"])
         cfg = self.cfg
-        self.clock = clock = SimClock()
+        self.clock = clock = SimClock(tick_start_ms=scen["device"]["tick_start_ms"])
         cc = cfg["contactors"]
         inputs = list(cc["feedback"])
         for key in ("reset_input", "link_isolated_input"):
