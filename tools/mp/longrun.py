@@ -72,7 +72,7 @@ def scenario(n=3, tick_start_ms=0, seed=1, max_age_ms=5000):
 
 class LongRun:
     def __init__(self, days=38.5, n=3, tick_start_ms=0, seed=1, skip_s=12 * 3600, window_s=40,
-                 silent=0, silent_day=0.5, alarm=1, alarm_every_days=1.5, alarm_s=10):
+                 silent=0, silent_day=3.1, alarm=1, alarm_every_days=1.5, alarm_s=10):
         if not 0 < skip_s * 1000 < (1 << 28) // 2:
             raise ValueError("skip_s must stay far below clock.AGE_MAX")
         self.days = days
