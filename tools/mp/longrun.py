@@ -23,7 +23,8 @@
 # Judged (check() asserts every count is zero and that the run did its work):
 #   closes_bad     the soak's checker, on every coil energisation;
 #   silent_closed  the silent module (unplugged at silent_day, never again) has its
-#                  output energised or its state "admitted" at any observation later than
+#                  output energised or a state that means every check passes (pending,
+#                  dwell, closing, admitted) at any observation later than
 #                  max_age_ms + LOST_MS after it fell silent (observations: every 100 ms
 #                  in the windows; a close is also caught by closes_bad);
 #   no_rejoin      the alarm module (a critical alarm for alarm_s in the middle of a
@@ -136,10 +137,13 @@ class LongRun:
             if now - self._silent_since > self.max_age_us + LOST_MS * 1000:
                 self.silent_checks += 1
                 adm = self.gw.admission
-                if self._out(s) or adm.mod_state[s] == 5:       # MOD_ADMITTED
+                # closed, or in a state that means "every check passes": pending (waiting for
+                # the voltage gate), dwell, closing, admitted
+                if self._out(s) or 2 <= adm.mod_state[s] <= 5:
                     self.silent_closed += 1
-                    self._note("silent module %d closed/admitted (state %d) after %.2f days of silence"
-                               % (s, adm.mod_state[s], (now - self._silent_since) / DAY_US))
+                    self._note("silent module %d closed or passing every check (state %d reason %d) "
+                               "after %.2f days of silence" % (s, adm.mod_state[s], adm.mod_reason[s],
+                                                               (now - self._silent_since) / DAY_US))
         if self.first_close_s is None and self.gw.admission.admitted_mask:
             self.first_close_s = self.sim.clock.now_us / 1e6
         self.sim.clock.after_us(_WATCH_US, self._watch)
@@ -247,6 +251,8 @@ class LongRun:
             "silent_checks": self.silent_checks, "alarms": self.alarms, "rejoins": self.rejoins,
             "no_rejoin": self.no_rejoin, "not_opened": self.not_opened,
             "first_close_s": self.first_close_s, "wdt_expired": s.wdt_expired,
+            "silent_reason": self.gw.admission.mod_reason[self.silent] if self.silent is not None else None,
+            "silent_analog_valid": self.gw.bank.modules[self.silent].analog_valid if self.silent is not None else None,
             "resets": sim_resets(self.sim), "exceptions": self.gw.admission.exceptions,
             "notes": self.bad,
         }
