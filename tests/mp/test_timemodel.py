@@ -5,7 +5,7 @@
 # whole-gateway version over three tick wraps is tools/mp/longrun.py
 # (tests/host/test_longrun.py).
 # mpy-timeout: 900
-# mpy-heapsize: 512k
+# mpy-heapsize: 2m
 import mptest
 from fakehw import FakeHardware, SimClock
 
@@ -208,3 +208,33 @@ def test_sim_clock_ticks_start_and_stay_small():
     assert mptest.no_alloc(c.ticks_us) == c.ticks_us()
     mptest.raises(ValueError, SimClock, 0, 1 << 30)
     mptest.raises(ValueError, SimClock, 0, -1)
+
+
+def test_hold_intermediates_are_esp32_small_ints():
+    from checkedint import CheckedInt
+    edges = (0, 1, HALF - 1, HALF, HALF + 1, MASK - 1, MASK)
+    for now in edges:
+        for t in edges + (clock.AGE_MAX, MASK - clock.AGE_MAX):
+            h = clock.hold(CheckedInt(now), CheckedInt(t))
+            assert 0 <= int(h) <= MASK
+
+
+def test_every_aging_pass_of_the_gateway_is_allocation_free():
+    import longrun
+    from bgsim import runner
+    from bgsim import scenario as sc
+    sim = runner.Simulation(sc.validate(longrun.scenario(3, HALF + 1)), out=lambda d: None)
+    gw = sim.gw
+    while sim.clock.now_us < 5000000:
+        w = gw.step()
+        sim.hw.idle(w if w else 1)
+    assert gw.diagnoser._started
+    now = clock.add(sim.hw.clock.ticks_ms(), 4 * DAY)
+    for k in range(20):
+        t = clock.add(now, k * clock.AGE_PASS_MS)
+        mptest.no_alloc(gw.admission._age, t)
+        mptest.no_alloc(gw.poller._age, t)
+        mptest.no_alloc(gw.diagnoser._age, t)
+    assert clock.diff(t, gw.poller._t_next) <= clock.AGE_MAX
+    assert clock.diff(t, gw.diagnoser._t_start) == clock.AGE_MAX
+    assert clock.diff(t, gw.admission.t_boot) == clock.AGE_MAX
