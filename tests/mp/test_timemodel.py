@@ -206,6 +206,11 @@ def test_sim_clock_ticks_start_and_stay_small():
     assert c.ticks_us() == ((MASK - 1) * 1000 + c.now_us) & MASK
     assert mptest.no_alloc(c.ticks_ms) == c.ticks_ms()
     assert mptest.no_alloc(c.ticks_us) == c.ticks_us()
+    c.set_ticks_ms(0)                          # a hard reset: the counters restart
+    assert c.ticks_ms() == 0 and c.ticks_us() == 0
+    c.advance_us(1500)
+    assert c.ticks_ms() == 1 and c.ticks_us() == 1500
+    mptest.raises(ValueError, c.set_ticks_ms, 1 << 30)
     mptest.raises(ValueError, SimClock, 0, 1 << 30)
     mptest.raises(ValueError, SimClock, 0, -1)
 

@@ -41,6 +41,15 @@ class SimClock:
         self._q = []
         self._seq = 0
 
+    def set_ticks_ms(self, tick_ms):
+        """The device tick counters restart here: ticks_ms() reads tick_ms now (a hard
+        reset restarts them at 0; a soft reset keeps them).  now_us, the host-side time,
+        runs on unchanged."""
+        if not isinstance(tick_ms, int) or tick_ms < 0 or tick_ms > _MASK:
+            raise ValueError("tick_ms must be an int in [0, 2**30 - 1], got %r" % (tick_ms,))
+        self._off_us = tick_ms * 1000 - self.now_us
+        self._sync()
+
     def _sync(self):
         t = self.now_us + self._off_us
         self._us = t & _MASK
