@@ -53,6 +53,9 @@ fuzz: setup
 soak: setup
 	$(BIN)/pytest -m slow -k soak $(PYTEST_ARGS)
 
+longrun: setup
+	$(BIN)/pytest -m slow -k longrun $(PYTEST_ARGS)
+
 deploy: setup
 	$(BIN)/bankgate deploy --port $(PORT) --board $(BOARD) --config $(CONFIG)
 
