@@ -88,3 +88,24 @@ def test_longrun_started_60_s_before_a_wrap(bits):
 def test_longrun_three_wraps(bits, start):
     r = run_longrun(bits, timeout=3600, days=38.5, tick_start_ms=start, skip_s=43200)
     judge(r, 38.5, 3)
+
+
+@pytest.mark.skipif(not os.path.exists(MP32), reason="no 32-bit MicroPython at %s" % MP32)
+def test_time_model_tests_pass_on_the_32_bit_binary():
+    # tests/mp/test_timemodel.py again, on the 32-bit port: the heap-locked tests there
+    # (SimClock ticks after 2000 simulated seconds, every aging pass) allocate if any value
+    # outgrows a 31-bit small int, which the 64-bit port would never show
+    import re
+    import subprocess
+    src = os.path.join(REPO, "tests", "mp", "test_timemodel.py")
+    with open(src) as f:
+        names = re.findall(r"^def (test_\w+)\(\):", f.read(), re.M)
+    env = dict(os.environ)
+    env["MICROPYPATH"] = os.pathsep.join(d for _, d in mpy.SOURCE_DIRS)
+    proc = subprocess.run([MP32, "-X", "heapsize=2m", os.path.join(mpy.MP_TOOLS, "mptest_run.py"),
+                           str(2 * 1024 * 1024), src] + names, env=env, capture_output=True, text=True,
+                          timeout=1200)
+    results = [json.loads(x[5:]) for x in proc.stdout.split("\n") if x.startswith("\x1eMPT ")]
+    assert len(results) == len(names) >= 14, (proc.stdout[-2000:], proc.stderr[-2000:])
+    failed = [(r["name"], r["tb"]) for r in results if r["status"] != "pass"]
+    assert not failed, failed
