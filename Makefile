@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # MicroPython test files run whole on one worker (--dist loadfile); 2 workers = 2 cores
 JOBS     ?= 2
 
-.PHONY: help setup test test-all demo fuzz soak bench deploy config status clean
+.PHONY: help setup test test-all demo fuzz soak longrun bench deploy config status clean
 
 help:
 	@echo "make test     run the whole test suite (sets up .venv first)"
@@ -52,6 +52,9 @@ fuzz: setup
 
 soak: setup
 	$(BIN)/pytest -m slow -k soak $(PYTEST_ARGS)
+
+longrun: setup
+	$(BIN)/pytest -m slow -k longrun $(PYTEST_ARGS)
 
 # PORT is the board's USB serial device; without it, say how to find and set it
 NEED_PORT = @test -n "$(PORT)" || { echo "make $@: set PORT to the board's serial port, e.g. make $@ PORT=/dev/ttyUSB0$(if $(filter deploy,$@), BOARD=$(BOARD) CONFIG=$(CONFIG))"; echo "  (ls /dev/ttyUSB* /dev/ttyACM* before and after plugging the board in; macOS: /dev/cu.usbserial-*)"; exit 2; }

@@ -239,6 +239,8 @@ class Admission:
         self.t_link = now
         self.phase = _P_IDLE
         self.t_phase = now
+        self._t_aged = now                               # last aging pass (_age)
+        self._age_k = 0                                  # its round-robin slot
         self._codes = bytearray(n)
         self._vals = array.array("i", bytes(4 * n))
         self._vlim = array.array("i", bytes(8))
@@ -364,6 +366,8 @@ class Admission:
     def _step(self, now, bus_fault, idm, inverter_ok):
         ct = self.ct
         mods = self.bank.modules
+        if clock.pass_due(now, self._t_aged):
+            self._age(now)
         # 1. outputs released behind our back (the loop's exception path)?
         if ct.sync(now):
             self.phase = _P_IDLE
@@ -413,6 +417,27 @@ class Admission:
         else:
             closed = self.expected_mask if self.phase >= _P_CLOSING else 0
         self.dq.update(now, self.bank.modules, self.n_exp, closed, self.bank_ma, self.admitted)
+
+    def _age(self, now):
+        """The aging pass of the time model (bankgate.clock, docs/architecture.md):
+        every stamp admission reads -- its own timers, the contactor command times and
+        every module's data stamps -- is held at most AGE_MAX old, so no age can wrap.
+        Run every AGE_PASS_MS from step(): the scalars each time, one slot's stamps
+        per run (every stamp within (n_slots + 1) * AGE_PASS_MS); allocation-free."""
+        self._t_aged = now
+        self.t_boot = clock.hold(now, self.t_boot)
+        self.t_last_close = clock.hold(now, self.t_last_close)
+        self.t_link = clock.hold(now, self.t_link)
+        self.t_phase = clock.hold(now, self.t_phase)
+        k = self._age_k
+        n = self.n_slots
+        self._age_k = k + 1 if k < n else 0
+        clock.hold_range(now, self.t_weld, k, k + 1)
+        if k < n:
+            clock.hold_range(now, self.t_state, k, k + 1)
+            clock.hold_range(now, self.pending_since, k, k + 1)
+            self.bank.modules[k].age(now)
+        self.ct.age(now, k)
 
     def _latch(self, bit, slot, value, now):
         if self.faults & bit:

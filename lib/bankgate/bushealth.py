@@ -217,6 +217,10 @@ class BusHealth:
             self._t_term = now
             self._tx_sample = self.poller.transactions
             self._sample(now)
+        # time model (bankgate.clock.hold): the terminator-check stamps are held
+        # within clock.AGE_MAX of now (a re-check after weeks is not 6 days late)
+        self._t_term = clock.hold(now, self._t_term)
+        self._t_sample = clock.hold(now, self._t_sample)
         if self.can_check:
             self._term_step(now)
         tx = self.poller.transactions

@@ -40,3 +40,57 @@ def add(t, delta):
 def due(now, deadline):
     """True when `deadline` (a tick value) is reached or past at `now`."""
     return diff(now, deadline) >= 0
+
+
+# ---- the time model (docs/architecture.md "Time model")
+# diff() is only right while the two stamps are less than 2**29 ms (6.2 days) apart.
+# A stamp that nobody refreshes (the last frame of a silent module, the boot time, the
+# last close, a deadline nobody looked at) gets older than that, and its age would read
+# small or negative again: stale data would look fresh.  So no stamp may get that old:
+#   * hold() drags a stamp older than AGE_MAX (2**28 ms, 3.1 days) along to exactly
+#     now - AGE_MAX.  Its age then reads AGE_MAX, "at least 3.1 days", which is larger
+#     than every configured time limit (config bounds keep them below AGE_MAX), so every
+#     `age > limit` / `age >= limit` / due() comparison gives the answer the true age
+#     would give, for any uptime and any starting tick;
+#   * every component that keeps stamps runs an "aging pass" from its step/update that
+#     passes each of them through hold() at least every AGE_SWEEP_MS (round-robin slices
+#     every AGE_PASS_MS, so no step pays for the whole pass).
+# Between two holds a stamp ages by at most AGE_SWEEP_MS, so its true age stays below
+# AGE_MAX + AGE_SWEEP_MS < 2**29 and diff() is exact.  Negative values are sentinels
+# ("not running", e.g. pending_since = -1; ticks are never negative), left alone.
+AGE_MAX = const(0x10000000)     # 2**28 ms = 3.1 days: the saturated age
+AGE_PASS_MS = const(1000)       # an aging slice runs at most this long apart
+AGE_SWEEP_MS = const(120000)    # bound: every stamp is held at least this often
+
+
+def hold(now, t):
+    """The stamp t, or now - AGE_MAX when t is older than that (or beyond the range
+    diff() can tell, i.e. more than AGE_MAX in the future).  t < 0: a sentinel,
+    returned unchanged.  Allocation-free."""
+    if t < 0:
+        return t
+    d = diff(now, t)
+    if d >= AGE_MAX or d < -AGE_MAX:
+        return add(now, -AGE_MAX)
+    return t
+
+
+def hold_range(now, a, i, j):
+    """hold() the stamps a[i:j] of an array in place (indices clipped to the array)."""
+    n = len(a)
+    if j > n:
+        j = n
+    while i < j:
+        t = a[i]
+        if t >= 0:
+            d = diff(now, t)
+            if d >= AGE_MAX or d < -AGE_MAX:
+                a[i] = add(now, -AGE_MAX)
+        i += 1
+
+
+def pass_due(now, t_last):
+    """True when an aging slice last run at t_last is due again (AGE_PASS_MS passed,
+    or t_last lies ahead: the clock restarted or was never set)."""
+    d = diff(now, t_last)
+    return d >= AGE_PASS_MS or d < 0

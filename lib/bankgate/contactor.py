@@ -138,6 +138,15 @@ class Contactors:
                 self.events.emit(now, EV_CONTACTOR, self.addrs[i], i, 0)
         return True
 
+    def age(self, now, k):
+        """Aging slice (bankgate.clock time model): output k % n's command and mismatch
+        times are held at most clock.AGE_MAX old.  Admission calls it with a round-robin
+        k every clock.AGE_PASS_MS."""
+        if self.n:
+            i = k % self.n
+            clock.hold_range(now, self.t_cmd, i, i + 1)
+            clock.hold_range(now, self.t_bad, i, i + 1)
+
     # -- feedback
     def fb_closed(self, i):
         """1 closed / 0 open according to the auxiliary contact, -1 without feedback."""

@@ -194,6 +194,8 @@ class Diagnoser:
         self._cycles_seen = 0
         self._drift_run = 0
         self._t_start = 0
+        self._t_aged = 0                                 # last aging pass (_age)
+        self._age_k = 0
         self._started = False
         self._ever_closed = False
         self._start_mask = 0     # expected slots measured before the bank first closed (until admitted)
@@ -236,7 +238,22 @@ class Diagnoser:
             self._pend[k] = 0
 
     # ------------------------------------------------------------------- rules
+    def _age(self, now):
+        """Aging pass of the time model (bankgate.clock.hold): every stamp the rules
+        compare is held within clock.AGE_MAX of now, so no age wraps (an alarm onset
+        weeks old never counts as recent again, a module never seen stays offline)."""
+        self._t_aged = now
+        self._t_start = clock.hold(now, self._t_start)
+        self._t_fl = clock.hold(now, self._t_fl)
+        k = self._age_k                   # one slice of 17 per pass (round robin)
+        self._age_k = k + 1 if k < _W - 1 else 0
+        clock.hold_range(now, self._pend_since, k, k + 1)
+        clock.hold_range(now, self._alarm_t, k * _ALARM_RING, (k + 1) * _ALARM_RING)
+        clock.hold_range(now, self._t_pend, k * N_CODES, (k + 1) * N_CODES)
+
     def step(self, now, admitted_mask, expected_mask, pending_mask=0):
+        if clock.pass_due(now, self._t_aged):
+            self._age(now)
         self._rules(now, admitted_mask, expected_mask, pending_mask)
         # an idle instance whose raise hold was running but that could not be judged
         # this step starts its hold again (module comment); the marks are cleared for

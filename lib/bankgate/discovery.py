@@ -164,6 +164,12 @@ class Discovery:
         self.dropped_mask = 0                   # slots of vanished unexpected addresses
         self.id_fast_mask = 0                   # slots whose identity should be re-read every sweep
 
+    def age(self, now, k):
+        """Aging pass of the time model (bankgate.clock.hold), run by the poller: the
+        per-slot CAN frame stamp of slot k stay within clock.AGE_MAX of now, so a slot silent
+        for weeks never reads a short (duplicate-like) gap when it resumes."""
+        clock.hold_range(now, self._t_can351, k, k + 1)
+
     # ---------------------------------------------------------------- findings
     def _find(self, code, addr):
         for i in range(self.count):

@@ -157,9 +157,18 @@ class Metrics:
         self.e_gaps = 0
         self._t_prev = 0
         self._prev_mask = 0
+        self._t_aged = 0              # last aging pass (time model, bankgate.clock.hold)
+        self._age_k = 0
 
     # ------------------------------------------------------------------ update
     def update(self, now, admitted_mask):
+        if clock.pass_due(now, self._t_aged):
+            # time model: the stamps stay within clock.AGE_MAX of now (no wrapped age)
+            self._t_aged = now
+            self._t_prev = clock.hold(now, self._t_prev)
+            k = self._age_k                           # one slot per pass (round robin)
+            self._age_k = k + 1 if k + 1 < len(self.t_op) else 0
+            clock.hold_range(now, self.t_op, k, k + 1)
         bank = self.bank
         mods = bank.modules
         ns = len(mods)

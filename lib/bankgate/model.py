@@ -10,6 +10,8 @@ import array
 
 from micropython import const
 
+from bankgate import clock
+
 MAX_MODULES = const(16)
 MAX_CELLS = const(24)
 MAX_TEMPS = const(8)
@@ -142,6 +144,17 @@ class Module:
         self.last_error = 0          # last rejection code (bankgate.proto.errors)
         self.t_last_reply = 0
         self.seen = False            # answered at least once since discovery
+
+    def age(self, now):
+        """Aging pass of the time model (bankgate.clock.hold): every data stamp of this
+        record is held at most clock.AGE_MAX old, so an age read from it never wraps,
+        however long the module stays silent.  Admission runs it for every slot at
+        least every clock.AGE_PASS_MS.  Allocation-free."""
+        self.t_analog = clock.hold(now, self.t_analog)
+        self.t_alarm = clock.hold(now, self.t_alarm)
+        self.t_mgmt = clock.hold(now, self.t_mgmt)
+        self.t_id = clock.hold(now, self.t_id)
+        self.t_last_reply = clock.hold(now, self.t_last_reply)
 
     def clear_data(self):
         """Forget measured data (module lost or replaced); keeps the slot and address."""

@@ -185,6 +185,8 @@ class Poller:
         self.sweep_count = 0
         self.transactions = 0
         self._started = False
+        self._t_aged = 0                               # last aging pass (_age)
+        self._age_k = 0
         self.rs = None
         self.can = None
         if self.is_can:
@@ -220,12 +222,15 @@ class Poller:
 
     def service(self, now):
         """Advance the bus; return the slot whose record a decoded frame changed, else -1."""
+        if not self._started or clock.pass_due(now, self._t_aged):
+            self._age(now)
         if self.is_can:
             return self._service_can(now)
         if not self._started:
             self._started = True
             self.discovery.begin_scan(now)
             self._t_ident = clock.add(now, IDENT_PERIOD_MS)
+            self._t_next = now                         # the first request at once, any tick
         if self._busy:
             r = self.rs.poll(now)
             if r == _BUSY:
@@ -238,6 +243,21 @@ class Poller:
         if not self.hold and clock.due(now, self._t_next):
             self._start_next(now)
         return -1
+
+    def _age(self, now):
+        """Aging pass of the time model (bankgate.clock.hold): every deadline and stamp
+        is held within clock.AGE_MAX of now, so a deadline nobody looked at for days
+        is still past due (not 6.2 days ahead).  Runs at least every AGE_PASS_MS."""
+        self._t_aged = now
+        self._t_next = clock.hold(now, self._t_next)
+        self._t_ident = clock.hold(now, self._t_ident)
+        k = self._age_k                                # one slot per pass (round robin)
+        self._age_k = k + 1 if k + 1 < len(self._t_reprobe) else 0
+        clock.hold_range(now, self._t_reprobe, k, k + 1)
+        if self.is_can:
+            self._t_listen = clock.hold(now, self._t_listen)
+            clock.hold_range(now, self._t_can, k, k + 1)
+        self.discovery.age(now, k)
 
     # ------------------------------------------------------------------ scheduling
     def _start(self, kind, addr, slot, cmd, now):

@@ -152,7 +152,8 @@ class Rig:
     """
 
     def __init__(self, addresses=(2, 3, 4), stubs=None, family="pylontech", baud=115200,
-                 model=None, seed=1, term_others=None, scan=None, health=True, **bank):
+                 model=None, seed=1, term_others=None, scan=None, health=True, tick_start_ms=0,
+                 **bank):
         from fakehw import SimClock, FakeHardware
         from fakebus import ElectricalModel, FakeRs485Wire, FakeUart
         from bankgate import config
@@ -160,7 +161,7 @@ class Rig:
         from bankgate.model import Bank
         from bankgate.poller import Poller
         from bankgate.bushealth import BusHealth
-        self.clock = SimClock()
+        self.clock = SimClock(tick_start_ms=tick_start_ms)
         hw = FakeHardware(self.clock)
         kw = {"bitrate": baud, "nodes": len(stubs if stubs is not None else addresses) + 1}
         kw.update(model or {})

@@ -126,14 +126,16 @@ class SoakSim(runner.Simulation):
 
 
 class Soak:
-    def __init__(self, hours=1.0, n=16, baud=9600, seed=1, warmup_h=None, sample_s=600):
+    def __init__(self, hours=1.0, n=16, baud=9600, seed=1, warmup_h=None, sample_s=600, scen=None):
+        # scen: another scenario dict (n modules, branch topology with feedback) to judge
+        # with the same checkers, e.g. tools/mp/longrun.py's multi-day bank
         self.hours = hours
         self.seed = seed
         self.rng = fakebus.Prng(seed * 7919 + 17)
         self.broker = FakeBroker()
         self.link = FakeLink()
         self.net = fake_net(self.broker, self.link)
-        s = sc.validate(scenario(n, baud, seed, hours))
+        s = sc.validate(scen if scen is not None else scenario(n, baud, seed, hours))
         self.sim = sim = SoakSim(s, self.net, self)
         if sim.gw is None:
             raise RuntimeError("firmware did not start: %s" % sim.failed_start)

@@ -21,20 +21,48 @@ _MASK = 0x3FFFFFFF
 
 
 class SimClock:
-    def __init__(self, start_us=0):
+    """now_us: host-side simulated time since the start of the run (unbounded; host
+    code schedules with it).  The device's tick counters start at tick_start_ms
+    (ticks_ms() == tick_start_ms at now_us == 0, ticks_us() == tick_start_ms * 1000
+    wrapped), so a run can start anywhere in the 2**30 cycle (a device up for days,
+    just before a wrap).  ticks_ms()/ticks_us() return wrapped values kept up to date
+    whenever time moves, so they stay small ints and never allocate at any simulated
+    time, also on a 32-bit port where now_us itself outgrows a small int after 1073 s."""
+
+    def __init__(self, start_us=0, tick_start_ms=0):
+        if not isinstance(tick_start_ms, int) or tick_start_ms < 0 or tick_start_ms > _MASK:
+            raise ValueError("tick_start_ms must be an int in [0, 2**30 - 1], got %r" % (tick_start_ms,))
         self.now_us = start_us
+        self.tick_start_ms = tick_start_ms
+        self._off_us = tick_start_ms * 1000
+        self._ms = 0
+        self._us = 0
+        self._sync()
         self._q = []
         self._seq = 0
-        self.tick_base_us = 0       # device ticks = now_us + tick_base_us (a hard reboot restarts them)
+
+    def set_ticks_ms(self, tick_ms):
+        """The device tick counters restart here: ticks_ms() reads tick_ms now (a hard
+        reset restarts them at 0; a soft reset keeps them).  now_us, the host-side time,
+        runs on unchanged."""
+        if not isinstance(tick_ms, int) or tick_ms < 0 or tick_ms > _MASK:
+            raise ValueError("tick_ms must be an int in [0, 2**30 - 1], got %r" % (tick_ms,))
+        self._off_us = tick_ms * 1000 - self.now_us
+        self._sync()
+
+    def _sync(self):
+        t = self.now_us + self._off_us
+        self._us = t & _MASK
+        self._ms = (t // 1000) & _MASK
 
     # -- the firmware-facing interface
     @micropython.native
     def ticks_ms(self):
-        return ((self.now_us + self.tick_base_us) // 1000) & _MASK
+        return self._ms
 
     @micropython.native
     def ticks_us(self):
-        return (self.now_us + self.tick_base_us) & _MASK
+        return self._us
 
     def sleep_ms(self, ms):
         self.advance_us(ms * 1000)
@@ -70,10 +98,12 @@ class SimClock:
             t, _, fn, args = heapq.heappop(q)
             if t > self.now_us:
                 self.now_us = t
+                self._sync()
             fn(*args)
             if stop is not None and stop():
                 return
         self.now_us = end
+        self._sync()
 
 
 class FakePin:

@@ -349,7 +349,8 @@ class Telemetry:
     def _reject(self, code, reason):
         self.rejected_commands += 1
         now = self._now()
-        if tk.diff(now, self._report_window) >= 1000:
+        d = tk.diff(now, self._report_window)
+        if d >= 1000 or d < 0:           # < 0: a window older than 6.2 days (wrapped)
             self._report_window = now
             self._reports = 0
         if self._reports >= _REPORTS_PER_S:

@@ -210,6 +210,8 @@ class Client:
     def _keepalive(self, now):
         t = self.t
         ka = self.keepalive_ms
+        # time model (bankgate.clock.hold): a connection up for weeks keeps a readable age
+        self._t_online = tk.hold(now, self._t_online)
         if tk.diff(now, t.t_rx) > ka + ka // 2:
             self._close(now, tr.R_SILENCE)
             return

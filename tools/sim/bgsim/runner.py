@@ -166,7 +166,7 @@ class Simulation:
         self.all_frames = all_frames
         self.cfg = bgconfig.validate(scen["config"])
         cfg = self.cfg
-        self.clock = clock = SimClock()
+        self.clock = clock = SimClock(tick_start_ms=scen["device"]["tick_start_ms"])
         cc = cfg["contactors"]
         inputs = list(cc["feedback"])
         for key in ("reset_input", "link_isolated_input"):
@@ -582,7 +582,7 @@ class Simulation:
             self.gw = None
             self.boots += 1
             if r.kind == "hard":
-                clk.tick_base_us = -clk.now_us
+                clk.set_ticks_ms(0)     # a hard reset restarts the tick counters
             self.out({"t": self.t(), "type": "reboot", "kind": r.kind, "why": r.why,
                       "boot": self.boots})
             # the peripherals restart empty: what waited in the receive buffers is lost

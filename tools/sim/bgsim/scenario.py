@@ -82,6 +82,10 @@ MQTT_FIELDS = {
     "broker": (bool, False),         # a broker is up at the start (the recording stand-in)
 }
 
+DEVICE_FIELDS = {
+    "tick_start_ms": (int, 0),       # device ticks_ms() at the start (0 .. 2**30 - 1)
+}
+
 TOP_FIELDS = {
     "name": (str, None),
     "description": (str, ""),
@@ -97,6 +101,7 @@ TOP_FIELDS = {
     "terminal": (dict, {}),
     "inverter": (dict, {}),
     "mqtt": (dict, {}),
+    "device": (dict, {}),
     "config": (dict, {}),
     "timeline": (list, []),
     "expect": (list, []),
@@ -220,6 +225,10 @@ def validate(raw):
     if s["inverter"]["interp"] not in ("step", "linear"):
         raise ScenarioError("inverter.interp", "step or linear")
     s["mqtt"] = _fill("mqtt", s["mqtt"], MQTT_FIELDS)
+    s["device"] = _fill("device", s["device"], DEVICE_FIELDS)
+    if not 0 <= s["device"]["tick_start_ms"] <= 0x3FFFFFFF:
+        raise ScenarioError("device.tick_start_ms", "0 .. 1073741823 (2**30 - 1), found %d"
+                            % s["device"]["tick_start_ms"])
     n = len(mods)
     for i, ev in enumerate(s["timeline"]):
         p = "timeline[%d]" % i
