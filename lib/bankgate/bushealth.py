@@ -201,6 +201,11 @@ class BusHealth:
         d = {"verdict": self.name()}
         for i in range(len(EVIDENCE_NAMES)):
             d[EVIDENCE_NAMES[i]] = self.evidence[i]
+        rec = getattr(self.poller, "can_recovery", None)
+        if rec is not None:                  # CAN bus-off recovery (bankgate.bus.can)
+            d["can_recovery"] = rec.snapshot()
+            if rec.fault:
+                d["can_diagnosis"] = rec.diagnosis()
         return d
 
     def check_terminator(self):

@@ -183,8 +183,11 @@ class Poller:
         self._started = False
         self.rs = None
         self.can = None
+        self.can_recovery = None   # bankgate.bus.can.BusOffRecovery (CAN module bus)
         if self.is_can:
             self.can = hw.can_modules
+            from bankgate.bus.can import BUS_MODULES, BusOffRecovery
+            self.can_recovery = BusOffRecovery(self.can, events, BUS_MODULES, cfg["bank"]["baud"])
             self._canbuf = bytearray(8)
             self._t_can = array.array("i", bytes(4 * n))     # last frame per slot
             self._t_listen = 0
@@ -217,6 +220,7 @@ class Poller:
     def service(self, now):
         """Advance the bus; return the slot whose record a decoded frame changed, else -1."""
         if self.is_can:
+            self.can_recovery.service(now)     # bus-off: restart with backoff (bus/can.py)
             return self._service_can(now)
         if not self._started:
             self._started = True
