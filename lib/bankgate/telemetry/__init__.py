@@ -132,7 +132,7 @@ class Telemetry:
                 "accepted_commands": self.accepted_commands, "rx_oversize": c.rx_oversize,
                 "last_error": c.last_error, "service_max_us": self.service_max_us,
                 "overruns": self.overruns, "internal_errors": self.internal_errors,
-                "resends": c.resends, "noack_drops": c.noack_drops, "slow_connects": c.slow_connects,
+                "resends": c.resends, "noack_drops": c.noack_drops, "slow_connects": c.slow_connects + c.slow_sessions,
                 "rx_qos_refused": c.rx_qos_refused, "loss_cause": self.loss.cause_name()}
 
     def service(self, now, budget_ms=5):

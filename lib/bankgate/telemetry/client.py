@@ -43,6 +43,8 @@
 #   15 s of events is 150 records x 26 B = 3.9 kB, inside the default 8 kB ring.
 # A connect deadline that passes after the broker sent some bytes but not a whole CONNACK is
 # R_SLOW (a "slowloris" broker), counted in slow_connects; with no byte at all it stays R_TIMEOUT.
+# The no-ack bound reached while part of a packet sits in rx (bytes trickling) is R_SLOW too
+# (slow_sessions): a broker that drips its PUBACKs is as useless as one that sends none.
 # Incoming PUBLISH at QoS 2 (we subscribe at QoS 0, so a conforming broker never sends one) is
 # refused: never handed to on_message, counted (rx_qos_refused, on_refused callback), and
 # answered as MQTT 3.1.1 section 4.3.3 requires of a receiver (PUBREC, then PUBCOMP for the
@@ -193,6 +195,7 @@ class Client:
         self.resends = 0               # QoS 1 PUBLISH sent again with DUP after puback_timeout_ms
         self.noack_drops = 0           # sessions declared dead for want of a PUBACK (R_NOACK)
         self.slow_connects = 0         # connect deadlines passed with a trickling CONNACK (R_SLOW)
+        self.slow_sessions = 0         # sessions ended by the no-ack bound with bytes trickling (R_SLOW)
         self.rx_qos_refused = 0        # incoming QoS 2 PUBLISH refused (never executed)
         self.pubacks = 0
         self.puback_unknown = 0        # PUBACK for no packet in flight (late, after a resend)
@@ -265,16 +268,14 @@ class Client:
         t = self.t
         ka = self.keepalive_ms
         if self._t_wait >= 0 and tk.diff(now, self._t_wait) >= self.noack_ms:
-            self.noack_drops += 1          # no PUBACK at all (packets may have been forgotten)
-            self._close(now, tr.R_NOACK)
+            self._noack(now)               # no PUBACK at all (packets may have been forgotten)
             return
         if self.inflight:
             p = self._ifp
             f = self._if0
             for k in range(self.inflight_max):
                 if p[k] and tk.diff(now, f[k]) >= self.noack_ms:
-                    self.noack_drops += 1
-                    self._close(now, tr.R_NOACK)
+                    self._noack(now)
                     return
         if tk.diff(now, t.t_rx) > ka + ka // 2:
             self._close(now, tr.R_SILENCE)
@@ -292,6 +293,16 @@ class Client:
                 self._ping_out = True
                 self._t_ping = now
                 self.pings += 1
+
+    def _noack(self, now):
+        """A PUBACK overdue past noack_ms: a broker that trickles bytes (part of a packet
+        waiting in rx) is a slow broker (R_SLOW), one that sends nothing useful R_NOACK."""
+        self.noack_drops += 1
+        if self.t.rx_len:
+            self.slow_sessions += 1
+            self._close(now, tr.R_SLOW)
+        else:
+            self._close(now, tr.R_NOACK)
 
     def _schedule_retry(self, now):
         b = self._backoff_ms
