@@ -164,6 +164,7 @@ def test_loss_beyond_the_ring_is_reported_with_its_cause():
     assert len(run.loss_events) >= 1, run.loss_events
     le = run.loss_events[0]
     assert le["addr"] == tr.R_NOACK and le["a"] > 0, le
+    assert 30 <= le["b"] <= 60, le                # seconds since the broker's last PUBACK
     assert run.loss_msgs and run.loss_msgs[0]["cause"] == "noack", run.loss_msgs
     assert "PUBACK" in run.loss_msgs[0]["text"]
     # every event the ring did not have to drop arrived (some it dropped had been sent, unacked)

@@ -198,6 +198,7 @@ class Client:
         self.slow_sessions = 0         # sessions ended by the no-ack bound with bytes trickling (R_SLOW)
         self.rx_qos_refused = 0        # incoming QoS 2 PUBLISH refused (never executed)
         self.pubacks = 0
+        self.t_puback = -1             # ticks_ms of the last PUBACK that matched (-1: none yet)
         self.puback_unknown = 0        # PUBACK for no packet in flight (late, after a resend)
 
     def _no_cb(self, topic, msg):
@@ -559,6 +560,7 @@ class Client:
                 self._ifp[k] = 0
                 self.inflight -= 1
                 self.pubacks += 1
+                self.t_puback = now
                 self._t_wait = now if self.inflight else -1
             else:
                 self.puback_unknown += 1

@@ -8,9 +8,10 @@
 #   offline       the cause is the reason of the last disconnect or failed connect
 #                 (transport R_*): R_NOACK "broker not acknowledging", R_SLOW "slowloris
 #                 broker", R_LINK "Wi-Fi down", R_EOF/R_CONNECT/R_TIMEOUT ... "broker
-#                 unreachable"; seconds = how long the gateway has been offline.
+#                 unreachable"; seconds = how long the gateway has been offline (for
+#                 R_NOACK: since the broker's last PUBACK).
 #   online        a QoS 1 packet waiting longer than the PUBACK timeout: R_NOACK (the
-#                 broker is not acknowledging), seconds = how long it has waited; otherwise
+#                 broker is not acknowledging; seconds = since its last PUBACK); otherwise
 #                 the cause before (the backlog of an outage still draining) or, with none,
 #                 0 "backlog" (events produced faster than the link carries them).
 # On the next successful delivery (the first PUBACK after the drops: a CONNACK alone proves
@@ -89,16 +90,21 @@ class LossWatch:
         self.tel_seen = d
         c = tel.client
         if c.online:
-            w = self._oldest_wait_ms(now, c)
-            if w >= c.puback_timeout_ms:
+            if self._oldest_wait_ms(now, c) >= c.puback_timeout_ms:
                 self.cause = tr.R_NOACK
-                self.seconds = w // 1000
             elif self.cause < 0:
-                self.cause = 0                # else: the backlog of the cause before goes on
+                self.cause = 0
+                self.seconds = 0
+                return
+            else:
+                return                        # the backlog of the cause before: as it was
         else:
             self.cause = c.last_error
+        if self.cause == tr.R_NOACK:          # seconds since the broker last acknowledged
+            t0 = c.t_puback if c.t_puback >= 0 else self._t_start
+        else:                                 # seconds offline
             t0 = self.t_offline if self.t_offline is not None else self._t_start
-            self.seconds = tk.diff(now, t0) // 1000
+        self.seconds = tk.diff(now, t0) // 1000
 
     def went_offline(self, now):
         self.t_offline = now
