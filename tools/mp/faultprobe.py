@@ -953,6 +953,13 @@ def _missing(sim, got):
     return [s for s in range(1, ev.seq + 1) if s not in got]
 
 
+def _within(us, bound_s):
+    """A telemetry time as a bound: telemetry works within a REAL-time budget per loop
+    iteration (docs/mqtt.md), so its exact simulated times vary by a few ms with the host's
+    load; the table states the bound it met, which does not."""
+    return ("<= %d s" % bound_s) if us <= bound_s * S else _s(us)
+
+
 def _event_source(sim, rate, t0, t1):
     """`rate` events per second from t0 to t1 (EV_COMMAND a=0 b=0: a stand-in for a busy bank,
     as the issue's 10 events/s), so there is QoS 1 traffic to acknowledge."""
@@ -981,17 +988,20 @@ def p_broker_noack():
     down = [e for e in evs if e[1] == 0 and e[2] == 14]
     lost = tel.ring.dropped_events + tel.events_lost
     miss = _missing(sim, got)
-    ok = down and c.resends > 0 and broker.dups > 0 and lost == 0 and not miss and c.online and _control_ok(sim)
+    dt = down[0][0] - int(T_FAULT * S) if down else None
+    ok = down and c.resends > 0 and broker.dups > 0 and lost == 0 and not miss and c.online and \
+        _control_ok(sim) and dt <= 16 * S
     return row("broker_noack", "MQTT broker stops acknowledging",
                "broker takes every PUBLISH, answers PINGREQ, sends no PUBACK from 20 s to 40 s (10 events/s "
                "from 15 s to 45 s)",
                "each QoS 1 event re-sent with DUP after 5 s without PUBACK; a session without PUBACK for "
                "15 s declared dead (noack) and reconnected; no event lost while the ring has room",
-               "resends %d (DUP on the wire: %d), disconnect (noack) after %s, reconnects %d; events lost %d, "
-               "undelivered %d; bank closed throughout: %s" % (
-                   c.resends, broker.dups, _s(down[0][0] - int(T_FAULT * S)) if down else "never",
-                   tel.reconnects, lost, len(miss), "yes" if _control_ok(sim) else "NO"),
-               _s(down[0][0] - int(T_FAULT * S)) if down else "-", ok)
+               "events re-sent with DUP: %s; disconnect (noack) %s after PUBACKs stopped; reconnected by "
+               "itself: %s; events lost %d, undelivered %d; bank closed throughout: %s" % (
+                   "yes" if c.resends and broker.dups else "NO", _within(dt, 16) if down else "never",
+                   "yes" if tel.reconnects and c.online else "NO", lost, len(miss),
+                   "yes" if _control_ok(sim) else "NO"),
+               _within(dt, 16) if down else "-", ok)
 
 
 def _mqtt_sim_cfg(dur, mqtt):
@@ -1019,19 +1029,20 @@ def p_broker_slowloris():
     lost = tel.ring.dropped_events + tel.events_lost
     miss = _missing(sim, got)
     up = [e for e in _mqtt_events(sim, int((T_FAULT + 40) * S)) if e[1] == 1]
-    ok = c.slow_connects > 0 and up and lost == 0 and not miss and _control_ok(sim)
+    ok = c.slow_connects > 0 and up and lost == 0 and not miss and _control_ok(sim) and \
+        up[0][0] - int((T_FAULT + 40) * S) <= 3 * S
     return row("broker_slowloris", "Slowloris MQTT broker",
                "broker drops the session at 20 s and answers at 1 byte/s until 60 s (connect_timeout_ms 3 s; "
                "5 events/s from 15 s to 65 s)",
                "connect attempts time out (connect_timeout_ms) with the CONNACK incomplete: reason slow, "
                "counted; events kept in the ring, reconnect by itself when the broker is normal again; no "
                "event lost while the ring has room",
-               "slow connects %d (last reason %s during the fault), reconnected %s after the broker recovered; "
-               "events lost %d, undelivered %d; bank closed throughout: %s" % (
-                   c.slow_connects, "slow" if c.slow_connects else "-",
-                   _s(up[0][0] - int((T_FAULT + 40) * S)) if up else "never", lost, len(miss),
+               "connects ended slow: %s; reconnected %s after the broker recovered; events lost %d, "
+               "undelivered %d; bank closed throughout: %s" % (
+                   "yes" if c.slow_connects else "NO",
+                   _within(up[0][0] - int((T_FAULT + 40) * S), 3) if up else "never", lost, len(miss),
                    "yes" if _control_ok(sim) else "NO"),
-               _s(up[0][0] - int((T_FAULT + 40) * S)) + " (recovered -> online)" if up else "-", ok)
+               _within(up[0][0] - int((T_FAULT + 40) * S), 3) + " (recovered -> online)" if up else "-", ok)
 
 
 def p_broker_reset():
@@ -1051,8 +1062,9 @@ def p_broker_reset():
     return row("broker_reset_mid_publish", "MQTT broker resets mid-publish",
                "4 connection resets, each cutting a PUBLISH in half, from 20 s (every 3 s)",
                "each reset noticed (io), reconnect with backoff, every unacknowledged event re-sent: none lost",
-               "resets %d, reconnects %d; events lost %d, undelivered %d; bank closed throughout: %s" % (
-                   broker.resets_done, tel.reconnects, lost, len(miss), "yes" if _control_ok(sim) else "NO"),
+               "resets %d, reconnected after each: %s; events lost %d, undelivered %d; bank closed "
+               "throughout: %s" % (broker.resets_done, "yes" if tel.reconnects >= 4 else "NO", lost,
+                                   len(miss), "yes" if _control_ok(sim) else "NO"),
                "-", ok)
 
 
@@ -1068,16 +1080,18 @@ def p_broker_loss_report():
     sim.run()
     rep = sim.event_after("telemetry_loss", int(T_FAULT * S))
     lost = tel.ring.dropped_events + tel.events_lost
-    ok = lost > 0 and rep is not None and rep[1] == 14 and rep[2] == lost and _control_ok(sim)
-    # (addr = cause code, a = events dropped, b = seconds)
+    # (rep: t, addr = cause code, a = events dropped, b = seconds since the last PUBACK)
+    ok = lost > 0 and rep is not None and rep[1] == 14 and rep[2] == lost and rep[3] >= 60 and \
+        rep[0] - int((T_FAULT + 70) * S) <= 3 * S and _control_ok(sim)
     return row("telemetry_loss_reported", "Events lost beyond the ring",
                "broker sends no PUBACK from 20 s to 90 s; store-and-forward ring cut to 1 kB",
                "when the ring must drop events the cause is recorded; on the first PUBACK afterwards an event "
                "telemetry_loss (cause noack, count, seconds) and a diagnosis message (telemetry_loss topic)",
-               "events dropped %d; telemetry_loss event: %s (cause %s, %s events, %s s)" % (
-                   lost, "yes" if rep else "NO", _reason(rep[1]) if rep else "-", rep[2] if rep else "-",
-                   rep[3] if rep else "-"),
-               _s(rep[0] - int((T_FAULT + 70) * S)) + " (acks back -> report)" if rep else "-", ok)
+               "events dropped: %s; telemetry_loss event: %s (cause %s, count = every drop: %s, no PUBACK "
+               "for >= 60 s: %s)" % (
+                   "yes" if lost else "NO", "yes" if rep else "NO", _reason(rep[1]) if rep else "-",
+                   "yes" if rep and rep[2] == lost else "NO", "yes" if rep and rep[3] >= 60 else "NO"),
+               _within(rep[0] - int((T_FAULT + 70) * S), 3) + " (acks back -> report)" if rep else "-", ok)
 
 
 def p_qos2_command():
