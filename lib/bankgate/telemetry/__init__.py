@@ -108,7 +108,7 @@ class Telemetry:
         self.overruns = 0               # calls that ended past their budget (one unit of work overran)
         self.internal_errors = 0        # exceptions caught in service() (bugs, MemoryError)
         self.last_exception = None
-        self.loss = _loss.LossWatch()   # why the ring dropped events; reported on reconnect
+        self.loss = _loss.LossWatch()   # why the ring dropped events; reported at the next PUBACK
 
     # --------------------------------------------------------------- public
     @property
