@@ -27,6 +27,12 @@ EV_PENDING_LONG = const(15)     # a = seconds pending, b = |dV| mV
 EV_CONFIG = const(16)           # a = 1 valid / 0 invalid
 EV_MQTT = const(17)             # a = 1 connected / 0 disconnected, b = reason
 EV_COMMAND = const(18)          # a = command code, b = 1 accepted / 0 rejected
+EV_CAN = const(20)              # CAN controller (bankgate.bus.can.BusOffRecovery): addr = bus
+                                # (0 modules, 1 inverter), a = 1 bus-off / 2 recovered / 3 bus
+                                # fault / 4 fault cleared, b = TEC / ms bus-off / count / ms
+EV_TELEMETRY_LOSS = const(19)   # telemetry dropped events: addr = cause (transport reason code,
+                                # 0 = produced faster than the broker took them), a = events
+                                # dropped, b = seconds the cause lasted (offline / no PUBACK)
 
 EVENT_NAMES = {
     EV_BOOT: "boot", EV_BANK_STATE: "bank_state", EV_MODULE_STATE: "module_state",
@@ -36,6 +42,7 @@ EVENT_NAMES = {
     EV_DIAG_RAISED: "diagnosis", EV_DIAG_CLEARED: "diagnosis_cleared",
     EV_INVERTER: "inverter", EV_PENDING_LONG: "pending_long", EV_CONFIG: "config",
     EV_MQTT: "mqtt", EV_COMMAND: "command",
+    EV_TELEMETRY_LOSS: "telemetry_loss", EV_CAN: "can",
 }
 
 

@@ -14,6 +14,7 @@
 from micropython import const
 
 from bankgate import clock as tk
+from bankgate.bus.can import BUS_INVERTER, BusOffRecovery
 from bankgate.events import EV_INVERTER
 from bankgate.proto import pylon_can as pc
 
@@ -32,6 +33,8 @@ class InverterLink:
         self.bank = bank
         self.adm = admission
         self.events = events
+        # bus-off: restart with backoff, counted, a bouncing controller is a bus fault
+        self.recovery = BusOffRecovery(self.can, events, BUS_INVERTER, 500000)
         self.period_ms = c["period_ms"]
         self.hb_timeout_ms = c["heartbeat_timeout_ms"]
         self.name = c["manufacturer"]
@@ -115,6 +118,7 @@ class InverterLink:
         queue accepts them (an MCP2515 has 3 TX buffers, a TWAI queue may be
         short): frames not accepted now are retried on the next call; a period
         that ends with frames still unsent counts as an overrun."""
+        self.recovery.service(now)
         self._receive(now)
         if tk.due(now, self.next_tx):
             if self._cursor < 6:
@@ -140,5 +144,9 @@ class InverterLink:
         return tk.diff(self.next_tx, now)
 
     def snapshot(self):
-        return {"heartbeat": self.heartbeat_ok, "frames_sent": self.frames_sent,
-                "tx_busy": self.tx_busy, "overruns": self.overruns, "flags": self.enabled_flags}
+        d = {"heartbeat": self.heartbeat_ok, "frames_sent": self.frames_sent,
+             "tx_busy": self.tx_busy, "overruns": self.overruns, "flags": self.enabled_flags,
+             "can_recovery": self.recovery.snapshot()}
+        if self.recovery.fault:
+            d["can_diagnosis"] = self.recovery.diagnosis()
+        return d

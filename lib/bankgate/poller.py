@@ -189,8 +189,11 @@ class Poller:
         self._age_k = 0
         self.rs = None
         self.can = None
+        self.can_recovery = None   # bankgate.bus.can.BusOffRecovery (CAN module bus)
         if self.is_can:
             self.can = hw.can_modules
+            from bankgate.bus.can import BUS_MODULES, BusOffRecovery
+            self.can_recovery = BusOffRecovery(self.can, events, BUS_MODULES, cfg["bank"]["baud"])
             self._canbuf = bytearray(8)
             self._t_can = array.array("i", bytes(4 * n))     # last frame per slot
             self._t_listen = 0
@@ -225,6 +228,7 @@ class Poller:
         if not self._started or clock.pass_due(now, self._t_aged):
             self._age(now)
         if self.is_can:
+            self.can_recovery.service(now)     # bus-off: restart with backoff (bus/can.py)
             return self._service_can(now)
         if not self._started:
             self._started = True

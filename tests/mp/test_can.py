@@ -109,6 +109,11 @@ def test_bus_off_via_errors_and_restart():
     assert a.tec() == 256 and b.rec() == 32
     assert not a.send(0x351, b"\x00\x01", 2)
     a.restart()
+    # ISO 11898-1: back only after 128 x 11 recessive bits (2816 us at 500 kbit/s)
+    assert a.state() == can.BUS_OFF and a.pending() == 0
+    clk.advance_us(2800)
+    assert a.state() == can.BUS_OFF
+    clk.advance_us(20)
     assert a.state() == can.ERROR_ACTIVE and a.tec() == 0 and a.pending() == 0
     assert a.send(0x351, b"\x00\x01", 2)
     clk.advance_us(1000)
@@ -126,6 +131,7 @@ def test_warning_state_from_receive_errors():
     bus.inject = 1000
     for _ in range(3):                            # a goes bus-off after 32 attempts
         a.restart()
+        clk.advance_us(2820)                      # rejoins after 128 x 11 recessive bits
         a.send(0x20, b"", 0)
         clk.advance_us(4000)
     assert a.state() == can.BUS_OFF
@@ -232,10 +238,15 @@ def test_twai_queue_full_bus_off_and_stopped():
     clk.advance_us(100000)
     assert t.state() == can.BUS_OFF
     assert not t.send(0x311, b"q", 1)              # no OSError escapes
+    bus.inject = 0
     t.restart()
+    assert t.restarts == 1 and t.state() == can.BUS_OFF   # recovering: 128 x 11 recessive bits
+    clk.advance_us(2820)
     assert t.state() == can.ERROR_ACTIVE and t.tec() == 0
     mc.stopped = True
     assert t.state() == can.BUS_OFF                # not initialised: cannot talk
+    t.restart()                                    # machine.CAN raises OSError: counted only
+    assert t.restart_errors == 1
 
 
 def test_twai_is_allocation_free():

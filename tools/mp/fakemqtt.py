@@ -12,6 +12,17 @@
 #                          (EAGAIN), nothing is read -> telemetry's R_STALL / R_SILENCE
 #   net.link.connected     False: Wi-Fi down (net.up() False -> R_LINK)
 #   broker.inject(topic, payload)   a PUBLISH from the broker to the gateway (commands)
+# Misbehaving brokers (issue #21: the gateway must recover by itself):
+#   broker.no_puback = True    connects, subscribes, answers PINGREQ, takes every PUBLISH --
+#                              and never sends a PUBACK
+#   broker.drip_ms = 1000      slowloris: every byte to the client is released drip_ms after
+#                              the previous one (needs broker.clock, a ms-ticks callable)
+#   broker.reset_mid_publish(n)  the next n PUBLISH packets are cut: half the packet is taken,
+#                              then the connection is reset (ECONNRESET on the next call)
+#   broker.inject(topic, payload, qos=2, pid=7)  a QoS 2 PUBLISH (PUBREC/PUBCOMP recorded in
+#                              broker.acks2)
+# broker.dups counts PUBLISH packets with DUP set (on_publish sees every copy: a test
+# de-duplicates events by their "seq").
 # Packets handled from the client: CONNECT -> CONNACK 0, PUBLISH (QoS 0/1) -> PUBACK,
 # SUBSCRIBE -> SUBACK, PINGREQ -> PINGRESP, DISCONNECT.  Every PUBLISH is handed to
 # broker.on_publish(topic_bytes, payload_bytes) (default: counted, the last kept).
@@ -51,21 +62,43 @@ class FakeBroker:
         self.last = None             # (topic, payload) of the last PUBLISH
         self.on_publish = None
         self.refused = 0
+        self.no_puback = False
+        self.drip_ms = 0
+        self.clock = None
+        self.resets = 0              # PUBLISH packets still to cut (reset_mid_publish)
+        self.resets_done = 0
+        self.dups = 0
+        self.acks2 = []              # (type, pid) of PUBREC / PUBCOMP from the client
+        self.pubacks_sent = 0
+
+    def reset_mid_publish(self, n=1):
+        self.resets += n
 
     def set_broker(self, up):
         self.up = bool(up)
         if not self.up and self.sock is not None:
             self.sock.eof = True
 
-    def inject(self, topic, payload):
-        """Send a QoS 0 PUBLISH to the connected client; False if nobody is connected."""
+    def inject(self, topic, payload, qos=0, pid=1):
+        """Send a PUBLISH (QoS 0 unless told) to the connected client; False if nobody is
+        connected."""
         s = self.sock
         if s is None or s.eof or not s.session:
             return False
         t = topic if isinstance(topic, bytes) else topic.encode()
         p = payload if isinstance(payload, bytes) else payload.encode()
-        body = bytes([len(t) >> 8, len(t) & 0xFF]) + t + p
-        s.out += bytes([0x30]) + _varlen(len(body)) + body
+        body = bytes([len(t) >> 8, len(t) & 0xFF]) + t
+        if qos:
+            body += bytes([pid >> 8, pid & 0xFF])
+        body += p
+        s.out += bytes([0x30 | (qos << 1)]) + _varlen(len(body)) + body
+        return True
+
+    def send_raw(self, data):
+        s = self.sock
+        if s is None or s.eof:
+            return False
+        s.out += data
         return True
 
     # -- packets from the client
@@ -79,8 +112,12 @@ class FakeBroker:
             topic = bytes(body[2:2 + tl])
             pos = 2 + tl
             qos = (flags >> 1) & 3
+            if flags & 0x08:
+                self.dups += 1
             if qos:
-                sock.out += bytes([0x40, 2, body[pos], body[pos + 1]])
+                if not self.no_puback:
+                    sock.out += bytes([0x40, 2, body[pos], body[pos + 1]])
+                    self.pubacks_sent += 1
                 pos += 2
             payload = bytes(body[pos:])
             self.publishes += 1
@@ -94,6 +131,11 @@ class FakeBroker:
             sock.out += b"\xd0\x00"
         elif typ == 14:                               # DISCONNECT
             sock.eof = True
+        elif typ == 5 or typ == 7:                    # PUBREC / PUBCOMP (QoS 2 refusal)
+            pid = (body[0] << 8) | body[1]
+            self.acks2.append((typ, pid))
+            if typ == 5:
+                sock.out += bytes([0x62, 2, body[0], body[1]])   # PUBREL
 
 
 def _varlen(n):
@@ -117,6 +159,8 @@ class FakeSocket(io.IOBase):
         self.eof = False
         self.session = False
         self.closed = False
+        self.reset = False
+        self._t_drip = None
 
     def setblocking(self, flag):
         pass
@@ -146,17 +190,30 @@ class FakeSocket(io.IOBase):
         return -22
 
     def write(self, buf):
+        if self.reset:
+            raise OSError(104)                      # ECONNRESET
         if self.closed or self.eof or self.refused:
             raise OSError(32)                       # EPIPE
         if self.broker.stalled:
             return None                             # would block
         n = len(buf)
+        br = self.broker
+        if br.resets and not self.inbuf and n >= 2 and buf[0] >> 4 == 3:
+            br.resets -= 1
+            br.resets_done += 1
+            n = len(buf) // 2                       # half of it reaches the broker, then RST
+            self.inbuf += buf[:n]
+            br.bytes_in += n
+            self.reset = True
+            return n
         self.inbuf += buf
         self.broker.bytes_in += n
         self._parse()
         return n
 
     def readinto(self, buf):
+        if self.reset:
+            raise OSError(104)                      # ECONNRESET
         if self.broker.stalled and not self.eof:
             return None
         n = len(self.out)
@@ -164,6 +221,13 @@ class FakeSocket(io.IOBase):
             return 0 if self.eof else None
         if n > len(buf):
             n = len(buf)
+        dm = self.broker.drip_ms
+        if dm:
+            now = self.broker.clock()
+            if self._t_drip is not None and now - self._t_drip < dm:
+                return None
+            self._t_drip = now
+            n = 1
         buf[0:n] = self.out[0:n]
         self.out = self.out[n:]
         return n

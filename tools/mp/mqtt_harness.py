@@ -12,6 +12,7 @@
 #   cfg            partial bankgate configuration (validated; mqtt.enabled is forced on)
 #   seconds        run time (0: until killed)
 #   event_ms       emit one EV_CHECK_FAIL event every event_ms (a = running counter); 0: none
+#   event_count    stop emitting after this many events (0: no limit), so a backlog can drain
 #   status_ms      print a status line every status_ms
 #   user/password  MQTT credentials;  ca_file / insecure: TLS (old ssl_params form) ;
 #   ssl_context    true: use the newer SSLContext form instead of ssl_params
@@ -170,6 +171,7 @@ def main():
     period = cfg["control"]["period_ms"]
     seconds = opt.get("seconds", 10)
     event_ms = opt.get("event_ms", 200)
+    event_count = opt.get("event_count", 0)
     status_ms = opt.get("status_ms", 250)
     burn_us = opt.get("burn_us", 300)
     next_control = start
@@ -202,7 +204,7 @@ def main():
             next_control = tk.add(next_control, period)
             if tk.diff(now, next_control) > 0:      # fell behind by a whole period: resynchronise
                 next_control = tk.add(now, period)
-        if event_ms and tk.due(now, next_event):
+        if event_ms and tk.due(now, next_event) and (not event_count or counter < event_count):
             counter += 1
             gw.events.emit(now, EV_CHECK_FAIL, 2, 7, counter)
             next_event = tk.add(next_event, event_ms)

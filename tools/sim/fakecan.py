@@ -25,8 +25,12 @@ class _CanNode:
         self.tec_n = 0
         self.rec_n = 0
         self.bus_off = False
-        self.t_recover = 0          # auto-recovery time (us) when auto_recover
+        self.t_recover = 0          # auto-recovery time (us) when auto_recover / recovering
         self.auto_recover = False
+        self.recovering = False     # restart() called: rejoin at t_recover
+        self.hold_bus_off = False   # host: a persistent fault (shorted transceiver, ...):
+                                    # every recovery ends in bus-off again at once
+        self.restarts = 0
         self.bus_off_count = 0
         self.tx_errors = 0
         self.rx_errors = 0
@@ -68,9 +72,26 @@ class _CanNode:
             self.rec_n -= 1
 
     def cn_recover(self):
+        self.recovering = False
+        if self.hold_bus_off:
+            self.bus_off_count += 1
+            if self.bus is not None:       # an auto-recovering chip tries again later
+                self.t_recover = self.bus.now_us() + 128 * 11 * self.bus.bit_ns // 1000
+            return
         self.tec_n = 0
         self.rec_n = 0
         self.bus_off = False
+
+    def force_bus_off(self, hold=False):
+        """Host: the controller goes bus-off now (TEC 256); hold=True keeps the fault
+        (every recovery fails) until hold_bus_off is cleared."""
+        self.tec_n = _can.BUS_OFF_LIMIT
+        self.bus_off = True
+        self.bus_off_count += 1
+        self.hold_bus_off = hold
+        if self.bus is not None:
+            self.t_recover = self.bus.now_us() + 128 * 11 * self.bus.bit_ns // 1000
+        self.cn_on_bus_off()
 
     def cn_on_bus_off(self):
         pass
@@ -126,7 +147,7 @@ class FakeCanBus:
         nodes = self.nodes
         while True:
             for nd in nodes:
-                if nd.bus_off and nd.auto_recover and nd.t_recover <= now:
+                if nd.bus_off and (nd.auto_recover or nd.recovering) and nd.t_recover <= now:
                     nd.cn_recover()
             if self._busy:
                 if self._end > now:
@@ -398,17 +419,29 @@ class FakeCan(_CanNode):
         return self.rec_n
 
     def restart(self):
+        """machine.CAN.restart(): the TX queue is dropped; a bus-off controller rejoins
+        after 128 x 11 recessive bits (ISO 11898-1), one that is not bus-off is
+        re-initialised at once (counters 0)."""
         if self.bus is not None:
             self.bus.update()
+        self.restarts += 1
         for i in range(self._q):
             self._tx_id[i] = -1
+        if self.bus_off and self.bus is not None:
+            self.recovering = True
+            self.t_recover = self.bus.now_us() + 128 * 11 * self.bus.bit_ns // 1000
+            return
         self.cn_recover()
 
 
 class FakeMachineCan:
     """MicroPython's generic machine.CAN API (docs.micropython.org library/
     machine.CAN) on top of a FakeCan, for testing bankgate.hal.twai without an
-    ESP32.  Implements send/recv/state/get_counters/restart/set_filters/init."""
+    ESP32.  Implements send/recv/get_state/get_counters/restart/set_filters/init as
+    that page documents: send() returns the TX buffer index or -1 when full, raises
+    OSError when bus-off / stopped; set_filters([]) receives everything and
+    set_filters(None) nothing; restart() begins the bus-off recovery (the node
+    rejoins after 128 x 11 recessive bits)."""
 
     STATE_STOPPED = 0
     STATE_ACTIVE = 1
@@ -432,6 +465,7 @@ class FakeMachineCan:
         self.node = node
         self.stopped = stopped
         self.filters_set = False
+        self.rx_enabled = False
         self._full = None           # the caller's full-length data view
         self._views = None
         self._overruns_seen = node.rx_overruns
@@ -445,20 +479,21 @@ class FakeMachineCan:
 
     def set_filters(self, filters):
         self.filters_set = True
+        self.rx_enabled = filters is not None
 
     def send(self, cid, data, flags=0):
         if self.stopped or self.node.state() == _can.BUS_OFF:
             raise OSError(5)
         if flags & (self.FLAG_EXT_ID | self.FLAG_RTR):
-            return None
+            return -1
         n = self.node
         for i in range(n._q):
             if n._tx_id[i] < 0:
-                return i if n.send(cid, data, len(data)) else None
-        return None
+                return i if n.send(cid, data, len(data)) else -1
+        return -1
 
     def recv(self, arg=None):
-        if self.stopped or not self.filters_set:
+        if self.stopped or not self.rx_enabled:
             return None
         if arg is None:
             arg = [0, memoryview(bytearray(8)), 0, 0]
@@ -494,7 +529,7 @@ class FakeMachineCan:
         # cell allocated on every call
         return [full[:k] for k in range(9)]
 
-    def state(self):
+    def get_state(self):
         if self.stopped:
             return self.STATE_STOPPED
         s = self.node.state()
@@ -517,4 +552,6 @@ class FakeMachineCan:
         return lst
 
     def restart(self):
+        if self.stopped:
+            raise OSError(22)       # not initialised
         self.node.restart()

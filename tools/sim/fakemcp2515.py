@@ -132,6 +132,10 @@ class FakeMcp2515(_CanNode):
         self.tec_n = 0
         self.rec_n = 0
         self.bus_off = False
+        if self.hold_bus_off:               # host-held fault (force_bus_off(hold=True)):
+            self.tec_n = 256                # the re-initialised chip fails again at once
+            self.bus_off = True
+            self.bus_off_count += 1
         self.resets += 1
 
     def opmode(self):
@@ -152,8 +156,12 @@ class FakeMcp2515(_CanNode):
     def _rate_ok(self):
         if self.bus is None:
             return True
-        rate, exact = self.bitrate()
-        return exact and rate == self.bus.bitrate
+        r = self.regs                     # as bitrate(), without its tuple (allocation-free)
+        brp = r[R_CNF1] & 0x3F
+        ps1 = ((r[R_CNF2] >> 3) & 0x07) + 1
+        ps2 = ((r[R_CNF3] & 0x07) + 1) if r[R_CNF2] & 0x80 else (ps1 if ps1 > 2 else 2)
+        div = 2 * (brp + 1) * (1 + (r[R_CNF2] & 0x07) + 1 + ps1 + ps2)
+        return self.crystal_hz % div == 0 and self.crystal_hz // div == self.bus.bitrate
 
     def _sync_errors(self):
         r = self.regs
@@ -249,6 +257,10 @@ class FakeMcp2515(_CanNode):
 
     def cn_recover(self):
         _CanNode.cn_recover(self)
+        self._sync_errors()
+
+    def force_bus_off(self, hold=False):
+        _CanNode.force_bus_off(self, hold)
         self._sync_errors()
 
     def cn_rx_err(self):

@@ -11,15 +11,24 @@
 # tools/sim/fakebus.FakeMachineCan in host tests.  It implements the
 # bankgate.bus.can interface:
 #   send()  copies the data into a preallocated buffer and queues a memoryview of
-#           exactly n bytes (one view per length, made once); machine.CAN returns
-#           None when its queue is full (or an equal-ID frame is still queued) and
-#           raises OSError when bus-off: both give False.
+#           exactly n bytes (one view per length, made once); machine.CAN.send()
+#           returns -1 when its queue is full (or an equal-ID frame is still
+#           queued; None on early builds) and raises OSError when bus-off or
+#           stopped: all give False.
 #   recv()  machine.CAN.recv(list) with a preallocated [id, memoryview, flags,
 #           errors] list: no allocation.  Remote and extended-ID frames are skipped
 #           (counted); RECV_ERR_OVERRUN is counted in rx_overruns.
-#   state() STATE_ACTIVE/WARNING/PASSIVE/BUS_OFF map to the bankgate.bus.can
-#           constants; STATE_STOPPED (not initialised) reports BUS_OFF.
+#   state() machine.CAN.get_state(): STATE_ACTIVE/WARNING/PASSIVE/BUS_OFF map to
+#           the bankgate.bus.can constants; STATE_STOPPED (not initialised, or a
+#           TWAI controller that finished its bus-off recovery and waits for a
+#           start) reports BUS_OFF, so BusOffRecovery calls restart() again.
 #   tec()/rec() from get_counters(list) (-1 where the controller gives None).
+#   restart() machine.CAN.restart(): begins the bus-off recovery (the esp32 port:
+#           twai recovery, the controller rejoins after 128 x 11 recessive bits) or,
+#           when not bus-off, stops and restarts the controller; pending transmits
+#           are dropped.  Counted in `restarts`; an OSError (controller not
+#           initialised) is counted in restart_errors, never raised.
+#   set_filters([]) accepts every frame (set_filters(None) would disable receiving).
 from micropython import const
 
 from bankgate.bus import can as _can
@@ -45,7 +54,9 @@ class TwaiCan:
         self.rx_overruns = 0
         self.skipped = 0
         self.tx_full = 0
-        can.set_filters(None)          # receive everything
+        self.restarts = 0
+        self.restart_errors = 0
+        can.set_filters([])            # receive everything (None would receive nothing)
 
     def send(self, can_id, buf, n):
         if not (0 <= can_id <= 0x7FF and 0 <= n <= 8 and n <= len(buf)):
@@ -59,7 +70,7 @@ class TwaiCan:
             r = self._can.send(can_id, self._txv[n], 0)
         except OSError:
             return False
-        if r is None:
+        if r is None or r < 0:
             self.tx_full += 1
             return False
         return True
@@ -87,7 +98,7 @@ class TwaiCan:
         return -1
 
     def state(self):
-        s = self._can.state()
+        s = self._can.get_state()
         if s == self._st_active:
             return _can.ERROR_ACTIVE
         if s == self._st_warning:
@@ -105,4 +116,8 @@ class TwaiCan:
         return -1 if v is None else v
 
     def restart(self):
-        self._can.restart()
+        self.restarts += 1
+        try:
+            self._can.restart()
+        except OSError:
+            self.restart_errors += 1

@@ -27,6 +27,7 @@ from bankgate.events import EV_COMMAND, EV_MQTT, EVENT_NAMES
 from bankgate.telemetry import commands as cmds
 from bankgate.telemetry import ring as rg
 from bankgate.telemetry.client import Client
+from bankgate.telemetry import loss as _loss
 from bankgate.telemetry.transport import R_INTERNAL
 
 _INFLIGHT_MAX = const(16)      # QoS 1 events awaiting PUBACK at once
@@ -73,6 +74,7 @@ class Telemetry:
         c.on_message = self._on_message
         c.on_puback = self._on_puback
         c.on_oversize = self._on_oversize
+        c.on_refused = self._on_refused
         self.ring = rg.Ring(m["ring_bytes"])
         self.disc = None
         if m["discovery"]:
@@ -106,6 +108,7 @@ class Telemetry:
         self.overruns = 0               # calls that ended past their budget (one unit of work overran)
         self.internal_errors = 0        # exceptions caught in service() (bugs, MemoryError)
         self.last_exception = None
+        self.loss = _loss.LossWatch()   # why the ring dropped events; reported at the next PUBACK
 
     # --------------------------------------------------------------- public
     @property
@@ -128,7 +131,9 @@ class Telemetry:
                 "rejected_commands": self.rejected_commands,
                 "accepted_commands": self.accepted_commands, "rx_oversize": c.rx_oversize,
                 "last_error": c.last_error, "service_max_us": self.service_max_us,
-                "overruns": self.overruns, "internal_errors": self.internal_errors}
+                "overruns": self.overruns, "internal_errors": self.internal_errors,
+                "resends": c.resends, "noack_drops": c.noack_drops, "slow_connects": c.slow_connects + c.slow_sessions,
+                "rx_qos_refused": c.rx_qos_refused, "loss_cause": self.loss.cause_name()}
 
     def service(self, now, budget_ms=5):
         t0 = time.ticks_us()
@@ -138,6 +143,7 @@ class Telemetry:
             self.net.service(now)
             self._copy_events(now)
             self._produce(now)
+            self.loss.watch(now, self)
             if time.ticks_diff(time.ticks_us(), t0) < budget_us:
                 c.service(now)
                 while c.online and time.ticks_diff(time.ticks_us(), t0) < budget_us:
@@ -258,12 +264,24 @@ class Telemetry:
                 self._disc_i = -1
             return True
         r = self.ring
+        pid = c.due_resend(now)
+        if pid:                                   # PUBACK overdue: same packet id, DUP set
+            off = r.find_inflight(pid)
+            if off < 0:
+                c.forget(pid)                     # its event left the ring (overflow)
+                return True
+            payload = self._event_json(r, off)
+            if not c.fits(len(self.t_event), len(payload), 1):
+                return False
+            c.republish(self.t_event, payload, pid)
+            self.published += 1
+            return True
         off = r.next_pending()
         if off < 0:
             return False
         kind = r.kind(off)
         if kind == rg.K_EVENT:
-            if self._inflight >= _INFLIGHT_MAX:
+            if not c.inflight_room():         # client.INFLIGHT_MAX (16) awaiting PUBACK
                 return False
             payload = self._event_json(r, off)
             if not c.fits(len(self.t_event), len(payload), 1):
@@ -294,6 +312,8 @@ class Telemetry:
             return self.t_diag
         if kind == rg.K_REPLY:
             return self.t_reply
+        if kind == rg.K_LOSS:
+            return (self.base + "/telemetry_loss").encode()
         return (self.t_module % r.tag(off)).encode()
 
     def _event_json(self, r, off):
@@ -318,13 +338,19 @@ class Telemetry:
         self._disc_i = -1
         if was_online:
             self.events.emit(now, EV_MQTT, -1, 0, reason)
+            self.loss.went_offline(now)
 
     def _on_puback(self, pid):
         if self.ring.ack(pid) and self._inflight > 0:
             self._inflight -= 1
+        if self.loss.events:                      # the broker takes events again: say what was lost
+            self.loss.report(self._now(), self)
 
     def _on_oversize(self):
         self._reject(cmds.CMD_UNKNOWN, cmds.E_SIZE)
+
+    def _on_refused(self, qos):
+        self._reject(cmds.CMD_UNKNOWN, cmds.E_QOS)
 
     def _on_message(self, topic, payload):
         t = bytes(topic)

@@ -23,6 +23,33 @@
 #   accepted by the socket for K (slow/blocked link) -> R_STALL;
 #   reconnect after a capped exponential backoff with +-25 % jitter (min_backoff_ms doubling up to
 #   max_backoff_ms; reset after a connection that stayed up for 10 s).
+#
+# QoS 1 (every event): the client encodes its own QoS 1 PUBLISH (umqtt.simple cannot set DUP)
+# and keeps each in-flight packet id with its first and latest send time in a preallocated
+# table of inflight_max entries:
+#   - a packet without its PUBACK for puback_timeout_ms (5 s) is sent again with the same
+#     packet id and DUP = 1 (MQTT 3.1.1 section 3.3.1.1); due_resend()/republish() -- the owner
+#     re-encodes the payload from its store;
+#   - a packet still unacknowledged noack_ms (15 s: the first send and two resends) after its
+#     first send, or noack_ms without any PUBACK while packets were sent (also when the owner
+#     forgot packets it no longer holds), declares the session dead: R_NOACK, the connection
+#     is closed and reconnected
+#     after the backoff like any other loss; the owner re-sends everything unacknowledged on
+#     the new session (new packet ids, DUP = 0: a clean session is a new delivery).
+#   Why 5 s / 15 s: a broker that answers PINGREQ answers PUBACK in one round trip (ms on a LAN,
+#   < 1 s over the internet); 5 s is well past any live round trip, and three silent rounds
+#   (15 s) are below the keepalive rule's own bound (K/2 = 15 s for PINGRESP, 1.5 K silence) so a
+#   broker that answers pings but not publishes is found as fast as a silent one.  At 10 events/s
+#   15 s of events is 150 records x 26 B = 3.9 kB, inside the default 8 kB ring.
+# A connect deadline that passes after the broker sent some bytes but not a whole CONNACK is
+# R_SLOW (a "slowloris" broker), counted in slow_connects; with no byte at all it stays R_TIMEOUT.
+# The no-ack bound reached while part of a packet sits in rx (bytes trickling) is R_SLOW too
+# (slow_sessions): a broker that drips its PUBACKs is as useless as one that sends none.
+# Incoming PUBLISH at QoS 2 (we subscribe at QoS 0, so a conforming broker never sends one) is
+# refused: never handed to on_message, counted (rx_qos_refused, on_refused callback), and
+# answered as MQTT 3.1.1 section 4.3.3 requires of a receiver (PUBREC, then PUBCOMP for the
+# PUBREL) so the broker does not retransmit it forever.  QoS 3 is malformed: R_PROTOCOL.
+import array
 import random
 
 from micropython import const
@@ -40,6 +67,9 @@ C_CONNECTING = const(1) # transport setting up, or CONNECT sent and CONNACK awai
 C_ONLINE = const(2)
 
 _STABLE_MS = const(10000)
+PUBACK_TIMEOUT_MS = const(5000)
+NOACK_MS = const(15000)
+INFLIGHT_MAX = const(16)
 
 
 class _WouldBlock(Exception):
@@ -109,7 +139,8 @@ class Client:
     def __init__(self, net, host, port, client_id, keepalive_s=30, tls=False,
                  user=None, password=None, will_topic=None, will_msg=b"offline",
                  tx_size=4096, rx_size=1024, connect_timeout_ms=10000,
-                 min_backoff_ms=500, max_backoff_ms=30000):
+                 min_backoff_ms=500, max_backoff_ms=30000, puback_timeout_ms=PUBACK_TIMEOUT_MS,
+                 noack_ms=NOACK_MS, inflight_max=INFLIGHT_MAX):
         if _umqtt is None:
             raise ImportError("umqtt.simple missing: run `make setup` (or `mip install umqtt.simple`)")
         self.net = net
@@ -133,12 +164,25 @@ class Client:
         self._ping_out = False
         self._t_ping = 0
         self._discard = 0              # bytes of an oversized incoming packet still to skip
+        self._now = 0                  # `now` of the current service() pass
+        self._bin0 = 0                 # transport bytes_in when this connect attempt began
+        # QoS 1 in-flight table (see the header): packet id (0 = free), first / latest send
+        self.puback_timeout_ms = puback_timeout_ms
+        self.noack_ms = noack_ms
+        self.inflight_max = inflight_max
+        self._ifp = array.array("i", bytes(4 * inflight_max))
+        self._if0 = array.array("i", bytes(4 * inflight_max))
+        self._ift = array.array("i", bytes(4 * inflight_max))
+        self.inflight = 0
+        self._pid = 0                  # last QoS 1 packet id used (1..65535)
+        self._t_wait = -1              # first send not followed by any PUBACK (-1: none waiting)
         # callbacks (set by the owner)
         self.on_connect = None         # f(now)
         self.on_disconnect = None      # f(now, reason)
         self.on_message = None         # f(topic_mv, payload_mv)
         self.on_puback = None          # f(pid)
         self.on_oversize = None        # f()
+        self.on_refused = None         # f(qos): an incoming PUBLISH at a QoS we refuse
         # counters
         self.connects = 0
         self.attempts = 0
@@ -148,6 +192,14 @@ class Client:
         self.protocol_errors = 0
         self.last_error = tr.R_NONE
         self.last_connack = -1
+        self.resends = 0               # QoS 1 PUBLISH sent again with DUP after puback_timeout_ms
+        self.noack_drops = 0           # sessions declared dead for want of a PUBACK (R_NOACK)
+        self.slow_connects = 0         # connect deadlines passed with a trickling CONNACK (R_SLOW)
+        self.slow_sessions = 0         # sessions ended by the no-ack bound with bytes trickling (R_SLOW)
+        self.rx_qos_refused = 0        # incoming QoS 2 PUBLISH refused (never executed)
+        self.pubacks = 0
+        self.t_puback = -1             # ticks_ms of the last PUBACK that matched (-1: none yet)
+        self.puback_unknown = 0        # PUBACK for no packet in flight (late, after a resend)
 
     def _no_cb(self, topic, msg):
         pass
@@ -163,6 +215,7 @@ class Client:
     def service(self, now):
         """Bounded, non-blocking: connection state machine, socket I/O, incoming packets."""
         st = self.state
+        self._now = now
         if st == C_OFFLINE:
             if self._next_try is not None and not tk.due(now, self._next_try):
                 return
@@ -172,6 +225,7 @@ class Client:
                 return
             self.attempts += 1
             self._connack = False
+            self._bin0 = self.t.bytes_in
             self.t.open(now)
             self.state = C_CONNECTING
             st = C_CONNECTING
@@ -189,7 +243,11 @@ class Client:
                     self._lost(now, t.error)
                     return
             if tk.due(now, t._deadline) and not self._connack:
-                self._close(now, tr.R_TIMEOUT)
+                if t.bytes_in != self._bin0 or t.rx_len:
+                    self.slow_connects += 1
+                    self._close(now, tr.R_SLOW)
+                else:
+                    self._close(now, tr.R_TIMEOUT)
                 return
         self._parse(now)
         if self.state == C_ONLINE:
@@ -212,6 +270,16 @@ class Client:
         ka = self.keepalive_ms
         # time model (bankgate.clock.hold): a connection up for weeks keeps a readable age
         self._t_online = tk.hold(now, self._t_online)
+        if self._t_wait >= 0 and tk.diff(now, self._t_wait) >= self.noack_ms:
+            self._noack(now)               # no PUBACK at all (packets may have been forgotten)
+            return
+        if self.inflight:
+            p = self._ifp
+            f = self._if0
+            for k in range(self.inflight_max):
+                if p[k] and tk.diff(now, f[k]) >= self.noack_ms:
+                    self._noack(now)
+                    return
         if tk.diff(now, t.t_rx) > ka + ka // 2:
             self._close(now, tr.R_SILENCE)
             return
@@ -229,6 +297,16 @@ class Client:
                 self._t_ping = now
                 self.pings += 1
 
+    def _noack(self, now):
+        """A PUBACK overdue past noack_ms: a broker that trickles bytes (part of a packet
+        waiting in rx) is a slow broker (R_SLOW), one that sends nothing useful R_NOACK."""
+        self.noack_drops += 1
+        if self.t.rx_len:
+            self.slow_sessions += 1
+            self._close(now, tr.R_SLOW)
+        else:
+            self._close(now, tr.R_NOACK)
+
     def _schedule_retry(self, now):
         b = self._backoff_ms
         j = b // 4
@@ -244,6 +322,7 @@ class Client:
         self.state = C_OFFLINE
         self._ping_out = False
         self._discard = 0
+        self._clear_inflight()
         self._schedule_retry(now)
         self.disconnects += 1
         if self.on_disconnect is not None:
@@ -266,6 +345,7 @@ class Client:
         self.t.close(tr.R_CLOSED)
         self.state = C_OFFLINE
         self._next_try = None
+        self._clear_inflight()
 
     def retry_now(self):
         if self.state == C_OFFLINE:
@@ -276,19 +356,114 @@ class Client:
         return packet_size(topic_len, payload_len, qos) <= self.t.tx_free()
 
     def publish(self, topic, payload, retain=False, qos=0):
-        """Encode one PUBLISH into the tx buffer (caller checked fits()).  Returns the packet
-        id for QoS 1 (the PUBACK arrives later through on_puback), else 0."""
-        mq = self.mq
+        """Encode one PUBLISH into the tx buffer (caller checked fits(), and for QoS 1
+        inflight_room()).  Returns the packet id for QoS 1 (the PUBACK arrives later through
+        on_puback; without it the packet is due for a resend after puback_timeout_ms), else 0."""
         if qos:
-            if mq.pid >= 0xFFFF:
-                mq.pid = 0
-            try:
-                mq.publish(topic, payload, retain, 1)
-            except _WouldBlock:
-                pass
-            return mq.pid
-        mq.publish(topic, payload, retain, 0)
+            pid = self._next_pid()
+            self._encode_q1(topic, payload, pid, retain, False)
+            if self._t_wait < 0:
+                self._t_wait = self._now
+            k = self._if_slot(0)
+            if k >= 0:
+                self._ifp[k] = pid
+                self._if0[k] = self._now
+                self._ift[k] = self._now
+                self.inflight += 1
+            return pid
+        self.mq.publish(topic, payload, retain, 0)
         return 0
+
+    def inflight_room(self):
+        return self.inflight < self.inflight_max
+
+    def due_resend(self, now):
+        """Packet id of the in-flight QoS 1 PUBLISH longest past puback_timeout_ms, or 0."""
+        if not self.inflight:
+            return 0
+        p = self._ifp
+        t = self._ift
+        best = 0
+        age = -1
+        for k in range(self.inflight_max):
+            if p[k]:
+                a = tk.diff(now, t[k])
+                if a >= self.puback_timeout_ms and a > age:
+                    age = a
+                    best = p[k]
+        return best
+
+    def republish(self, topic, payload, pid, retain=False):
+        """Send in-flight packet `pid` again: same id, DUP = 1 (caller checked fits())."""
+        k = self._if_slot(pid)
+        if k < 0:
+            return False
+        self._encode_q1(topic, payload, pid, retain, True)
+        self._ift[k] = self._now
+        self.resends += 1
+        return True
+
+    def forget(self, pid):
+        """The owner no longer holds `pid` (dropped from its store): stop waiting for it."""
+        k = self._if_slot(pid)
+        if k >= 0:
+            self._ifp[k] = 0
+            self.inflight -= 1
+
+    def _if_slot(self, pid):
+        p = self._ifp
+        for k in range(self.inflight_max):
+            if p[k] == pid:
+                return k
+        return -1
+
+    def _clear_inflight(self):
+        p = self._ifp
+        for k in range(self.inflight_max):
+            p[k] = 0
+        self.inflight = 0
+        self._t_wait = -1
+
+    def _next_pid(self):
+        pid = self._pid
+        while True:
+            pid = pid + 1 if pid < 0xFFFF else 1
+            if self._if_slot(pid) < 0:
+                self._pid = pid
+                return pid
+
+    def _encode_q1(self, topic, payload, pid, retain, dup):
+        """QoS 1 PUBLISH straight into the tx buffer: 0x32 | DUP 0x08 | RETAIN, remaining
+        length, topic, packet id, payload."""
+        t = self.t
+        tx = t.tx
+        k = t.tx_len
+        tl = len(topic)
+        rem = 2 + tl + 2 + len(payload)
+        tx[k] = 0x32 | (0x08 if dup else 0) | (1 if retain else 0)
+        k += 1
+        while True:
+            b = rem & 0x7F
+            rem >>= 7
+            if rem:
+                tx[k] = b | 0x80
+                k += 1
+            else:
+                tx[k] = b
+                k += 1
+                break
+        tx[k] = tl >> 8
+        tx[k + 1] = tl & 0xFF
+        k += 2
+        mv = t.tx_mv
+        mv[k:k + tl] = topic
+        k += tl
+        tx[k] = pid >> 8
+        tx[k + 1] = pid & 0xFF
+        k += 2
+        n = len(payload)
+        mv[k:k + n] = payload
+        t.tx_len = k + n
 
     def subscribe(self, topic, qos=0):
         mq = self.mq
@@ -381,8 +556,18 @@ class Client:
         if op == 0x40:                             # PUBACK: 40 02 pid
             if rem != 2:
                 return self._bad(now)
+            pid = rx[i] << 8 | rx[i + 1]
+            k = self._if_slot(pid) if pid else -1
+            if k >= 0:
+                self._ifp[k] = 0
+                self.inflight -= 1
+                self.pubacks += 1
+                self.t_puback = now
+                self._t_wait = now if self.inflight else -1
+            else:
+                self.puback_unknown += 1
             if self.on_puback is not None:
-                self.on_puback(rx[i] << 8 | rx[i + 1])
+                self.on_puback(pid)
             return True
         if op == 0x90:                             # SUBACK: pid + return codes
             return True
@@ -399,6 +584,13 @@ class Client:
                 p += 2
             if p > end or qos == 3 or pid < 0:
                 return self._bad(now)
+            if qos == 2:
+                # refused: never executed; PUBREC so the broker can complete the exchange
+                self.rx_qos_refused += 1
+                self._ack2(0x50, pid)
+                if self.on_refused is not None:
+                    self.on_refused(qos)
+                return True
             mv = self.t.rx_mv
             if self.on_message is not None:
                 self.on_message(mv[i + 2:i + 2 + tl], mv[p:end])
@@ -409,11 +601,28 @@ class Client:
                 rx2[k] = pid >> 8
                 rx2[k + 1] = pid & 0xFF
                 self.t.tx_len = k + 2
-            # qos 2 is never granted (we subscribe at QoS 0); answered by nothing, counted
             return True
-        # PUBREC/PUBREL/PUBCOMP/UNSUBACK or reserved: not part of our session
+        if op == 0x60:                             # PUBREL (of a refused QoS 2 PUBLISH)
+            if rem != 2:
+                return self._bad(now)
+            self._ack2(0x70, rx[i] << 8 | rx[i + 1])
+            return True
+        # PUBREC/PUBCOMP/UNSUBACK or reserved: not part of our session
         self.protocol_errors += 1
         return True
+
+    def _ack2(self, typ, pid):
+        """Four-byte acknowledgement (PUBREC 0x50 / PUBCOMP 0x70) for packet `pid`."""
+        t = self.t
+        if t.tx_free() < 4:
+            return
+        tx = t.tx
+        k = t.tx_len
+        tx[k] = typ
+        tx[k + 1] = 2
+        tx[k + 2] = pid >> 8
+        tx[k + 3] = pid & 0xFF
+        t.tx_len = k + 4
 
     def _bad(self, now):
         self.protocol_errors += 1

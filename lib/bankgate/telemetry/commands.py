@@ -35,6 +35,7 @@ E_SHAPE = "unexpected payload"
 E_FIELD = "bad field"
 E_TARGET = "no such diagnosis"
 E_FAILED = "action failed"
+E_QOS = "QoS 2 refused"
 
 
 def _name_code(name):

@@ -35,6 +35,7 @@ K_BANK = const(2)
 K_METRICS = const(3)
 K_DIAG = const(4)
 K_REPLY = const(5)
+K_LOSS = const(6)           # telemetry-loss diagnosis (bankgate.telemetry.loss)
 K_MODULE = const(0x20)      # K_MODULE + slot (0..15)
 
 HDR = const(6)
@@ -238,6 +239,18 @@ class Ring:
                 return True
             off += self.rec_len(off)
         return False
+
+    def find_inflight(self, pid):
+        """Offset of the in-flight event sent with packet id `pid`, or -1."""
+        b = self.buf
+        hi = pid >> 8
+        lo = pid & 0xFF
+        off = self.head
+        while off < self.send:
+            if b[off] == S_INFLIGHT and b[off + 2] == hi and b[off + 3] == lo:
+                return off
+            off += self.rec_len(off)
+        return -1
 
     def inflight(self):
         n = 0

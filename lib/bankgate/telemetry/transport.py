@@ -38,9 +38,11 @@ R_LINK = const(10)          # Wi-Fi / link down
 R_CLOSED = const(11)        # closed on request
 R_TLS = const(12)           # TLS set-up failed (settings, memory)
 R_INTERNAL = const(13)      # an exception inside telemetry (caught, counted)
+R_NOACK = const(14)         # a QoS 1 PUBLISH went unacknowledged for noack_ms (broker not acknowledging)
+R_SLOW = const(15)          # connect deadline passed while the broker trickled its CONNACK (slowloris)
 
 REASON_NAMES = ("none", "dns", "connect", "timeout", "io", "eof", "refused", "protocol",
-                "silence", "stall", "link", "closed", "tls", "internal")
+                "silence", "stall", "link", "closed", "tls", "internal", "noack", "slow")
 
 _EAGAIN = (11, 115, 119, 36)   # EAGAIN, EINPROGRESS (Linux / lwIP), EINPROGRESS (BSD)
 _POLLOUT = select.POLLOUT
