@@ -45,7 +45,8 @@
 # configured address and the old address must not count as an extra module.)
 #
 # Latching: DUPLICATE stays until `clear_after` clean replies in a row at that
-# address (DUP_CLEAR_GOOD) with no serial change; a rescan does not clear it.
+# address (DUP_CLEAR_GOOD) with no serial change; a rescan does not clear it, but a
+# rescan that hears the address cleanly shortens the run to DUP_CLEAR_RESCAN replies.
 # MISSING clears when the address answers; UNEXPECTED / COUNT / TOO_MANY are
 # re-evaluated on every scan and whenever a slot answers for the first time.
 # A rescan (MQTT `rescan`) keeps every verdict in force while it runs: end_scan()
@@ -95,6 +96,7 @@ DUP_OTHERS_MAX = const(2)     # ...while no other address has more than 2 of 16 
 # too.  With a noise-only frame error rate of 28 % the chance of 12/16 at one address
 # is about 1e-4 per check, and the others would then rarely be at <= 2/16.
 DUP_CLEAR_GOOD = const(200)   # clean replies in a row that clear a DUPLICATE finding
+DUP_CLEAR_RESCAN = const(24)  # ... of which a clean rescan of the address stands for all but these
 CAN_PERIOD_MS = const(1000)   # nominal period of a pack's 0x351 frame
 CAN_MIN_GAP_MS = const(400)   # two 0x351 of one id closer than this: a second sender
 CAN_DUP_MIN_SHORT = const(3)  # ... in 3 of the last 8 gaps -> duplicate
@@ -354,8 +356,9 @@ class Discovery:
     def _replace_verdicts(self, now):
         """End of a (re)scan: the previous MISSING / UNEXPECTED verdicts the scan did not
         find again are cleared now, not when the scan began (a rescan never opens a
-        window without them).  DUPLICATE is not decided by a scan (see end_scan): it
-        stays until its own clear rule, DUP_CLEAR_GOOD clean replies in a row."""
+        window without them).  DUPLICATE is not cleared by a scan (see end_scan): it
+        stays until its own clear rule, DUP_CLEAR_GOOD clean replies in a row, of which a
+        scan that heard the address cleanly stands for all but DUP_CLEAR_RESCAN."""
         i = self.count - 1
         while i >= 0:
             c = self.f_code[i]
@@ -363,6 +366,17 @@ class Discovery:
             if (c == F_MISSING and self.answered(a)) or \
                     (c == F_UNEXPECTED and not self.answered(a)):
                 self._clear(c, a, now)
+            elif c == F_DUPLICATE:
+                # the installer's rescan after fixing the address plan: when the new scan
+                # heard the address answer cleanly (no corrupt reply, no serial flip), it
+                # replaces the long clean run with a short confirmation by normal polling;
+                # the verdict stays in force until then, and one bad reply restarts the
+                # full DUP_CLEAR_GOOD run
+                s = self.f_slot[i]
+                if s >= 0 and a >= 0 and self._p_good[a & 0xFF] and not self._p_bad[a & 0xFF] \
+                        and self._alternations[s] == 0 \
+                        and self._good_run[s] < DUP_CLEAR_GOOD - DUP_CLEAR_RESCAN:
+                    self._good_run[s] = DUP_CLEAR_GOOD - DUP_CLEAR_RESCAN
             i -= 1
 
     def recount(self, now):

@@ -293,10 +293,16 @@ def test_rescan_keeps_verdicts_until_the_new_scan_replaces_them():
     evs = _events(ev)
     assert (3, -dsc.F_MISSING, 0) in evs and (9, -dsc.F_UNEXPECTED, 0) in evs
     assert (2, -dsc.F_DUPLICATE, 0) not in evs
-    for k in range(dsc.DUP_CLEAR_GOOD - 1):
+    # the scan heard 2 cleanly: it stands for all but DUP_CLEAR_RESCAN of the clean run,
+    # and one corrupt reply on the way restarts the whole DUP_CLEAR_GOOD run
+    for k in range(dsc.DUP_CLEAR_RESCAN - 1):
         d.note(0, dsc.R_GOOD, t + 200 + k)
     assert d.has(dsc.F_DUPLICATE, 2)
-    d.note(0, dsc.R_GOOD, t + 500)
+    d.note(0, dsc.R_CORRUPT, t + 250)
+    for k in range(dsc.DUP_CLEAR_GOOD - 1):
+        d.note(0, dsc.R_GOOD, t + 300 + k)
+    assert d.has(dsc.F_DUPLICATE, 2)
+    d.note(0, dsc.R_GOOD, t + 600)
     assert not d.has(dsc.F_DUPLICATE, 2)
     # a rescan that finds the same MISSING / UNEXPECTED keeps them (no clear, no new raise)
     d2, b2, ev2 = _setup((2, 3, 4))
