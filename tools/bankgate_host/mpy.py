@@ -17,10 +17,12 @@ another one.  A stock ESP32-WROOM (no PSRAM) build leaves roughly 110 KiB of GC
 heap.  The 64-bit port needs about twice the bytes for the same objects
 (pointers, dict entries and small ints are 8 bytes instead of 4), and a test
 process also holds the fakes, the simulator and the test code, so 256 KiB there
-is about what the board offers the firmware; a 32-bit port (4-byte words, 16-byte
-GC blocks, as on the ESP32) gets half: default_heapsize() is per lane, and a test
-file's `# mpy-heapsize:` (written for 64 bits) is halved on a 32-bit lane unless the
-file gives `# mpy-heapsize32:` (heapsize_for_lane()).  The firmware's own footprint is
+is about what the board offers the firmware.  On a 32-bit port (4-byte words, 16-byte
+GC blocks, as on the ESP32) objects take half the bytes but bytecode loaded from .mpy
+files (the tests, the fakes and, off the device, the firmware itself) takes the same,
+so a test process gets three quarters: default_heapsize() is per lane, and a test
+file's `# mpy-heapsize:` (written for 64 bits) is scaled by 3/4 on a 32-bit lane unless
+the file gives `# mpy-heapsize32:` (heapsize_for_lane()).  The firmware's own footprint is
 measured separately by `bankgate bench` (frozen into the 32-bit port, as on the device).
 """
 import json
@@ -32,7 +34,7 @@ import sys
 from . import REPO
 
 DEFAULT_HEAPSIZE = "256k"            # the 64-bit lane's; default_heapsize() is per lane
-HEAPSIZE_32 = "128k"                 # the same budget on a 32-bit lane (half the bytes)
+HEAPSIZE_32 = "192k"                 # the same budget on a 32-bit lane (see heapsize_for_lane)
 ENV_BINARY = "BANKGATE_MICROPYTHON"
 ENV_MARCH = "BANKGATE_MPY_MARCH"
 
@@ -98,7 +100,7 @@ def default_heapsize():
 
 def heapsize_for_lane(size64, size32=None):
     """A heap size written for the 64-bit port, for this lane: unchanged on 64 bits; on 32 bits
-    size32 when given, else half (whole KiB)."""
+    size32 when given, else three quarters (whole KiB): objects halve, bytecode does not."""
     if lane()["bits"] != 32:
         return size64
     if size32:
@@ -106,7 +108,7 @@ def heapsize_for_lane(size64, size32=None):
     t = size64.strip().lower()
     mult = {"k": 1, "m": 1024}.get(t[-1:], None)
     kib = int(t[:-1]) * mult if mult else int(t) // 1024
-    return "%dk" % max(16, kib // 2)
+    return "%dk" % max(16, kib * 3 // 4)
 
 
 # Emitters.  "bytecode" is what the device runs (deploy and freeze compile bytecode; only
@@ -127,10 +129,10 @@ def default_emit():
     return e
 
 
-def _compile(src, out, emit="bytecode"):
+def _compile(src, out, emit="bytecode", march=None):
     os.makedirs(os.path.dirname(out), exist_ok=True)
     tmp = "%s.%d.tmp" % (out, os.getpid())
-    argv = [mpy_cross_binary(), "-march=" + mpy_march(), "-s", src, "-o", tmp, src]
+    argv = [mpy_cross_binary(), "-march=" + (march or mpy_march()), "-s", src, "-o", tmp, src]
     proc = None
     if emit == "native":
         proc = subprocess.run(argv[:1] + ["-X", "emit=native"] + argv[1:], capture_output=True, text=True)
@@ -147,7 +149,7 @@ def _compile(src, out, emit="bytecode"):
     os.replace(tmp, out)
 
 
-def ensure_compiled(src_dir, out_dir, emit="bytecode"):
+def ensure_compiled(src_dir, out_dir, emit="bytecode", march=None):
     """Mirror src_dir's .py files as .mpy in out_dir; drop .mpy whose source is gone."""
     wanted = set()
     for root, dirs, files in os.walk(src_dir):
@@ -163,7 +165,7 @@ def ensure_compiled(src_dir, out_dir, emit="bytecode"):
             except OSError:
                 fresh = False
             if not fresh:
-                _compile(src, out, emit)
+                _compile(src, out, emit, march)
     for root, _, files in os.walk(out_dir):
         for f in files:
             p = os.path.join(root, f)
@@ -171,10 +173,10 @@ def ensure_compiled(src_dir, out_dir, emit="bytecode"):
                 os.unlink(p)
 
 
-def build_dir(emit="bytecode"):
+def build_dir(emit="bytecode", march=None):
     """build/host-mpy[-<march>][-<emit>]: x64 bytecode keeps the historical build/host-mpy."""
     d = os.path.join(BUILD_ROOT, "host-mpy")
-    march = mpy_march()
+    march = march or mpy_march()
     if march != "x64":
         d += "-" + march
     return d if emit == "bytecode" else d + "-" + emit
@@ -187,15 +189,18 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-def compiled_path(emit=None):
-    """MICROPYPATH entries: the compiled mirrors of SOURCE_DIRS (compiling if stale)."""
+def compiled_path(emit=None, march=None, skip=()):
+    """MICROPYPATH entries: the compiled mirrors of SOURCE_DIRS (compiling if stale), but
+    those named in skip (e.g. "lib" for a binary with the firmware frozen in)."""
     emit = emit or default_emit()
     if emit not in EMITS:
         raise ValueError("emit must be one of %s, not %r" % (EMITS, emit))
     path = []
     for name, d in SOURCE_DIRS:
-        out = os.path.join(build_dir(emit), name)
-        ensure_compiled(d, out, emit)
+        if name in skip:
+            continue
+        out = os.path.join(build_dir(emit, march), name)
+        ensure_compiled(d, out, emit, march)
         path.append(out)
     return path
 
