@@ -80,6 +80,10 @@ def frozen_binary(log=None):
     if os.path.exists(dest):
         return dest
     os.makedirs(OUT, exist_ok=True)
+    # make re-freezes a module only when its source is newer than its frozen .mpy: a source
+    # switched to an older version (git checkout) would be missed, so freeze every module anew
+    for stale in glob.glob(os.path.join(OUT, ".src-*", "ports", "unix", "build-frozen32", "frozen_mpy")):
+        shutil.rmtree(stale, ignore_errors=True)
     logpath = os.path.join(OUT, "build.log")
     with open(logpath, "w") as f:
         proc = subprocess.run([os.path.join(kit, "build.sh"), OUT, MANIFEST], stdout=f,

@@ -7,7 +7,8 @@
 # 64-bit venv port with the firmware's bytecode in the heap (side by side).
 #
 # No simulator: 16 modules answer instantly on a fake RS485 port (tools/mp/benchrig.py),
-# MQTT telemetry is on and talks to the recording broker stand-in (tools/mp/fakemqtt.py).
+# MQTT telemetry is on and talks to a broker stand-in that allocates nothing (tools/mp/leanmqtt.py:
+# on the device the TCP/IP stack's buffers are outside the MicroPython heap).
 # The run builds the Gateway, brings every module in and runs `steps` loop iterations
 # (several poll sweeps, telemetry formatting and publishing).  It reports, in bytes of
 # this port's heap (gc.mem_alloc after gc.collect unless said otherwise):
@@ -109,8 +110,9 @@ def main(n=16, steps=4000, want_parts=False):
         frames = benchrig.build_frames(n)
         if "bmsproto" in sys.modules:
             del sys.modules["bmsproto"]
+        import leanmqtt
         broker = fakemqtt.FakeBroker()
-        net = fakemqtt.fake_net(broker)
+        net = leanmqtt.lean_net(broker)         # allocates nothing while the firmware runs
         gc.collect()
         a1 = gc.mem_alloc()
         res["stub_bytes"] = a1 - _A0
@@ -172,6 +174,11 @@ def main(n=16, steps=4000, want_parts=False):
         res["published"] = broker.publishes
         res["online"] = gw.telemetry.online
         res["telemetry_errors"] = gw.telemetry.internal_errors
+        if gw.telemetry.last_exception is not None:
+            import io
+            buf = io.StringIO()
+            sys.print_exception(gw.telemetry.last_exception, buf)
+            res["telemetry_exception"] = buf.getvalue()[-600:]
         res["config_reimported"] = "bankgate.config" in sys.modules
         res["missing"] = list(fwcompat.MISSING)
         res["ok"] = (res["admitted"] == n and broker.publishes > 0 and gw.telemetry.online
@@ -181,6 +188,13 @@ def main(n=16, steps=4000, want_parts=False):
     except MemoryError as e:
         res["error"] = "MemoryError: %s" % (e,)
         res["ok"] = False
+        try:
+            import io
+            buf = io.StringIO()
+            sys.print_exception(e, buf)
+            res["where"] = buf.getvalue()[-600:]
+        except MemoryError:
+            pass
     gc.collect()
     res["free_at_end"] = gc.mem_free()
     return res

@@ -167,7 +167,8 @@ def make_gateway(n, frames, net=None, cfg=None):
     pack_mv = sum(module_data(0)["pack"]["cells_mv"])
     hw.link_sensor = ConstSensor(pack_mv)
     from bankgate.app import Gateway
-    gw = Gateway(hw, cfg if cfg is not None else bench_config(n, net is not None), net)
+    cfg = cfg if cfg is not None else bench_config(n, net is not None)
+    gw = Gateway(hw, cfg, net)
     for _ in range(40000):
         gw.step()
         clock.advance_us(1000)
