@@ -98,8 +98,10 @@ def run_frozen(heap_k, parts=False, binary=None, steps=4000, rig=None):
             "error": "rc=%s: %s" % (proc.returncode, (proc.stderr or proc.stdout)[-300:].strip())}
 
 
-def min_heap_frozen(lo_k=32, hi_k=512, step_k=4, binary=None):
-    """Smallest heap (KiB, multiple of step_k) the frozen firmware runs in, by bisection."""
+def min_heap_frozen(lo_k=32, hi_k=512, step_k=4, binary=None, band=8):
+    """Smallest heap (KiB, multiple of step_k) the frozen firmware runs in: bisection, then the
+    band*step_k KiB above the result are checked too (fragmentation makes "runs" not quite
+    monotonic in the heap size: the answer is a size at and above which every size tried ran)."""
     if not run_frozen(hi_k, binary=binary).get("ok"):
         return None
     lo, hi = lo_k, hi_k            # invariant: hi runs; lo is not known to run
@@ -111,6 +113,11 @@ def min_heap_frozen(lo_k=32, hi_k=512, step_k=4, binary=None):
             hi = mid
         else:
             lo = mid
+    k = hi + step_k
+    while k < min(hi_k, hi + band * step_k):
+        if not run_frozen(k, binary=binary).get("ok"):
+            hi = k + step_k
+        k += step_k
     return hi
 
 

@@ -184,7 +184,10 @@ def main(n=16, steps=4000, want_parts=False):
         res["ok"] = (res["admitted"] == n and broker.publishes > 0 and gw.telemetry.online
                      and not gw.telemetry.internal_errors)
         if want_parts:
-            res["parts_bytes"] = parts(gw, cfg)
+            try:
+                res["parts_bytes"] = parts(gw, cfg)
+            except MemoryError as e:
+                res["parts_error"] = "MemoryError: %s" % (e,)
     except MemoryError as e:
         res["error"] = "MemoryError: %s" % (e,)
         res["ok"] = False

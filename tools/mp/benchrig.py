@@ -166,9 +166,9 @@ def make_gateway(n, frames, net=None, cfg=None):
     hw.uart = uart
     pack_mv = sum(module_data(0)["pack"]["cells_mv"])
     hw.link_sensor = ConstSensor(pack_mv)
-    from bankgate.app import Gateway
     cfg = cfg if cfg is not None else bench_config(n, net is not None)
-    gw = Gateway(hw, cfg, net)
+    from bankgate.firmware import build_gateway
+    gw = build_gateway(hw, cfg, net)     # as the device builds it
     for _ in range(40000):
         gw.step()
         clock.advance_us(1000)

@@ -25,6 +25,7 @@
 # store-and-forward Ring (ring.py) on schedule whether or not the broker is reachable; the ring is
 # drained to the broker in order while online.  Events go at QoS 1 and stay in the ring until their
 # PUBACK; telemetry at QoS 0.  Discovery and the status topic are sent directly after each CONNACK.
+import io
 import json
 import time
 
@@ -45,6 +46,27 @@ _RX_BYTES = const(1024)
 _J = (",", ":")
 
 VERSION = "1"
+
+
+class _Sink(io.IOBase):
+    """json.dump() target that writes the JSON text straight into the ring's record (or, with
+    buf None, only counts it).  A message then needs no heap block of its own: json.dumps grows
+    a string by doubling and .encode() copies it, and in a small fragmented heap a 2.4 KB
+    metrics message found no such block.  MicroPython hands write() a stack-allocated view, so
+    nothing is allocated per call."""
+
+    def __init__(self):
+        self.buf = None
+        self.p = 0
+        self.lim = 0
+
+    def write(self, b):
+        k = len(b)
+        p = self.p
+        if self.buf is not None and p + k <= self.lim:
+            self.buf[p:p + k] = b
+        self.p = p + k
+        return k
 
 
 def bank_fields(gw, now):
@@ -120,6 +142,7 @@ class Telemetry:
             getattr(gateway, "bank", None) is not None
         self._mod_live = -1             # next bank.modules index of the module cycle, -1: none
         self._metrics_t = 0             # t_ms of the metrics/diagnoses messages still to encode
+        self._sink = _Sink()
         self._mod_i = 0
         self._metrics_snap = None       # snapshot whose metrics/diagnoses are still to encode
         self._diag_pending = False
@@ -264,7 +287,24 @@ class Telemetry:
             self.ring.append(rg.K_METRICS, json.dumps(d, separators=_J).encode())
 
     def _put(self, kind, d, tag=0):
-        self.ring.append(kind, json.dumps(d, separators=_J).encode(), tag)
+        """Encode d as JSON into a new ring record: one pass to count, one to write in place."""
+        k = self._sink
+        k.buf = None
+        k.p = 0
+        json.dump(d, k, separators=_J)
+        n = k.p
+        r = self.ring
+        off = r._reserve(n, False, kind)      # (what Ring.append does, without a payload copy)
+        if off < 0:
+            return
+        b = r.buf
+        b[off + 2] = (tag >> 8) & 0xFF
+        b[off + 3] = tag & 0xFF
+        k.buf = b
+        k.p = off + rg.HDR
+        k.lim = k.p + n
+        json.dump(d, k, separators=_J)
+        k.buf = None
 
     def _produce_live(self, now):
         """_produce() from the live records: one message built and encoded per call."""
