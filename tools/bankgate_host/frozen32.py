@@ -13,6 +13,7 @@ tests/host/test_heap32.py run tools/mp/bench_alone.py on it.
     run(args, heapsize)   run a tools/mp module (-m) on it; the firmware comes from the
                           frozen image only (lib/ is not on MICROPYPATH)
 """
+import fcntl
 import glob
 import hashlib
 import os
@@ -80,6 +81,14 @@ def frozen_binary(log=None):
     if os.path.exists(dest):
         return dest
     os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)      # one build at a time (pytest -n 2 may ask twice)
+        if os.path.exists(dest):
+            return dest
+        return _build(kit, dest)
+
+
+def _build(kit, dest):
     # make re-freezes a module only when its source is newer than its frozen .mpy: a source
     # switched to an older version (git checkout) would be missed, so freeze every module anew
     for stale in glob.glob(os.path.join(OUT, ".src-*", "ports", "unix", "build-frozen32", "frozen_mpy")):
