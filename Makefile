@@ -14,11 +14,16 @@ MQTT     ?=
 PYTEST_ARGS ?=
 # MicroPython test files run whole on one worker (--dist loadfile); 2 workers = 2 cores
 JOBS     ?= 2
+# the 32-bit lane (docs/testing.md): a static 32-bit unix port beside the repository
+MP32     ?= $(abspath $(dir $(abspath $(firstword $(MAKEFILE_LIST))))../shared/micropython32/micropython)
+# (not on 32 bits: the bench and the frozen-heap test, which pick their binaries themselves)
+LANE32_TESTS ?= tests/mp tests/host --ignore=tests/host/test_bench.py --ignore=tests/host/test_heap32.py
 
-.PHONY: help setup test test-all demo fuzz soak longrun bench deploy config status clean
+.PHONY: help setup test test-32 test-all demo fuzz soak longrun bench deploy config status clean
 
 help:
 	@echo "make test     run the whole test suite (sets up .venv first)"
+	@echo "make test-32  the MicroPython-side tests again on the 32-bit port (MP32=...)"
 	@echo "make demo     firmware on the unix port + simulated bank + embedded broker"
 	@echo "make bench | fuzz | soak     measurements and long runs"
 	@echo "make deploy PORT=/dev/ttyUSB0 BOARD=...   copy firmware to a board"
@@ -37,6 +42,10 @@ $(UMQTT): tools/fetch_umqtt.py | $(STAMP)
 
 test: setup
 	$(BIN)/pytest -n $(JOBS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
+
+test-32: setup
+	@test -x "$(MP32)" || { echo "make test-32: no 32-bit MicroPython at $(MP32) (set MP32=/path/to/micropython)"; exit 2; }
+	BANKGATE_MICROPYTHON="$(MP32)" $(BIN)/pytest -n $(JOBS) --dist loadfile -m "not slow" $(LANE32_TESTS) $(PYTEST_ARGS)
 
 test-all: setup
 	$(BIN)/pytest -n $(JOBS) --dist loadfile $(PYTEST_ARGS)

@@ -29,7 +29,6 @@ import array
 from micropython import const
 
 from bankgate import clock
-from bankgate.config import ConfigError
 from bankgate.events import EV_DIAG_CLEARED, EV_DIAG_RAISED
 from bankgate.metrics import mdiv
 from bankgate.model import MAX_MODULES
@@ -128,6 +127,9 @@ def check_config(cfg):
     d = cfg["diagnosis"]
     for hi, lo in _PAIRS:
         if d[hi] <= d[lo]:
+            # imported here, on the error path only: firmware.load() frees the config
+            # validator, and importing it again costs ~25 KB of heap on the device
+            from bankgate.config import ConfigError
             raise ConfigError("diagnosis." + lo, "below diagnosis.%s (%d)" % (hi, d[hi]), d[lo])
 
 

@@ -16,7 +16,7 @@ from bankgate import config_check as CC
 
 def _root():
     # the harness runs this file compiled from build/host-mpy/files/tests/mp/
-    for marker in ("/build/host-mpy/", "/tests/mp/"):
+    for marker in ("/build/host-mpy", "/tests/mp/"):   # host-mpy[-<arch>]/
         if marker in __file__:
             return __file__.rsplit(marker, 1)[0]
     return "."

@@ -238,7 +238,7 @@ def test_without_a_gateway_status_says_why():
 
 # ------------------------------------------------------------ device start-up
 def _root():
-    for marker in ("/build/host-mpy/", "/tests/mp/"):
+    for marker in ("/build/host-mpy", "/tests/mp/"):   # host-mpy[-<arch>]/
         if marker in __file__:
             return __file__.rsplit(marker, 1)[0]
     return "."

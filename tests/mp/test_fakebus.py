@@ -189,3 +189,33 @@ def test_mcp2515_register_interface():
     assert chip.regs[0x36] != 0x99
     _spi(chip, 0xC0)                                # RESET
     assert chip.regs[0x0F] == 0x87 and chip.regs[0x40] == 0 and chip.resets == 2
+
+
+def _xorshift32_reference(seed, n):
+    # Marsaglia's xorshift32 (13, 17, 5) on whole words, seeded as Prng documents
+    m = 0xFFFFFFFF
+    x = (seed * 2654435761 + 0x9E3779B9) & m or 1
+    out = []
+    for _ in range(n):
+        x ^= (x << 13) & m
+        x ^= x >> 17
+        x ^= (x << 5) & m
+        out.append(x)
+    return out
+
+
+def test_prng_is_xorshift32_and_draws_without_allocating():
+    # the 16-bit-halves implementation gives the same words as the whole-word algorithm
+    # (so every seeded simulation is unchanged), and below()/chance_ppm() stay within small
+    # ints on a 32-bit port (31-bit small ints, as on the ESP32): no heap ints
+    for seed in (0, 1, 5, 12345, 0x7FFFFFFF):
+        p = Prng(seed)
+        assert [p.next32() for _ in range(200)] == _xorshift32_reference(seed, 200), seed
+    ref = Prng(9)
+    p = Prng(9)
+    for n in (1, 2, 8, 29, 116, 1000, 0x1FFFF):
+        w = ref.next32()
+        assert mptest.no_alloc(p.below, n) == ((w >> 8) * n) >> 24, n
+    for ppm in (0, 1, 999, 100000, 999999, 1000000):
+        w = ref.next32()
+        assert mptest.no_alloc(p.chance_ppm, ppm) == (((w * 1000000) >> 32) < ppm), ppm

@@ -9,7 +9,12 @@ What is measured and how: docs/performance.md.  The MicroPython side is
 tools/mp/bench.py (CPU time, allocations, fixed vs float metrics, poll period and
 reaction time in simulated time) and tools/mp/bench_alone.py (the firmware alone in
 a small heap: run at 64 KiB, the target, and bisected for the smallest heap it runs
-in).  CPU times are wall-clock microseconds of the unix port on this host: run it
+in).  The heap figures that count come from the 32-bit unix port with the firmware
+FROZEN in (bytecode in the executable, as in ESP32 flash; 31-bit small ints, 4-byte
+words, 16-byte GC blocks: tools/bankgate_host/frozen32.py builds it from
+firmware/manifest.py with ../shared/micropython32/build.sh and caches it under
+build/frozen32/); the 64-bit figures (bytecode in the heap) are kept beside them.
+CPU times are wall-clock microseconds of the unix port on this host: run it
 on an otherwise idle machine; each figure is the median of the repetitions, with
 min/max as the spread.
 
@@ -21,10 +26,12 @@ import os
 import subprocess
 import sys
 
-from . import mpy
+from . import frozen32, mpy
 
 BENCH_HEAPSIZE = "4m"          # the simulator sections share the heap with the bank model
-TARGET_HEAP = "64k"
+TARGET_HEAP = "64k"            # 64-bit port, bytecode in the heap (historical figure)
+TARGET_HEAP32_KIB = 96         # issue 17: the firmware alone runs in a 96 KiB heap (frozen, 32-bit)
+TARGET_LIVE32_BYTES = 64 * 1024   # ... with at most 64 KiB live
 _MARK = "\x1eBENCH "
 
 
@@ -54,6 +61,80 @@ def _run(script, args, heapsize, timeout=1800):
 
 def _kib(text):
     return int(text.rstrip("k"))
+
+
+_RIG = {}
+
+
+def rig_bytes(binary):
+    """Heap bytes the bench rig itself holds before the firmware starts (its .mpy code, the
+    instant-answer frames, the fake broker and hardware; bench_alone's stub_bytes), rounded up
+    to 1 KiB.  The device has none of it, so every frozen run gets this much on top of the
+    heap it is said to run in: "runs in 96 KiB" means 96 KiB for interpreter + firmware."""
+    if binary not in _RIG:
+        r = run_frozen(1024, binary=binary, rig=0)
+        if "stub_bytes" not in r:
+            raise BenchError("bench_alone did not run on %s: %s" % (binary, r.get("error")))
+        _RIG[binary] = (r["stub_bytes"] + 1023) // 1024
+    return _RIG[binary]
+
+
+def run_frozen(heap_k, parts=False, binary=None, steps=4000, rig=None):
+    """bench_alone on the frozen 32-bit binary with heap_k KiB for the firmware (plus the rig's
+    own bytes, rig_bytes()); its "alone" dict."""
+    args = ["16", str(steps)] + (["parts"] if parts else [])
+    binary = binary or frozen32.frozen_binary()
+    extra = rig_bytes(binary) if rig is None else rig
+    proc = frozen32.run("bench_alone", args, "%dk" % (heap_k + extra), binary=binary)
+    for line in proc.stdout.split("\n"):
+        i = line.find(_MARK)
+        if i >= 0:
+            r = json.loads(line[i + len(_MARK):])["alone"]
+            r["heapsize"] = "%dk" % heap_k
+            r["rig_kib"] = extra
+            return r
+    # an out-of-memory crash outside the script's own handler (e.g. while importing)
+    return {"ok": False, "heapsize": "%dk" % heap_k,
+            "error": "rc=%s: %s" % (proc.returncode, (proc.stderr or proc.stdout)[-300:].strip())}
+
+
+def min_heap_frozen(lo_k=32, hi_k=512, step_k=4, binary=None, band=8):
+    """Smallest heap (KiB, multiple of step_k) the frozen firmware runs in: bisection, then the
+    band*step_k KiB above the result are checked too (fragmentation makes "runs" not quite
+    monotonic in the heap size: the answer is a size at and above which every size tried ran)."""
+    if not run_frozen(hi_k, binary=binary).get("ok"):
+        return None
+    lo, hi = lo_k, hi_k            # invariant: hi runs; lo is not known to run
+    while hi - lo > step_k:
+        mid = (lo + hi) // 2 // step_k * step_k
+        if mid <= lo:
+            break
+        if run_frozen(mid, binary=binary).get("ok"):
+            hi = mid
+        else:
+            lo = mid
+    k = hi + step_k
+    while k < min(hi_k, hi + band * step_k):
+        if not run_frozen(k, binary=binary).get("ok"):
+            hi = k + step_k
+        k += step_k
+    return hi
+
+
+def measure_frozen32(full=True, binary=None):
+    """The issue-17 heap figures: frozen 32-bit binary, 16 modules, MQTT on."""
+    try:
+        binary = binary or frozen32.frozen_binary()
+    except (frozen32.KitMissing, RuntimeError) as e:
+        return {"error": str(e)}
+    out = {"binary": os.path.relpath(binary, mpy.REPO) if binary.startswith(mpy.REPO) else binary}
+    at = run_frozen(TARGET_HEAP32_KIB, binary=binary)
+    out["at_96k"] = at
+    out["figures"] = at if at.get("ok") else run_frozen(1024, binary=binary)
+    if full:
+        out["parts"] = run_frozen(1024, parts=True, binary=binary).get("parts_bytes")
+        out["min_heap_kib"] = min_heap_frozen(binary=binary)
+    return out
 
 
 def min_heap(lo_k=128, hi_k=1024, step_k=16):
@@ -132,6 +213,7 @@ def measure(quick=False, reps=None, sections=None):
             out["heap"]["at_4m"] = big
         if not quick:
             out["heap"]["min_heap_kib"] = min_heap()
+        out["heap32"] = measure_frozen32(full=not quick)
     out["targets"] = targets(out)
     return out
 
@@ -165,6 +247,14 @@ def targets(out):
         b = _get(out, "alloc", stage)
         lock = _get(out, "alloc", "heap_lock_ok", stage)
         put("alloc_%s_bytes" % stage, b, 0, b == 0 and lock is True)
+    h32 = _get(out, "heap32", "at_96k")
+    if h32 is not None:
+        put("frozen32_runs_in_96k", bool(h32.get("ok")), True, bool(h32.get("ok")),
+            "firmware alone, 16 modules, MQTT on, frozen into the 32-bit port")
+        lv = _get(out, "heap32", "figures", "live_max_bytes")
+        put("frozen32_live_max_bytes", lv, TARGET_LIVE32_BYTES, lv is not None and lv <= TARGET_LIVE32_BYTES)
+    elif _get(out, "heap32", "error"):
+        put("frozen32_runs_in_96k", None, True, None, "not measured: " + out["heap32"]["error"][:200])
     h = _get(out, "heap", "at_64k")
     if h is not None:
         put("firmware_alone_in_64k", bool(h.get("ok")), True, bool(h.get("ok")),
@@ -299,6 +389,31 @@ def table(out):
                 L.append("  parts: %s" % ", ".join("%s %s B" % kv for kv in sorted(b["parts_bytes"].items())))
         if hp.get("min_heap_kib") is not None:
             L.append("  smallest heap it runs in: %s KiB" % hp["min_heap_kib"])
+    h32 = out.get("heap32")
+    if h32:
+        L.append("")
+        if h32.get("error"):
+            L.append("Firmware alone, frozen 32-bit port: not measured (%s)" % h32["error"][:300])
+        else:
+            a = h32.get("at_96k", {})
+            f = h32.get("figures", {})
+            L.append("Firmware alone, 16 modules, MQTT on, FROZEN into the 32-bit port (as on the ESP32): "
+                     "-X heapsize=96k %s" % ("runs" if a.get("ok") else "FAILS (%s)" % a.get("error", "?")))
+            L.append("  %-34s %12s %12s" % ("(bytes)", "32-bit frozen", "64-bit heap"))
+            x = hp or {}
+            x = x.get("at_64k") if (x.get("at_64k") or {}).get("ok") else x.get("at_4m", {})
+            x = x or {}
+            for k, label in (("objects_bytes", "objects after warm-up"), ("live_max_bytes", "largest live heap"),
+                             ("used_max_bytes", "largest used between collections"),
+                             ("transient_max", "largest transient (one iteration)"),
+                             ("code_bytes", "module code/globals")):
+                L.append("  %-34s %12s %12s" % (label, f.get(k), x.get(k)))
+            if h32.get("min_heap_kib") is not None:
+                L.append("  smallest heap it runs in: %s KiB (32-bit frozen)%s" % (
+                    h32["min_heap_kib"], "" if not (hp or {}).get("min_heap_kib") else
+                    ", %s KiB (64-bit, bytecode in the heap)" % hp["min_heap_kib"]))
+            if h32.get("parts"):
+                L.append("  budget per part: %s" % ", ".join("%s %s" % kv for kv in sorted(h32["parts"].items())))
     tg = out.get("targets")
     if tg:
         L.append("")

@@ -8,7 +8,9 @@ separately, and a failure shows the MicroPython traceback and what the test
 printed.
 
 File directives (comment lines):
-    # mpy-heapsize: 256k     heap for this file's process (default: mpy.DEFAULT_HEAPSIZE)
+    # mpy-heapsize: 256k     heap for this file's process on the 64-bit port (default:
+                             mpy.default_heapsize()); halved on a 32-bit lane
+    # mpy-heapsize32: 96k    heap on a 32-bit lane instead of half the 64-bit figure
     # mpy-timeout: 900       seconds before the process is killed (default 600)
     # mpy-mark: slow         apply a pytest marker to every test of the file
     # mpy-emit: native       compile lib/ and tools/ to machine code for this file (mpy.EMITS;
@@ -36,7 +38,7 @@ def parse_size(text):
 
 def _directives(source):
     found = {}
-    for m in re.finditer(r"^#\s*mpy-(heapsize|timeout|mark|emit):\s*(\S+)", source, re.M):
+    for m in re.finditer(r"^#\s*mpy-(heapsize32|heapsize|timeout|mark|emit):\s*(\S+)", source, re.M):
         found.setdefault(m.group(1), []).append(m.group(2))
     return found
 
@@ -52,7 +54,11 @@ class MpyFile(pytest.File):
     def collect(self):
         source = self.path.read_text()
         self.directives = _directives(source)
-        self.heapsize = self.directives.get("heapsize", [mpy.DEFAULT_HEAPSIZE])[0]
+        if "heapsize" in self.directives or "heapsize32" in self.directives:
+            self.heapsize = mpy.heapsize_for_lane(self.directives.get("heapsize", [mpy.DEFAULT_HEAPSIZE])[0],
+                                                  self.directives.get("heapsize32", [None])[0])
+        else:
+            self.heapsize = mpy.default_heapsize()
         self.timeout = int(self.directives.get("timeout", ["600"])[0])
         self.emit = self.directives.get("emit", ["bytecode"])[0]
         self._results = None
@@ -78,7 +84,7 @@ class MpyFile(pytest.File):
             # the whole test directory, so a test module importing a sibling never
             # runs a stale compiled copy of it
             src_dir = os.path.dirname(str(self.path))
-            out_dir = os.path.join(mpy.BUILD, "files", os.path.relpath(src_dir, mpy.REPO))
+            out_dir = os.path.join(mpy.build_dir(), "files", os.path.relpath(src_dir, mpy.REPO))
             mpy.ensure_compiled(src_dir, out_dir)
             compiled = os.path.join(out_dir, self.path.name[:-3] + ".mpy")
         except SyntaxError as e:

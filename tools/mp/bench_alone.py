@@ -1,21 +1,30 @@
 # The firmware ALONE in a small heap (part of `bankgate bench`):
 #
-#   micropython -X heapsize=64k bench_alone.py [n] [steps]   -> "\x1eBENCH {"alone": {...}}"
+#   micropython -X heapsize=96k bench_alone.py [n] [steps] [parts]  -> "\x1eBENCH {"alone": {...}}"
+#
+# `bankgate bench` runs it on the 32-bit unix port with the firmware FROZEN in (as on the
+# device: bytecode in flash, tools/bankgate_host/frozen32.py; "frozen": true) and on the
+# 64-bit venv port with the firmware's bytecode in the heap (side by side).
 #
 # No simulator: 16 modules answer instantly on a fake RS485 port (tools/mp/benchrig.py),
-# MQTT telemetry is on and talks to the recording broker stand-in (tools/mp/fakemqtt.py).
+# MQTT telemetry is on and talks to a broker stand-in that allocates nothing (tools/mp/leanmqtt.py:
+# on the device the TCP/IP stack's buffers are outside the MicroPython heap).
 # The run builds the Gateway, brings every module in and runs `steps` loop iterations
 # (several poll sweeps, telemetry formatting and publishing).  It reports, in bytes of
 # this port's heap (gc.mem_alloc after gc.collect unless said otherwise):
-#   stub_bytes       the instant-answer frames (not firmware; subtracted everywhere)
-#   code_bytes       importing the firmware modules: on the unix port bytecode is loaded
-#                    INTO the heap; on the ESP32 the modules are frozen into flash
-#                    (firmware/manifest.py) and only their globals live in RAM
+#   stub_bytes       the host-side helpers (bench rig, fake broker and hardware) and the
+#                    instant-answer frames (not firmware; subtracted everywhere)
+#   config_bytes     the validated configuration dict (the validator is then freed, as
+#                    bankgate.firmware.load() does on the device)
+#   code_bytes       importing the firmware modules: frozen, only their globals, classes and
+#                    functions live in RAM; not frozen (64-bit lane), their bytecode too
 #   objects_bytes    the Gateway and everything it preallocates (config dict included),
-#                    live after warm-up
-#   live_max_bytes   largest live heap of the firmware (code + objects) over the run
+#                    live after warm-up ("objects after warm-up")
+#   live_max_bytes   largest live heap of the firmware (config + code + objects) over the run
 #   used_max_bytes   largest heap use seen between collections (live + not yet collected)
 #   transient_max    largest allocation burst of one loop iteration (gc disabled)
+#   parts_bytes      (argument "parts") the budget per part: each component constructed once
+#                    more on the running gateway's collaborators and measured alone
 # An allocation failure is reported as "error" (the run needs a larger heap).
 import gc
 import json
@@ -25,54 +34,113 @@ gc.collect()
 _A0 = gc.mem_alloc()
 
 
-def main(n=16, steps=4000):
-    res = {"modules": n, "steps": steps}
+def _delta(make):
+    gc.collect()
+    b0 = gc.mem_alloc()
+    obj = make()
+    gc.collect()
+    return obj, gc.mem_alloc() - b0
+
+
+def parts(gw, cfg):
+    """Bytes of each part of the firmware's preallocated state, built once more alone."""
+    import fakemqtt
+    from bankgate import events, model
+    from bankgate.admission import Admission
+    from bankgate.bushealth import BusHealth
+    from bankgate.diagnose import Diagnoser
+    from bankgate.metrics import Metrics
+    from bankgate.poller import Poller
+    from bankgate.telemetry import Telemetry
+    hw, bank, ev = gw.hw, gw.bank, gw.events
+    out = {}
+    for name, make in (
+            ("bank_records", model.Bank),
+            ("event_log", lambda: events.EventLog(64)),
+            ("poller_and_bus_buffers", lambda: Poller(hw, cfg, bank, ev)),
+            ("bus_health", lambda: BusHealth(hw, cfg, bank, gw.poller, ev)),
+            ("admission", lambda: Admission(hw, cfg, bank, ev)),
+            ("metrics", lambda: Metrics(cfg, bank)),
+            ("diagnoser", lambda: Diagnoser(cfg, bank, gw.metrics, ev)),
+            ("telemetry_ring_and_buffers", lambda: Telemetry(fakemqtt.fake_net(fakemqtt.FakeBroker()), cfg, gw))):
+        try:
+            obj, out[name] = _delta(make)
+        except Exception as e:  # noqa: BLE001
+            out[name] = "%s: %s" % (type(e).__name__, e)
+        obj = None
+    # one of each message telemetry encodes (transient: dict + JSON text + bytes)
+    t = gw.telemetry
+    if t is not None and hasattr(t, "_produce_live"):
+        gc.collect()
+        b0 = gc.mem_alloc()
+        gc.disable()
+        from bankgate.telemetry import bank_fields
+        d = bank_fields(gw, 0)
+        b = json.dumps(d).encode()
+        out["transient_bank_message"] = gc.mem_alloc() - b0
+        b0 = gc.mem_alloc()
+        d = gw.module_snapshot(gw.bank.modules[0])
+        b = json.dumps(d).encode()
+        out["transient_module_message"] = gc.mem_alloc() - b0
+        b0 = gc.mem_alloc()
+        d = {"metrics": gw.metrics.snapshot(), "bus": gw.health.snapshot()}
+        b = json.dumps(d).encode()
+        out["transient_metrics_message"] = gc.mem_alloc() - b0
+        d = b = None
+        gc.enable()
+    gc.collect()
+    b0 = gc.mem_alloc()
+    gc.disable()
+    snap = gw.snapshot()
+    out["transient_whole_snapshot_not_used"] = gc.mem_alloc() - b0
+    snap = None
+    gc.enable()
+    return out
+
+
+def main(n=16, steps=4000, want_parts=False):
+    res = {"modules": n, "steps": steps, "bits": 32 if sys.maxsize < 2 ** 32 else 64}
     gc.collect()
     res["heap_total"] = gc.mem_free() + gc.mem_alloc()
     res["interpreter_bytes"] = _A0
     try:
         import benchrig
+        import fakemqtt
+        import fwcompat
         frames = benchrig.build_frames(n)
         if "bmsproto" in sys.modules:
             del sys.modules["bmsproto"]
+        import leanmqtt
+        broker = fakemqtt.FakeBroker()
+        net = leanmqtt.lean_net(broker)         # allocates nothing while the firmware runs
         gc.collect()
         a1 = gc.mem_alloc()
         res["stub_bytes"] = a1 - _A0
-        import fwcompat
+        # the configuration, validated as bankgate.firmware.load() does, then the validator
+        # (bankgate.config and bankgate.boards) freed: nothing may import it again
+        from bankgate import config
+        res["frozen"] = getattr(config, "__file__", "/")[:1] != "/"   # frozen: "bankgate/config.py"
+        gc.collect()
+        c0 = gc.mem_alloc()
+        cfg = benchrig.bench_config(n, True)
+        gc.collect()
+        res["config_bytes"] = gc.mem_alloc() - c0
+        config = None
+        from bankgate import firmware
+        firmware.forget("bankgate.config", "bankgate.boards")
+        gc.collect()
+        a1c = gc.mem_alloc()
         fwcompat.ensure_firmware()
-        import fakemqtt
-        from bankgate import config  # noqa: F401
         from bankgate import app  # noqa: F401
         from bankgate import poller, bushealth, admission, metrics, diagnose  # noqa: F401
         from bankgate import telemetry  # noqa: F401
         gc.collect()
         a2 = gc.mem_alloc()
-        res["code_bytes"] = a2 - a1
-        # a breakdown of the biggest preallocated parts (built separately, then dropped)
-        parts = {}
-        gc.collect()
-        b0 = gc.mem_alloc()
-        cfg = benchrig.bench_config(n, True)
-        gc.collect()
-        parts["config_dict"] = gc.mem_alloc() - b0
-        from bankgate.model import Bank
-        b0 = gc.mem_alloc()
-        bank = Bank()
-        gc.collect()
-        parts["bank_16_modules"] = gc.mem_alloc() - b0
-        b0 = gc.mem_alloc()
-        mt = metrics.Metrics(cfg, bank)
-        gc.collect()
-        parts["metrics"] = gc.mem_alloc() - b0
-        res["parts_bytes"] = parts
-        del cfg, bank, mt
-        gc.collect()
-        broker = fakemqtt.FakeBroker()
-        net = fakemqtt.fake_net(broker)
-        gw, clock, uart = benchrig.make_gateway(n, frames, net)
+        res["code_bytes"] = a2 - a1c
+        gw, clock, uart = benchrig.make_gateway(n, frames, net, cfg=cfg)
         gc.collect()
         a3 = gc.mem_alloc()
-        res["objects_bytes"] = a3 - a2
+        res["objects_bytes"] = a3 - a2 + res["config_bytes"]
         live = a3
         used = a3
         burst = 0
@@ -105,11 +173,31 @@ def main(n=16, steps=4000):
         res["admitted"] = bin(gw.admission.admitted_mask).count("1")
         res["published"] = broker.publishes
         res["online"] = gw.telemetry.online
+        res["telemetry_errors"] = gw.telemetry.internal_errors
+        if gw.telemetry.last_exception is not None:
+            import io
+            buf = io.StringIO()
+            sys.print_exception(gw.telemetry.last_exception, buf)
+            res["telemetry_exception"] = buf.getvalue()[-600:]
+        res["config_reimported"] = "bankgate.config" in sys.modules
         res["missing"] = list(fwcompat.MISSING)
-        res["ok"] = res["admitted"] == n and broker.publishes > 0
+        res["ok"] = (res["admitted"] == n and broker.publishes > 0 and gw.telemetry.online
+                     and not gw.telemetry.internal_errors)
+        if want_parts:
+            try:
+                res["parts_bytes"] = parts(gw, cfg)
+            except MemoryError as e:
+                res["parts_error"] = "MemoryError: %s" % (e,)
     except MemoryError as e:
         res["error"] = "MemoryError: %s" % (e,)
         res["ok"] = False
+        try:
+            import io
+            buf = io.StringIO()
+            sys.print_exception(e, buf)
+            res["where"] = buf.getvalue()[-600:]
+        except MemoryError:
+            pass
     gc.collect()
     res["free_at_end"] = gc.mem_free()
     return res
@@ -119,5 +207,5 @@ def _arg(i, d):
     return int(sys.argv[i]) if len(sys.argv) > i else d
 
 
-r = main(_arg(1, 16), _arg(2, 4000))
+r = main(_arg(1, 16), _arg(2, 4000), len(sys.argv) > 3 and sys.argv[3] == "parts")
 sys.stdout.write("\x1eBENCH " + json.dumps({"alone": r}) + "\n")

@@ -156,17 +156,19 @@ def gateway(n, frames=None):
     return g
 
 
-def make_gateway(n, frames, net=None):
+def make_gateway(n, frames, net=None, cfg=None):
     """A Gateway on fake hardware with the instant UART; warmed up until every module is
-    admitted (discovery, identity, boot hold and dwell done).  Returns (gw, clock, uart)."""
+    admitted (discovery, identity, boot hold and dwell done).  Returns (gw, clock, uart).
+    cfg: an already validated bench_config() (default: validated here)."""
     clock = SimClock()
     hw = FakeHardware(clock, outputs=["k%d" % i for i in range(n)])
     uart = InstantUart(frames)
     hw.uart = uart
     pack_mv = sum(module_data(0)["pack"]["cells_mv"])
     hw.link_sensor = ConstSensor(pack_mv)
-    from bankgate.app import Gateway
-    gw = Gateway(hw, bench_config(n, net is not None), net)
+    cfg = cfg if cfg is not None else bench_config(n, net is not None)
+    from bankgate.firmware import build_gateway
+    gw = build_gateway(hw, cfg, net)     # as the device builds it
     for _ in range(40000):
         gw.step()
         clock.advance_us(1000)

@@ -37,26 +37,52 @@ _M32 = 0xFFFFFFFF
 
 
 class Prng:
-    """xorshift32: small, deterministic, identical on MicroPython and CPython."""
+    """xorshift32: small, deterministic, identical on MicroPython and CPython.
+
+    The 32-bit state is kept as two 16-bit halves (self.h, self.l) so every
+    intermediate stays a small int on a 32-bit port (31-bit small ints, as on the
+    ESP32): below() and chance_ppm() do not allocate on any port.  The sequence is
+    exactly Marsaglia's xorshift32 (13, 17, 5); next32() returns the whole word
+    (a heap int on a 32-bit port: for tests, not for hot paths)."""
 
     def __init__(self, seed=1):
-        self.x = (seed * 2654435761 + 0x9E3779B9) & _M32 or 1
+        x = (seed * 2654435761 + 0x9E3779B9) & _M32 or 1
+        self.h = x >> 16
+        self.l = x & 0xFFFF
+
+    def _step(self):
+        h = self.h
+        l = self.l
+        h ^= ((h << 13) | (l >> 3)) & 0xFFFF      # x ^= x << 13
+        l ^= (l << 13) & 0xFFFF
+        l ^= h >> 1                               # x ^= x >> 17
+        h ^= ((h << 5) | (l >> 11)) & 0xFFFF      # x ^= x << 5
+        l ^= (l << 5) & 0xFFFF
+        self.h = h
+        self.l = l
+
+    @property
+    def x(self):
+        return self.h << 16 | self.l
 
     def next32(self):
-        x = self.x
-        x ^= (x << 13) & _M32
-        x ^= x >> 17
-        x ^= (x << 5) & _M32
-        self.x = x
-        return x
+        self._step()
+        return self.h << 16 | self.l
 
     def below(self, n):
-        """Uniform 0..n-1 (n <= 2**24) without modulo bias worth mentioning."""
-        return ((self.next32() >> 8) * n) >> 24
+        """Uniform 0..n-1 (n <= 2**24) without modulo bias worth mentioning:
+        ((x >> 8) * n) >> 24, computed in 12-bit pieces (exact) for n < 2**17."""
+        self._step()
+        if n >= 0x20000:
+            return (((self.h << 16 | self.l) >> 8) * n) >> 24
+        h24 = self.h << 8 | self.l >> 8
+        return ((h24 >> 12) * n + (((h24 & 0xFFF) * n) >> 12)) >> 12
 
     def chance_ppm(self, ppm):
-        """True with probability ppm / 1e6 (exact to 2**-32)."""
-        return ((self.next32() * 1000000) >> 32) < ppm
+        """True with probability ppm / 1e6 (exact to 2**-32):
+        ((x * 1000000) >> 32) < ppm, i.e. ((x * 15625) >> 26) < ppm, in 16-bit pieces."""
+        self._step()
+        return (self.h * 15625 + ((self.l * 15625) >> 16)) >> 10 < ppm
 
 
 # ---------------------------------------------------------------------- electrical model

@@ -91,3 +91,13 @@ def feed(sc: ptr8, k: int, rx: ptr8, size: int, eoi: int, io: ptr32) -> int:
     io[2] = noise
     io[3] = noise_sof
     return r
+
+
+@micropython.viper
+def copy_into(dst: ptr8, p: int, src: ptr8, k: int):
+    """dst[p:p+k] = src[0:k] without the slice object that statement allocates (telemetry
+    writes JSON into its ring with it).  Bounds are the caller's check."""
+    i = 0
+    while i < k:
+        dst[p + i] = src[i]
+        i += 1

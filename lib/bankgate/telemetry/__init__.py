@@ -10,13 +10,22 @@
 # Isolation from the control loop: everything below is a bounded state machine.  The socket is
 # non-blocking (transport.py), DNS runs in a worker thread (bankgate.net), nothing waits for a
 # broker reply (client.py), and service() stops doing work once budget_ms of real CPU time is used
-# (checked between units of work: one snapshot, one message encoded, one socket read/write pass).
-# The worst single unit is formatting one snapshot as JSON (allocates; ~1-3 ms on an ESP32).
+# (checked between units of work: one message encoded, one socket read/write pass).
+# The worst single unit is formatting one message as JSON (allocates; ~1-3 ms on an ESP32).
+#
+# Streaming (heap): with the real Gateway, each message is built from the live records when it
+# is encoded -- the bank message from bank_fields(), then one module message per call
+# (gw.module_snapshot(m)), the diagnoses and the metrics -- and never from a whole gw.snapshot()
+# (17.8 KB on a 32-bit port with 16 modules): at most one message's dict and JSON text exist
+# at once.  A module message therefore shows the module as it is when encoded (within one bank
+# period of the bank message).  A gateway without the live records (unit-test stand-ins with
+# only snapshot()) is reported from snapshot() as before.
 #
 # Data flow: events are copied from the gateway's EventLog and snapshots are encoded into the
 # store-and-forward Ring (ring.py) on schedule whether or not the broker is reachable; the ring is
 # drained to the broker in order while online.  Events go at QoS 1 and stay in the ring until their
 # PUBACK; telemetry at QoS 0.  Discovery and the status topic are sent directly after each CONNACK.
+import io
 import json
 import time
 
@@ -38,6 +47,59 @@ _RX_BYTES = const(1024)
 _J = (",", ":")
 
 VERSION = "1"
+
+
+try:
+    from bankgate.proto.fast import copy_into as _copy_into   # viper: no slice object per write
+except (ImportError, ValueError, SyntaxError, NotImplementedError):
+    _copy_into = None
+
+
+class _Sink(io.IOBase):
+    """json.dump() target that writes the JSON text straight into the ring's record (or, with
+    buf None, only counts it).  A message then needs no heap block of its own: json.dumps grows
+    a string by doubling and .encode() copies it, and in a small fragmented heap a 2.4 KB
+    metrics message found no such block.  MicroPython hands write() a stack-allocated view, so
+    nothing is allocated per call."""
+
+    def __init__(self):
+        self.buf = None
+        self.p = 0
+        self.lim = 0
+
+    def write(self, b):
+        k = len(b)
+        p = self.p
+        if self.buf is not None and p + k <= self.lim:
+            if _copy_into is not None:
+                _copy_into(self.buf, p, b, k)
+            else:
+                self.buf[p:p + k] = b
+        self.p = p + k
+        return k
+
+
+def bank_fields(gw, now):
+    """The bank message: gw.snapshot() without "modules", "metrics" and "diagnoses", built from
+    the live records without building those three (tests check it equals the snapshot's)."""
+    a = gw.admission.snapshot()
+    b = gw.bank
+    inv = gw.inverter
+    return {
+        "t_ms": now,
+        "state": a["state"], "reason": a["reason"], "value": a["value"],
+        "mv": b.bank_mv, "ma": b.bank_ma, "soc_pm": b.soc_pm, "soh_pm": b.soh_pm,
+        "temp_dc": b.temp_dc, "link_mv": b.link_mv, "capacity_mah": b.capacity_mah,
+        "admitted": a["admitted"], "expected": a["expected"],
+        "limits": {"chg_ma": a["chg_limit_ma"], "dsg_ma": a["dsg_limit_ma"],
+                   "chg_v_mv": a["chg_v_mv"], "dsg_v_mv": a["dsg_v_mv"]},
+        "ramp_down": a["ramp_down"], "faults": a["faults"], "topology": a["topology"],
+        "outputs": gw.outputs(),
+        "bus": gw.health.snapshot(),
+        "discovery": gw.poller.discovery.snapshot(),
+        "inverter": inv.snapshot() if inv is not None else None,
+        "loop_max_us": gw.loop_max_us, "events_seq": gw.events.seq,
+    }
 
 
 class Telemetry:
@@ -86,7 +148,12 @@ class Telemetry:
         self._next_bank = None          # None: at the first service()
         self._next_mod = None
         self._next_metrics = None
-        self._mods = None               # module dicts of the current module cycle
+        self._mods = None               # module dicts of the current module cycle (snapshot path)
+        self._live = getattr(gateway, "module_snapshot", None) is not None and \
+            getattr(gateway, "bank", None) is not None
+        self._mod_live = -1             # next bank.modules index of the module cycle, -1: none
+        self._metrics_t = 0             # t_ms of the metrics/diagnoses messages still to encode
+        self._sink = _Sink()
         self._mod_i = 0
         self._metrics_snap = None       # snapshot whose metrics/diagnoses are still to encode
         self._diag_pending = False
@@ -192,6 +259,9 @@ class Telemetry:
 
     def _produce(self, now):
         """At most one snapshot or one encoded message per call (bounded cost)."""
+        if self._live:
+            self._produce_live(now)
+            return
         if self._next_bank is None or tk.due(now, self._next_bank):
             self._next_bank = tk.add(now, self.bank_period)
             snap = self.gw.snapshot()
@@ -230,6 +300,69 @@ class Telemetry:
             d = {"t_ms": snap.get("t_ms", now), "metrics": snap.get("metrics"),
                  "bus": snap.get("bus"), "inverter": snap.get("inverter"), "mqtt": self.stats()}
             self.ring.append(rg.K_METRICS, json.dumps(d, separators=_J).encode())
+
+    def _put(self, kind, d, tag=0):
+        """Encode d as JSON into a new ring record: one pass to count, one to write in place."""
+        k = self._sink
+        k.buf = None
+        k.p = 0
+        json.dump(d, k, separators=_J)
+        n = k.p
+        r = self.ring
+        off = r._reserve(n, False, kind)      # (what Ring.append does, without a payload copy)
+        if off < 0:
+            return
+        b = r.buf
+        b[off + 2] = (tag >> 8) & 0xFF
+        b[off + 3] = tag & 0xFF
+        k.buf = b
+        k.p = off + rg.HDR
+        k.lim = k.p + n
+        json.dump(d, k, separators=_J)
+        k.buf = None
+
+    def _produce_live(self, now):
+        """_produce() from the live records: one message built and encoded per call."""
+        gw = self.gw
+        if self._next_bank is None or tk.due(now, self._next_bank):
+            self._next_bank = tk.add(now, self.bank_period)
+            t = gw.hw.clock.ticks_ms()
+            d = bank_fields(gw, t)
+            d["seq"] = self.events.seq
+            self._put(rg.K_BANK, d)
+            d = None
+            if self._next_mod is None or tk.due(now, self._next_mod):
+                self._next_mod = tk.add(now, self.module_period)
+                self._mod_live = 0
+            if self._next_metrics is None or tk.due(now, self._next_metrics):
+                self._next_metrics = tk.add(now, self.metrics_period)
+                self._metrics_t = t
+                self._metrics_snap = True
+                self._diag_pending = True
+            return
+        i = self._mod_live
+        if i >= 0:
+            mods = gw.bank.modules
+            n = len(mods)
+            while i < n and mods[i].addr < 0:
+                i += 1
+            if i < n:
+                m = mods[i]
+                self._mod_live = i + 1
+                self._put(rg.K_MODULE + (m.slot & 15), gw.module_snapshot(m), m.addr & 0xFFFF)
+                return
+            self._mod_live = -1
+        if self._metrics_snap is not None:
+            t = self._metrics_t
+            if self._diag_pending:
+                self._diag_pending = False
+                self._put(rg.K_DIAG, {"t_ms": t, "active": gw.diagnoser.snapshot() or []})
+                return
+            self._metrics_snap = None
+            inv = gw.inverter
+            self._put(rg.K_METRICS, {"t_ms": t, "metrics": gw.metrics.snapshot(), "bus": gw.health.snapshot(),
+                                     "inverter": inv.snapshot() if inv is not None else None,
+                                     "mqtt": self.stats()})
 
     # ------------------------------------------------------------- sending
     def _send_one(self, now):

@@ -1,0 +1,85 @@
+# Telemetry streams each message from the live records (issue 17): never a whole
+# gw.snapshot(), and each message's JSON is written in place into its ring record.
+# mpy-heapsize: 1m
+import gc
+import json
+
+import benchrig
+import fakemqtt
+import mptest
+from bankgate.telemetry import bank_fields
+from bankgate.telemetry import ring as rg
+
+N = 16
+
+
+def _gateway():
+    frames = benchrig.build_frames(N)
+    broker = fakemqtt.FakeBroker()
+    got = []
+    broker.on_publish = lambda topic, payload: got.append((topic, payload))
+    gw, clock, uart = benchrig.make_gateway(N, frames, fakemqtt.fake_net(broker))
+    return gw, clock, broker, got
+
+
+def _run(gw, clock, steps):
+    for _ in range(steps):
+        gw.step()
+        clock.advance_us(1000)
+
+
+def test_bank_fields_are_the_snapshot_without_the_big_parts():
+    gw, clock, broker, got = _gateway()
+    _run(gw, clock, 200)
+    snap = gw.snapshot()
+    d = bank_fields(gw, snap["t_ms"])
+    want = {k: v for k, v in snap.items() if k not in ("modules", "metrics", "diagnoses")}
+    assert sorted(d) == sorted(want), (sorted(d), sorted(want))
+    for k in want:
+        assert d[k] == want[k], k
+
+
+def test_telemetry_never_builds_a_whole_snapshot():
+    gw, clock, broker, got = _gateway()
+
+    def whole_snapshot():
+        raise AssertionError("telemetry called gw.snapshot()")
+    gw.snapshot = whole_snapshot
+    del got[:]
+    tel = gw.telemetry
+    period = max(tel.bank_period, tel.module_period, tel.metrics_period)
+    _run(gw, clock, 2 * period + 500)
+    assert tel.internal_errors == 0, tel.last_exception
+    topics = [t for t, p in got]
+    base = tel.base.encode()
+    assert base + b"/bank" in topics
+    assert base + b"/metrics" in topics and base + b"/diagnoses" in topics
+    mods = set(t for t in topics if t.startswith(base + b"/module/"))
+    assert len(mods) == N, mods
+    # the last message of each module is that module's record, as JSON
+    last = {}
+    for t, p in got:
+        last[t] = p
+    for m in gw.bank.modules:
+        if m.addr >= 0:
+            sent = json.loads(last[base + b"/module/%d" % m.addr])
+            now = gw.module_snapshot(m)
+            assert sent == now, (sorted(sent), sorted(now), [(k, sent.get(k), now.get(k)) for k in now if sent.get(k) != now.get(k)])
+    bank = json.loads(last[base + b"/bank"])
+    assert bank["admitted"] == gw.admission.snapshot()["admitted"] and bank["expected"] == N, bank
+    assert "modules" not in bank and "metrics" not in bank and "diagnoses" not in bank
+
+
+def test_a_message_is_encoded_into_the_ring_without_allocating():
+    gw, clock, broker, got = _gateway()
+    _run(gw, clock, 100)
+    tel = gw.telemetry
+    d = {"metrics": gw.metrics.snapshot(), "bus": gw.health.snapshot(), "t_ms": 5}
+    text = json.dumps(d, separators=(",", ":"))
+    assert len(text) > 1000                     # a large message (16 modules' metrics)
+    r = tel.ring
+    end = r.end
+    gc.collect()
+    mptest.no_alloc(tel._put, rg.K_METRICS, d, 7)
+    assert r.end > end and r.kind(end) == rg.K_METRICS and r.tag(end) == 7
+    assert bytes(r.payload(end)) == text.encode()
