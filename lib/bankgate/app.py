@@ -42,6 +42,13 @@ class Gateway:
         self.bank = Bank()
         self.events = EventLog(64)
         self.events.emit(now, EV_BOOT)
+        # telemetry first: its ring and MQTT buffers are the largest blocks the firmware
+        # allocates (8 KiB + 4 KiB + 1 KiB), and a heap still empty has them contiguous; built
+        # last they need a larger heap (docs/performance.md).  It reads only bank and events here.
+        self.telemetry = None
+        if cfg["mqtt"]["enabled"] and net is not None:
+            from bankgate.telemetry import Telemetry
+            self.telemetry = Telemetry(net, cfg, self)
 
         from bankgate.poller import Poller
         from bankgate.bushealth import BusHealth
@@ -58,10 +65,6 @@ class Gateway:
         if cfg["inverter"]["enabled"] and hw.can_inverter is not None:
             from bankgate.inverter import InverterLink
             self.inverter = InverterLink(hw, cfg, self.bank, self.admission, self.events)
-        self.telemetry = None
-        if cfg["mqtt"]["enabled"] and net is not None:
-            from bankgate.telemetry import Telemetry
-            self.telemetry = Telemetry(net, cfg, self)
         self.console = console
 
         # last alarm / protection bits seen per slot: a change emits EV_ALARM
