@@ -485,7 +485,10 @@ class Admission:
         return False
 
     def _lim_ok(self, x):
-        return x == 0 or (self.lim_min <= x <= self.lim_max)
+        # plausible: 0 (direction stopped) up to the module rating; a BMS tapering its
+        # limit towards 0 (end of charge / discharge) passes through 0 < x < min_limit_ma,
+        # which is normal: it only stops joins in that direction (_gate)
+        return 0 <= x <= self.lim_max
 
     def _check(self, i, m, now, join):
         """First failing check of slot i (code; value in self._v).  join=False
@@ -653,6 +656,8 @@ class Admission:
             r = self.r_cfg
         ip = x * 1000 // r            # x < 2**18 -> < 2**28
         lim = m.dsg_limit_ma if dv > 0 else m.chg_limit_ma
+        if lim < self.lim_min:
+            lim = 0                   # tapered (nearly) to 0: no join in that direction
         if ip > self.inrush:
             self._v = a * 1000 // r
             return CHK_INRUSH

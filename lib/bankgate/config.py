@@ -54,8 +54,8 @@ SCHEMA = {
                           "Warning bits that do not open a CLOSED module (default: charge and discharge "
                           "over-current): the share-aware bank limits carry it instead. Protections with "
                           "these bits, and joins, still follow critical_alarms."),
-        "min_limit_ma": ("int", 1000, 0, 1000000, "A module reporting a smaller charge/discharge limit is implausible."),
-        "max_limit_ma": ("int", 500000, 0, 2000000, "A module reporting a larger limit is implausible."),
+        "min_limit_ma": ("int", 1000, 0, 1000000, "A charge/discharge limit below this counts as stopped for joining in that direction (a BMS tapering to 0 passes through it: plausible, the module stays closed)."),
+        "max_limit_ma": ("int", 500000, 0, 2000000, "Module rating: a module reporting a larger limit (or a negative one) is implausible."),
         "share_min_ma": ("int", 5000, 0, 1000000, "Bank current below which shares are not measurable."),
         "limits_max_age_ms": ("int", 60000, 200, 600000,
                               "Charge/discharge limits (0x92) older than this count as missing."),
@@ -459,6 +459,7 @@ def _cross(cfg):
     if g["max_age_ms"] <= ctl["period_ms"]:
         raise ConfigError("gating.max_age_ms", "above control.period_ms (%d)" % ctl["period_ms"],
                           g["max_age_ms"])
+    _bus_timing(cfg)
 
     inv = cfg["inverter"]
     if inv["require_heartbeat"] and not inv["enabled"]:
@@ -700,3 +701,11 @@ def salvage_mqtt(given):
         return {"gateway_id": gid, "mqtt": m}
     except ConfigError:
         return None
+
+
+def _bus_timing(cfg):
+    # issue 15 / 16 part 3: the worst-case poll cycle must meet max_age_ms (bankgate.pollplan)
+    from bankgate import pollplan
+    e = pollplan.check(cfg)
+    if e is not None:
+        raise ConfigError(e[0], e[1], e[2])
