@@ -176,6 +176,17 @@ class Admission:
         self.fw_same = b["firmware_same"]
         self.models = [m.encode().rstrip(b" \x00") for m in b["approved_models"]]
         self.need_id = bool(self.models) or self.fw_min > 0 or self.fw_same
+        # issue 15: checks whose data the family does not carry are declared n/a
+        from bankgate import familycaps
+        self.na_mask = familycaps.na_mask(b["family"])
+        self.na_checks = familycaps.na_checks(self.na_mask)
+        if self.na_mask & familycaps.NA_MODEL:
+            self.models = []
+        if self.na_mask & familycaps.NA_FIRMWARE:
+            self.fw_min = -1
+            self.fw_same = False
+        self.need_id = bool(self.models) or self.fw_min > 0 or self.fw_same
+        self.cells_na = (self.na_mask & familycaps.NA_CELLS) != 0
         ch = _CHEM[b["chemistry"]]
         self.cell_lo, self.cell_hi, self.chi_lo, self.chi_hi = ch[0], ch[1], ch[2], ch[3]
         self.nom_mv = self.cells * ch[4]                 # <= 24 * 3650
@@ -311,6 +322,7 @@ class Admission:
             "reason": CHECK_NAMES[self.bank_reason], "value": self.bank_value,
             "link_mv": self.link_mv, "bank_ma": self.bank_ma, "exceptions": self.exceptions,
             "outputs": [self.ct.cmd[i] for i in range(self.ct.n)], "modules": mods,
+            "na_checks": [CHECK_NAMES[c] for c in self.na_checks],
         }
 
     # ================================================================ step
@@ -552,7 +564,7 @@ class Admission:
             if self.fw_same and m.sw_version != self._fw_ref:
                 self._v = m.sw_version
                 return CHK_FIRMWARE_SAME
-        if m.n_cells != self.cells:
+        if m.n_cells != self.cells and not self.cells_na:
             self._v = m.n_cells
             return CHK_CELLS
         if m.params_valid and not (self.chi_lo <= m.cell_hi_mv <= self.chi_hi):

@@ -145,7 +145,8 @@ class Gateway:
         v = self.health.verdict
         adm.bus_join_block = v if (v == _BUS_TERMINATION or v == _BUS_NOISE) else 0
         adm.step(now, bus_fault, self.poller.discovery.slot_fault_mask(), inv_ok)
-        aggregate.update(self.bank, adm.admitted_mask)
+        # issue 15: what the inverter sees counts only admitted modules with fresh data
+        aggregate.update(self.bank, adm.admitted_mask & self.poller.fresh_mask(now))
         if tk.due(now, self.next_data):
             self.next_data = tk.add(now, _DATA_PERIOD_MS)
             self.metrics.update(now, adm.admitted_mask)

@@ -71,6 +71,7 @@ LOST_AFTER = const(3)            # consecutive timeouts that make a module "lost
 CAN_LISTEN_MS = const(3000)      # CAN discovery listening window
 CAN_SILENT_MS = const(3000)      # CAN: no frame this long counts one timeout
 CAN_MOD_BASE = const(0x400)
+CAN_FRAME_MS = const(1000)       # modules send their frame set once a second (Pylontech CAN)
 CAN_MAX_FRAMES = const(16)       # frames handled per service() call (bounded work)
 CAN_WAIT_MS = const(10)          # CAN: idle at most this long (hw.idle wakes on input anyway)
 
@@ -378,6 +379,9 @@ class Poller:
         self._mgmt_cmd = mg if mg in self._poll_cmds else -1
         self._fast_cmds = bytes([c for c in self._poll_cmds if c != self._mgmt_cmd])
         self._id_idx = bytearray(n)          # next identity command per slot
+        if cfg["bank"]["family"] == "pace":  # PACE sends no limits: stand-in rating/chemistry
+            from bankgate import familycaps
+            familycaps.configure_pace(cfg["gating"]["max_limit_ma"], cfg["bank"]["chemistry"])
         self._lim_half = cfg["gating"]["limits_max_age_ms"] // 2
         self.admission = None                # set by the Gateway: nothing closed -> no budget
         self._v_mgmt = False                 # limits read during this slot visit
@@ -400,6 +404,9 @@ class Poller:
         self._cost = array.array("i", [cost.get(c, 0) for c in range(256)])
         self._slow_budget = budget
         self._slow_left = budget
+        ma = cfg["gating"]["max_age_ms"]
+        f = self.plan["worst_age_ms"] if self.plan is not None else 2 * CAN_FRAME_MS + 500
+        self._fresh_ms = f if f < ma else ma
 
     def _stake(self):
         """Some contactor is commanded closed: a module's freshness is at stake."""
@@ -495,6 +502,24 @@ class Poller:
         self._v_mgmt = True
         self._slow_start(bs, bc, now)
         return self._busy
+
+    def fresh_mask(self, now):
+        """Slots whose data is fresh by the poll plan (issue 15, aggregates to the
+        inverter): answering (no missed reply since the last good one, not lost) and
+        analog data no older than one planned worst-case sweep (RS485) or two CAN
+        frame periods.  Zero allocation."""
+        lim = self._fresh_ms
+        mods = self.bank.modules
+        out = 0
+        for s in range(self.bank.n_used):
+            m = mods[s]
+            if not m.analog_valid or (self.lost_mask >> s) & 1:
+                continue
+            if not self.is_can and self._miss[s]:
+                continue
+            if clock.diff(now, m.t_analog) <= lim:
+                out |= 1 << s
+        return out
 
     # ------------------------------------------------------------------ completion
     def _cmd_index(self, cmd):

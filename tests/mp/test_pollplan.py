@@ -142,3 +142,20 @@ def test_plan_figures_follow_baud_and_count():
     assert b["fast_cycle_ms"] >= 2 * a["fast_cycle_ms"] - 1
     assert c["fast_cycle_ms"] * 5 < b["fast_cycle_ms"]
     assert p(4, 9600, 100)["fast_cycle_ms"] >= a["fast_cycle_ms"] + 4 * 2 * 100
+
+
+def test_fresh_mask_drops_a_silent_module_at_its_first_missed_reply():
+    # issue 15: for up to max_age_ms after a module left, the 0x356 current still
+    # included its last reading; the aggregates now use poller.fresh_mask()
+    r = Rig(addresses=(2, 3, 4), health=False)
+    r.run_sweeps(3)
+    now = r.clock.ticks_ms()
+    assert r.poller.fresh_mask(now) == 0b111
+    for st in r.stubs[3]:
+        r.wire.set_enabled(r.wire.responders.index([st, 2000, True]), False)
+    t0 = r.clock.ms()
+    while r.poller.fresh_mask(r.clock.ticks_ms()) & 0b010:
+        r.step()
+    dt = r.clock.ms() - t0
+    assert dt < r.cfg["gating"]["max_age_ms"] // 4, dt
+    assert r.poller.fresh_mask(r.clock.ticks_ms()) == 0b101
