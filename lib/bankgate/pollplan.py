@@ -123,7 +123,7 @@ def plan(cfg):
             longest_reply = r
     fast_us = n * fast_one
     miss_us = c["poll_timeout_ms"] * 1000 + LOOP_SLACK_US + gap * 1000
-    target_us = max_age * 1000 * AGE_SHARE // AGE_DEN - c["period_ms"] * 1000
+    target_us = max_age * (1000 * AGE_SHARE // AGE_DEN) - c["period_ms"] * 1000   # < 2**30
     budget_us = target_us - fast_us - miss_us
     if budget_us > n * slow_max:
         budget_us = n * slow_max            # at most one slow transaction per slot visit
@@ -144,7 +144,7 @@ def plan(cfg):
         "sweep_ms": sweep_us // 1000, "miss_ms": miss_us // 1000,
         "worst_age_ms": (worst_age_us + 999) // 1000, "max_age_ms": max_age,
         "bound_ms": max_age * AGE_SHARE // AGE_DEN,
-        "limits_worst_ms": cfg["gating"]["limits_max_age_ms"] // 2 + turn * sweep_us // 1000,
+        "limits_worst_ms": cfg["gating"]["limits_max_age_ms"] // 2 + turn * (sweep_us // 1000),
         "longest_reply_ms": (longest_reply + 999) // 1000,
         "ok": ok,
     }

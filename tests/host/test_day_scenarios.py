@@ -60,7 +60,7 @@ def test_the_files_are_the_generator_output():
     names = {s["name"] for s, _ in gen_days.matrix()}
     for n in (2, 4, 8, 16):
         assert {"day_py9600_%d" % n, "day_py115200_%d" % n, "day_can_%d" % n} <= names
-    assert {"day_py115200_4_main", "day_can_4_main", "day_pace_4", "short_soc_drift_3_cycles",
+    assert {"day_py115200_4_main", "day_can_4_main", "day_pace_4", "soc_drift_3_cycles",
             "end_of_charge_3"} <= names
 
 
