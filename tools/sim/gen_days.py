@@ -133,6 +133,9 @@ def matrix():
         out.append(scenario("day_can_%d" % n, n, bus="can", baud=500000, slow=True))
     out.append(scenario("day_can_4_main", 4, bus="can", baud=500000, topology="main", slow=True))
     out.append(scenario("day_pace_4", 4, family="pace", baud=9600, slow=True))
+    # shortened 16-module days (slow): the stress cases, quicker than their full days
+    out.append(scenario("short_day_py9600_16", 16, baud=9600, k=48, slow=True))
+    out.append(scenario("short_day_can_16", 16, bus="can", baud=500000, k=48, slow=True))
     # shortened days for make test
     out.append(scenario("short_day_py9600_3", 3, baud=9600, k=48))
     out.append(scenario("short_day_py9600_3_main", 3, baud=9600, topology="main", k=48))
