@@ -51,7 +51,6 @@ class Gateway:
         self.poller = Poller(hw, cfg, self.bank, self.events)
         self.health = BusHealth(hw, cfg, self.bank, self.poller, self.events)
         self.admission = Admission(hw, cfg, self.bank, self.events)
-        self.poller.admission = self.admission    # slow-data budget only while something is closed
         self.metrics = Metrics(cfg, self.bank)
         self.diagnoser = Diagnoser(cfg, self.bank, self.metrics, self.events)
         self.inverter = None

@@ -24,10 +24,8 @@
 #             read > limits older than limits_max_age_ms / 2 > identity re-read
 #             (every IDENT_PERIOD_MS: catches swaps; every slot visit for a slot
 #             whose serial just changed) > limits refresh; ties rotate over slots.
-#             While no contactor is commanded closed (`admission` attached by the
-#             Gateway and nothing closed, or during the first sweep) no module's
-#             freshness is at stake: a slot's slow reads are then all done inline
-#             at its visit (fast start-up).
+#             Start-up follows the same budget (a module's first limits and identity
+#             are slow reads too), so no module goes stale while others start.
 #             A slot with LOST_AFTER consecutive timeouts is "lost" and only
 #             re-probed every REPROBE_MS; when it answers again its identity is
 #             re-read first.
@@ -383,8 +381,7 @@ class Poller:
             from bankgate import familycaps
             familycaps.configure_pace(cfg["gating"]["max_limit_ma"], cfg["bank"]["chemistry"])
         self._lim_half = cfg["gating"]["limits_max_age_ms"] // 2
-        self.admission = None                # set by the Gateway: nothing closed -> no budget
-        self._v_mgmt = False                 # limits read during this slot visit
+        self._v_mgmt = False                 # a slow transaction followed this slot visit
         self._v_ident = 0                    # identity reads during this slot visit
         self._sp = 0                         # rotating slow pointer
         self._pc = 0                         # command of the last _slow_prio()
@@ -407,17 +404,6 @@ class Poller:
         ma = cfg["gating"]["max_age_ms"]
         f = self.plan["worst_age_ms"] if self.plan is not None else 2 * CAN_FRAME_MS + 500
         self._fresh_ms = f if f < ma else ma
-
-    def _stake(self):
-        """Some contactor is commanded closed: a module's freshness is at stake."""
-        a = self.admission
-        if a is None:
-            return self.sweep_count > 1      # unknown: budget after the first sweep
-        cmd = a.ct.cmd
-        for i in range(len(cmd)):
-            if cmd[i]:
-                return True
-        return False
 
     def _slow_prio(self, s, now):
         """Priority (0 = nothing) of slot s's next slow read; its command in self._pc."""
@@ -463,21 +449,6 @@ class Poller:
     def _slow_after(self, s, now):
         """After slot s's fast commands: start one slow transaction if one is due and
         fits this sweep's budget (True when a transaction was started)."""
-        if not self._stake():
-            # nothing closed: this slot's pending slow reads inline (each at most once
-            # per visit), then the limits once per visit as before
-            if self._slow_prio(s, now) == 0:
-                return False
-            if self._pc == self._mgmt_cmd:
-                if self._v_mgmt:
-                    return False
-                self._v_mgmt = True
-            else:
-                if self._v_ident >= len(self._ident_cmds):
-                    return False
-                self._v_ident += 1
-            self._slow_start(s, self._pc, now)
-            return self._busy
         if self._v_mgmt or self._v_ident:
             return False                      # one slow transaction per slot visit
         n = self.bank.n_used

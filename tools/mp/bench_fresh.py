@@ -11,16 +11,6 @@ from bankgate import clock, config, pollplan
 from bankgate import poller as pl
 
 
-class _Ct:
-    def __init__(self, n):
-        self.cmd = bytearray([1] * n)
-
-
-class _Closed:
-    def __init__(self, n):
-        self.ct = _Ct(n)
-
-
 def one(n, baud, family="pylontech"):
     from bms_stub import Rig
     addrs = list(range(2, 2 + n))
@@ -32,7 +22,6 @@ def one(n, baud, family="pylontech"):
     r = Rig(addresses=addrs, baud=baud, family=family, health=False, scan=(2, 1 + n),
             over={"gating": {"max_age_ms": max_age}})
     r.run_sweeps(2)
-    r.poller.admission = _Closed(n)
     mods = r.bank.modules
     worst = 0
     end = r.clock.ms() + pl.IDENT_PERIOD_MS + 15000
