@@ -362,6 +362,7 @@ class Poller:
         self.sweep_count += 1
         self._slow_left = self._slow_budget
         self._slow_n = 0
+        self._slow_done = 0
         mods = self.bank.modules
         if clock.due(now, self._t_ident):
             self._t_ident = clock.add(now, IDENT_PERIOD_MS)
@@ -386,6 +387,7 @@ class Poller:
         self._sp = 0                         # rotating slow pointer
         self._pc = 0                         # command of the last _slow_prio()
         self._slow_n = 0
+        self._slow_done = 0                  # slots served a slow read this sweep (one each)
         self.plan = None
         cost = {}
         budget = 0
@@ -456,9 +458,13 @@ class Poller:
         bs = -1
         bc = 0
         j = self._sp
+        done = self._slow_done
         for _ in range(n):
             if j >= n:
                 j = 0
+            if (done >> j) & 1:
+                j += 1
+                continue
             p = self._slow_prio(j, now)
             if p > best:
                 best = p
@@ -470,6 +476,7 @@ class Poller:
         if self._slow_n and self._cost[bc] > self._slow_left:
             return False                      # no room left in this sweep
         self._sp = bs + 1
+        self._slow_done = done | (1 << bs)
         self._v_mgmt = True
         self._slow_start(bs, bc, now)
         return self._busy

@@ -158,3 +158,25 @@ def test_fresh_mask_drops_a_silent_module_at_its_first_missed_reply():
     dt = r.clock.ms() - t0
     assert dt < r.cfg["gating"]["max_age_ms"] // 4, dt
     assert r.poller.fresh_mask(r.clock.ticks_ms()) == 0b101
+
+
+def test_a_module_refusing_its_limits_does_not_starve_the_others():
+    # one slow read per slot and sweep: a BMS that never answers 0x92 (highest slow
+    # priority forever) must not take every slow slot of the sweep
+    r = Rig(addresses=(2, 3, 4, 5), baud=9600, health=False)
+    bad = r.stubs[3][0]
+    orig = bad.reply
+
+    def no_limits(cmd, info, orig=orig):
+        if cmd == 0x92:                           # RTN 04: command not supported
+            import bmsproto
+            return bmsproto.error_response("pylontech", 3, 0x04)
+        return orig(cmd, info)
+    bad.reply = no_limits
+    worst, worst_lim = _worst_ages(r, 2 * pl.IDENT_PERIOD_MS)
+    mods = r.bank.modules
+    assert not mods[1].mgmt_valid
+    for s in (0, 2, 3):
+        assert mods[s].mgmt_valid and mods[s].serial_len > 0 and mods[s].params_valid
+    assert worst_lim <= r.cfg["gating"]["limits_max_age_ms"] * 3 // 4, worst_lim
+    assert worst <= r.poller.plan["worst_age_ms"], worst
