@@ -34,6 +34,7 @@ FRAME_OVERHEAD = const(18)        # SOI VER ADR CID1 CID2 LENGTH(4) CHKSUM(4) EO
 AGE_SHARE = const(9)              # worst_age must stay within 9/10 of max_age_ms
 AGE_DEN = const(10)
 _MAX_TEMPS = const(8)
+CAN_FRAME_MS = const(1000)        # Pylontech CAN: the frame set once a second
 
 # family -> (fast commands, slow limit command or -1, identity commands)
 _FAST = {"pylontech": (0x42, 0x44), "pace": (0x42, 0x44)}
@@ -212,11 +213,18 @@ def check(cfg):
     gating.max_age_ms; a reply must fit inside control.poll_timeout_ms; the limits must
     be refreshed inside 3/4 of gating.limits_max_age_ms."""
     p = plan(cfg)
-    if p is None:
-        return None
     b = cfg["bank"]
     c = cfg["control"]
     g = cfg["gating"]
+    if p is None:
+        # CAN module bus: modules send unasked, once per CAN_FRAME_MS; one lost frame set
+        # must not drop a module
+        need = 2 * CAN_FRAME_MS + c["period_ms"]
+        if g["max_age_ms"] < need:
+            return ("gating.max_age_ms", "at least %d on a CAN module bus: modules send their "
+                    "frame set once a second and one lost frame must not drop a module" % need,
+                    g["max_age_ms"])
+        return None
     if p["longest_reply_ms"] > c["poll_timeout_ms"]:
         return ("control.poll_timeout_ms",
                 "at least %d: the longest reply of a %d-cell %s module takes %d ms at %d baud"

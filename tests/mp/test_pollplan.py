@@ -180,3 +180,16 @@ def test_a_module_refusing_its_limits_does_not_starve_the_others():
         assert mods[s].mgmt_valid and mods[s].serial_len > 0 and mods[s].params_valid
     assert worst_lim <= r.cfg["gating"]["limits_max_age_ms"] * 3 // 4, worst_lim
     assert worst <= r.poller.plan["worst_age_ms"], worst
+
+
+def test_can_module_bus_max_age_covers_a_lost_frame_set():
+    raw = {"bank": {"addresses": [2, 3], "expected_modules": 2, "bus": "can",
+                    "family": "pylontech-can", "baud": 500000},
+           "contactors": {"outputs": ["k0", "k1"]}, "gating": {"max_age_ms": 1500}}
+    try:
+        config.validate(raw)
+        assert False
+    except config.ConfigError as e:
+        assert e.path == "gating.max_age_ms" and "CAN" in str(e), str(e)
+    raw["gating"]["max_age_ms"] = 2050
+    config.validate(raw)
