@@ -378,6 +378,11 @@ class Poller:
         self._mgmt_cmd = mg if mg in self._poll_cmds else -1
         self._fast_cmds = bytes([c for c in self._poll_cmds if c != self._mgmt_cmd])
         self._id_idx = bytearray(n)          # next identity command per slot
+        # identity reads in slow order: the command carrying model + firmware first, so
+        # no check judges a half-read identity (0x4F alone marks it valid)
+        mfr = getattr(fam, "CMD_MFR", -1)
+        order = [c for c in self._ident_cmds if c == mfr] + [c for c in self._ident_cmds if c != mfr]
+        self._slow_ident = bytes(order)
         if cfg["bank"]["family"] == "pace":  # PACE sends no limits: stand-in rating/chemistry
             from bankgate import familycaps
             familycaps.configure_pace(cfg["gating"]["max_limit_ma"], cfg["bank"]["chemistry"])
@@ -416,18 +421,18 @@ class Poller:
         if not m.seen:
             return 0
         mg = self._mgmt_cmd
-        idp = (self._id_pending & bit) != 0 and len(self._ident_cmds) > 0
+        idp = (self._id_pending & bit) != 0 and len(self._slow_ident) > 0
         if mg >= 0 and not m.mgmt_valid:
             self._pc = mg
             return 5
         if idp and not m.id_valid:
-            self._pc = self._ident_cmds[self._id_idx[s]]
+            self._pc = self._slow_ident[self._id_idx[s]]
             return 4
         if mg >= 0 and clock.diff(now, m.t_mgmt) >= self._lim_half:
             self._pc = mg
             return 3
         if idp:
-            self._pc = self._ident_cmds[self._id_idx[s]]
+            self._pc = self._slow_ident[self._id_idx[s]]
             return 2
         if mg >= 0:
             self._pc = mg
@@ -440,7 +445,7 @@ class Poller:
         else:
             kind = K_IDENT
             k = self._id_idx[s] + 1
-            if k >= len(self._ident_cmds):
+            if k >= len(self._slow_ident):
                 k = 0
                 self._id_pending &= ~(1 << s)
             self._id_idx[s] = k
