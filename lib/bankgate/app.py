@@ -240,6 +240,7 @@ class Gateway:
             "limits": {"chg_ma": a["chg_limit_ma"], "dsg_ma": a["dsg_limit_ma"],
                        "chg_v_mv": a["chg_v_mv"], "dsg_v_mv": a["dsg_v_mv"]},
             "ramp_down": a["ramp_down"], "faults": a["faults"], "topology": a["topology"],
+            "na_checks": a["na_checks"],     # checks the family cannot evaluate (issue 15)
             "outputs": self.outputs(),
             "bus": self.health.snapshot(),
             "discovery": self.poller.discovery.snapshot(),
