@@ -853,6 +853,8 @@ class Admission:
         mods = self.bank.modules
         for i in range(self.n_exp):
             lim = mods[i].dsg_limit_ma if dv > 0 else mods[i].chg_limit_ma
+            if lim < self.lim_min:
+                lim = 0               # tapered (nearly) to 0: no join in that direction
             if lim < lo:
                 lo = lim
         if ip > lo * self.n_exp:      # limits validated <= 2e6: * 16 < 2**25
