@@ -34,7 +34,8 @@ DIAGNOSES = ["current_high", "soc_falling_fast", "running_warm", "resistance_ris
              "capacity_mismatch", "voltage_imbalance", "voltage_fluctuation"]
 
 # (hour, amps per 100 Ah module): night, morning peak, PV to full, rest, evening, night
-DAY = [(0, -4), (6, -15), (7, -5), (8, 15), (15, 0), (16, -8), (22, -4), (24, 0)]
+# (the day is balanced: the bank ends it near where it began, so days can repeat)
+DAY = [(0, -4), (6, -15), (7, -5), (8, 15), (15, 0), (16, -10), (17, -4), (22, -2), (24, 0)]
 START_SOC = 70.0
 FULL_H = 14.5          # the charge has reached the taper and the BMSes report ~0 by then
 EVENING_H = 18.0
