@@ -391,6 +391,7 @@ class Poller:
         self._v_ident = 0                    # identity reads during this slot visit
         self._sp = 0                         # rotating slow pointer
         self._pc = 0                         # command of the last _slow_prio()
+        self._pfast = False                  # ... a serial-only (swap confirmation) read
         self._slow_n = 0
         self._slow_done = 0                  # slots served a slow read this sweep (one each)
         self.plan = None
@@ -425,8 +426,13 @@ class Poller:
         if mg >= 0 and not m.mgmt_valid:
             self._pc = mg
             return 5
+        self._pfast = False
         if idp and not m.id_valid:
             self._pc = self._slow_ident[self._id_idx[s]]
+            return 4
+        if idp and self._serial_cmd >= 0 and (self.discovery.id_fast_mask >> s) & 1:
+            self._pc = self._serial_cmd         # swap confirmation: only the serial number
+            self._pfast = True
             return 4
         if mg >= 0 and clock.diff(now, m.t_mgmt) >= self._lim_half:
             self._pc = mg
@@ -439,9 +445,12 @@ class Poller:
             return 1
         return 0
 
-    def _slow_start(self, s, cmd, now):
+    def _slow_start(self, s, cmd, now, serial_only=False):
         if cmd == self._mgmt_cmd:
             kind = K_POLL
+        elif serial_only:
+            kind = K_IDENT
+            self._id_pending &= ~(1 << s)
         else:
             kind = K_IDENT
             k = self._id_idx[s] + 1
@@ -462,6 +471,7 @@ class Poller:
         best = 0
         bs = -1
         bc = 0
+        bf = False
         j = self._sp
         done = self._slow_done
         for _ in range(n):
@@ -475,6 +485,7 @@ class Poller:
                 best = p
                 bs = j
                 bc = self._pc
+                bf = self._pfast
             j += 1
         if bs < 0:
             return False
@@ -483,7 +494,7 @@ class Poller:
         self._sp = bs + 1
         self._slow_done = done | (1 << bs)
         self._v_mgmt = True
-        self._slow_start(bs, bc, now)
+        self._slow_start(bs, bc, now, bf)
         return self._busy
 
     def fresh_mask(self, now):
