@@ -22,8 +22,10 @@
 #             age of every module's alarm data - stays inside the bound the config
 #             validator checked.  Priority: limits never read > identity never
 #             read > limits older than limits_max_age_ms / 2 > identity re-read
-#             (every IDENT_PERIOD_MS: catches swaps; every slot visit for a slot
-#             whose serial just changed) > limits refresh; ties rotate over slots.
+#             (every IDENT_PERIOD_MS: catches swaps; for a slot whose serial just
+#             changed, its serial number alone until confirmed) > limits refresh;
+#             ties rotate over slots; at most one slow read per slot and sweep (a
+#             BMS refusing 0x92 cannot take the others' turns).
 #             Start-up follows the same budget (a module's first limits and identity
 #             are slow reads too), so no module goes stale while others start.
 #             A slot with LOST_AFTER consecutive timeouts is "lost" and only
