@@ -184,6 +184,17 @@ class Admission:
         self.fw_same = b["firmware_same"]
         self.models = [m.encode().rstrip(b" \x00") for m in b["approved_models"]]
         self.need_id = bool(self.models) or self.fw_min > 0 or self.fw_same
+        # issue 15: checks whose data the family does not carry are declared n/a
+        from bankgate import familycaps
+        self.na_mask = familycaps.na_mask(b["family"])
+        self.na_checks = familycaps.na_checks(self.na_mask)
+        if self.na_mask & familycaps.NA_MODEL:
+            self.models = []
+        if self.na_mask & familycaps.NA_FIRMWARE:
+            self.fw_min = -1
+            self.fw_same = False
+        self.need_id = bool(self.models) or self.fw_min > 0 or self.fw_same
+        self.cells_na = (self.na_mask & familycaps.NA_CELLS) != 0
         ch = _CHEM[b["chemistry"]]
         self.cell_lo, self.cell_hi, self.chi_lo, self.chi_hi = ch[0], ch[1], ch[2], ch[3]
         self.nom_mv = self.cells * ch[4]                 # <= 24 * 3650
@@ -342,6 +353,7 @@ class Admission:
             "reason": CHECK_NAMES[self.bank_reason], "value": self.bank_value,
             "link_mv": self.link_mv, "bank_ma": self.bank_ma, "exceptions": self.exceptions,
             "outputs": [self.ct.cmd[i] for i in range(self.ct.n)], "modules": mods,
+            "na_checks": [CHECK_NAMES[c] for c in self.na_checks],
         }
 
     # ================================================================ step
@@ -576,7 +588,10 @@ class Admission:
         return False
 
     def _lim_ok(self, x):
-        return x == 0 or (self.lim_min <= x <= self.lim_max)
+        # plausible: 0 (direction stopped) up to the module rating; a BMS tapering its
+        # limit towards 0 (end of charge / discharge) passes through 0 < x < min_limit_ma,
+        # which is normal: it only stops joins in that direction (_gate)
+        return 0 <= x <= self.lim_max
 
     def _check(self, i, m, now, join):
         """First failing check of slot i (code; value in self._v).  join=False
@@ -644,7 +659,7 @@ class Admission:
             if self.fw_same and m.sw_version != self._fw_ref:
                 self._v = m.sw_version
                 return CHK_FIRMWARE_SAME
-        if m.n_cells != self.cells:
+        if m.n_cells != self.cells and not self.cells_na:
             self._v = m.n_cells
             return CHK_CELLS
         if m.params_valid and not (self.chi_lo <= m.cell_hi_mv <= self.chi_hi):
@@ -748,6 +763,8 @@ class Admission:
             r = self.r_cfg
         ip = x * 1000 // r            # x < 2**18 -> < 2**28
         lim = m.dsg_limit_ma if dv > 0 else m.chg_limit_ma
+        if lim < self.lim_min:
+            lim = 0                   # tapered (nearly) to 0: no join in that direction
         if ip > self.inrush:
             self._v = a * 1000 // r
             return CHK_INRUSH
@@ -946,6 +963,8 @@ class Admission:
         mods = self.bank.modules
         for i in range(self.n_exp):
             lim = mods[i].dsg_limit_ma if dv > 0 else mods[i].chg_limit_ma
+            if lim < self.lim_min:
+                lim = 0               # tapered (nearly) to 0: no join in that direction
             if lim < lo:
                 lo = lim
         if ip > lo * self.n_exp:      # limits validated <= 2e6: * 16 < 2**25

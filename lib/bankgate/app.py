@@ -151,7 +151,8 @@ class Gateway:
         v = self.health.verdict
         adm.bus_join_block = v if (v == _BUS_TERMINATION or v == _BUS_NOISE) else 0
         adm.step(now, bus_fault, self.poller.discovery.slot_fault_mask(), inv_ok)
-        aggregate.update(self.bank, adm.admitted_mask)
+        # issue 15: what the inverter sees counts only admitted modules with fresh data
+        aggregate.update(self.bank, adm.admitted_mask & self.poller.fresh_mask(now))
         if tk.due(now, self.next_data):
             self.next_data = tk.add(now, _DATA_PERIOD_MS)
             self.metrics.update(now, adm.admitted_mask)
@@ -262,6 +263,7 @@ class Gateway:
             "limits": {"chg_ma": a["chg_limit_ma"], "dsg_ma": a["dsg_limit_ma"],
                        "chg_v_mv": a["chg_v_mv"], "dsg_v_mv": a["dsg_v_mv"]},
             "ramp_down": a["ramp_down"], "faults": a["faults"], "topology": a["topology"],
+            "na_checks": a["na_checks"],     # checks the family cannot evaluate (issue 15)
             "outputs": self.outputs(),
             "bus": self.health.snapshot(),
             "discovery": self.poller.discovery.snapshot(),

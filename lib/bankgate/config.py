@@ -54,8 +54,8 @@ SCHEMA = {
                           "Warning bits that do not open a CLOSED module (default: charge and discharge "
                           "over-current): the share-aware bank limits carry it instead. Protections with "
                           "these bits still open at once; joins follow critical_alarms."),
-        "min_limit_ma": ("int", 1000, 100, 1000000, "A module reporting a smaller charge/discharge limit is implausible."),
-        "max_limit_ma": ("int", 500000, 0, 1000000, "A module reporting a larger limit is implausible."),
+        "min_limit_ma": ("int", 1000, 100, 1000000, "A charge/discharge limit below this counts as stopped for joining in that direction (a BMS tapering to 0 passes through it: plausible, the module stays closed)."),
+        "max_limit_ma": ("int", 500000, 0, 1000000, "Module rating: a module reporting a larger limit (or a negative one) is implausible."),
         "share_min_ma": ("int", 5000, 0, 1000000, "Bank current below which shares are not measurable."),
         "limits_max_age_ms": ("int", 60000, 200, 120000,
                               "Charge/discharge limits (0x92) older than this count as missing."),
@@ -517,10 +517,7 @@ def _cross(cfg):
     if g["max_age_ms"] <= ctl["period_ms"]:
         _fail("gating.max_age_ms", "above control.period_ms (%d)" % ctl["period_ms"],
                           g["max_age_ms"])
-    # ---- issue 16 part 3 (NOT HERE: built with the poll scheduler by another helper): the
-    # worst-case poll cycle of this configuration (baud, modules, commands, frame lengths,
-    # turnaround, gaps, identity reads) against gating.max_age_ms goes here, as _fail() calls
-    # (collected by validate_all, first error on the device).
+    _bus_timing(cfg)
 
     inv = cfg["inverter"]
     if inv["require_heartbeat"] and not inv["enabled"]:
@@ -789,3 +786,11 @@ def salvage_mqtt(given):
         return {"gateway_id": gid, "mqtt": m}
     except ConfigError:
         return None
+
+
+def _bus_timing(cfg):
+    # issue 15 / 16 part 3: the worst-case poll cycle must meet max_age_ms (bankgate.pollplan)
+    from bankgate import pollplan
+    e = pollplan.check(cfg)
+    if e is not None:
+        _fail(e[0], e[1], e[2])

@@ -12,12 +12,25 @@
 #             next free slots.
 #   2. GROUP  where the family supports it, one 0x42 group query (INFO FF) to the
 #             first answering address: the pack count it reports is COUNT evidence.
-#   3. IDENT  the family's IDENT_CMDS for every slot that answered (serial number,
-#             manufacturer/model, version); then again every IDENT_PERIOD_MS
-#             (catches swaps), and every sweep for a slot whose serial just changed.
-#   4. CYCLE  POLL_CMDS round-robin over the slots.  A slot with LOST_AFTER
-#             consecutive timeouts is "lost" and only re-probed every REPROBE_MS;
-#             when it answers again its identity is re-read first.
+#   3. CYCLE  (issue 15, bankgate.pollplan) every sweep visits every slot and reads
+#             its FAST commands (POLL_CMDS without the limits command: analog +
+#             alarm, the data gating.max_age_ms governs), whatever else is pending.
+#             SLOW transactions (limits CMD_MGMT, the family's IDENT_CMDS: serial,
+#             model, version, parameters) are spread one at a time after slot
+#             visits, within a per-sweep time budget computed from baud, frame
+#             lengths, turnaround and gaps (pollplan.plan), so the sweep - and the
+#             age of every module's alarm data - stays inside the bound the config
+#             validator checked.  Priority: limits never read > identity never
+#             read > limits older than limits_max_age_ms / 2 > identity re-read
+#             (every IDENT_PERIOD_MS: catches swaps; for a slot whose serial just
+#             changed, its serial number alone until confirmed) > limits refresh;
+#             ties rotate over slots; at most one slow read per slot and sweep (a
+#             BMS refusing 0x92 cannot take the others' turns).
+#             Start-up follows the same budget (a module's first limits and identity
+#             are slow reads too), so no module goes stale while others start.
+#             A slot with LOST_AFTER consecutive timeouts is "lost" and only
+#             re-probed every REPROBE_MS; when it answers again its identity is
+#             re-read first.
 #   rescan() restarts at 1 after the current transaction.
 #
 # Statistics (Module.st_*): counted when a transaction ends, so that always
@@ -50,6 +63,7 @@ from micropython import const
 
 from bankgate import clock
 from bankgate import discovery as dsc
+from bankgate import pollplan
 from bankgate.model import Module
 from bankgate.proto import errors as perr
 from bankgate.proto import frame
@@ -61,7 +75,8 @@ LOST_AFTER = const(3)            # consecutive timeouts that make a module "lost
 CAN_LISTEN_MS = const(3000)      # CAN discovery listening window
 CAN_SILENT_MS = const(3000)      # CAN: no frame this long counts one timeout
 CAN_MOD_BASE = const(0x400)
-CAN_MAX_FRAMES = const(16)       # frames read at most per service() call (bounded work)
+CAN_FRAME_MS = const(1000)       # modules send their frame set once a second (Pylontech CAN)
+CAN_MAX_FRAMES = const(16)       # frames handled per service() call (bounded work)
 CAN_WAIT_MS = const(10)          # CAN: idle at most this long (hw.idle wakes on input anyway)
 
 # last_error codes for bus-level failures (the proto codes stop at -21)
@@ -165,6 +180,7 @@ class Poller:
         self._t_reprobe = array.array("i", bytes(4 * n))
         self._id_pending = 0                           # slots whose identity is to be read
         self._t_ident = 0
+        self._init_slow(cfg, n)
         self._scratch = Module(-1)                     # decode target for unassigned addresses
         # transaction state
         self._tx = bytearray(64)
@@ -349,20 +365,22 @@ class Poller:
                     self._start(K_REPROBE, a, s, self.probe_cmd, now)
                     return
                 continue
-            if self._ci == 0:
-                self._ident_run = (self._id_pending & bit) != 0 and len(self._ident_cmds) > 0
-            cmds = self._ident_cmds if self._ident_run else self._poll_cmds
-            if self._ci >= len(cmds):
-                if self._ident_run:
-                    self._id_pending &= ~bit
-                self._ci = 0
-                self._ident_run = False
-                self._cur = s + 1
+            cmds = self._fast_cmds
+            if self._ci < len(cmds):
+                cmd = cmds[self._ci]
+                self._ci += 1
+                self._start(K_POLL, a, s, cmd, now)
+                if self._busy:
+                    return
                 continue
-            cmd = cmds[self._ci]
-            self._ci += 1
-            self._start(K_IDENT if self._ident_run else K_POLL, a, s, cmd, now)
-            return
+            # the slot's fast commands are done: at most one slow transaction
+            if self._slow_after(s, now):
+                return
+            self._ci = 0
+            self._v_mgmt = False
+            self._v_ident = 0
+            self._cur = s + 1
+            continue
         # every slot lost: wait for the earliest re-probe
         t = self._t_reprobe[0]
         for s in range(1, n):
@@ -372,6 +390,9 @@ class Poller:
 
     def _new_sweep(self, now):
         self.sweep_count += 1
+        self._slow_left = self._slow_budget
+        self._slow_n = 0
+        self._slow_done = 0
         mods = self.bank.modules
         if clock.due(now, self._t_ident):
             self._t_ident = clock.add(now, IDENT_PERIOD_MS)
@@ -379,6 +400,150 @@ class Poller:
                 if mods[s].seen:
                     self._id_pending |= 1 << s
         self._id_pending |= self.discovery.id_fast_mask
+
+    # ------------------------------------------------------------------ slow data (issue 15)
+    def _init_slow(self, cfg, n):
+        fam = self.fam
+        mg = getattr(fam, "CMD_MGMT", -1)
+        self._mgmt_cmd = mg if mg in self._poll_cmds else -1
+        self._fast_cmds = bytes([c for c in self._poll_cmds if c != self._mgmt_cmd])
+        self._id_idx = bytearray(n)          # next identity command per slot
+        # identity reads in slow order: the command carrying model + firmware first, so
+        # no check judges a half-read identity (0x4F alone marks it valid)
+        mfr = getattr(fam, "CMD_MFR", -1)
+        order = [c for c in self._ident_cmds if c == mfr] + [c for c in self._ident_cmds if c != mfr]
+        self._slow_ident = bytes(order)
+        if cfg["bank"]["family"] == "pace":  # PACE sends no limits: stand-in rating/chemistry
+            from bankgate import familycaps
+            familycaps.configure_pace(cfg["gating"]["max_limit_ma"], cfg["bank"]["chemistry"])
+        self._lim_half = cfg["gating"]["limits_max_age_ms"] // 2
+        self._v_mgmt = False                 # a slow transaction followed this slot visit
+        self._v_ident = 0                    # identity reads during this slot visit
+        self._sp = 0                         # rotating slow pointer
+        self._pc = 0                         # command of the last _slow_prio()
+        self._pfast = False                  # ... a serial-only (swap confirmation) read
+        self._slow_n = 0
+        self._slow_done = 0                  # slots served a slow read this sweep (one each)
+        self.plan = None
+        cost = {}
+        budget = 0
+        if not self.is_can:
+            p = pollplan.plan(cfg)
+            self.plan = p
+            b = cfg["bank"]
+            fname = b["family"]
+            for c in tuple(self._ident_cmds) + ((self._mgmt_cmd,) if self._mgmt_cmd >= 0 else ()):
+                cost[c] = pollplan.tx_us(fname, c, b["baud"], b["cells"], self.gap_ms)
+            if p is not None:
+                budget = p["slow_budget_ms"] * 1000
+        self._cost = array.array("i", [cost.get(c, 0) for c in range(256)])
+        self._slow_budget = budget
+        self._slow_left = budget
+        ma = cfg["gating"]["max_age_ms"]
+        f = self.plan["worst_age_ms"] if self.plan is not None else 2 * CAN_FRAME_MS + 500
+        self._fresh_ms = f if f < ma else ma
+
+    def _slow_prio(self, s, now):
+        """Priority (0 = nothing) of slot s's next slow read; its command in self._pc."""
+        bit = 1 << s
+        if (self.lost_mask & bit) or s >= self.bank.n_used:
+            return 0
+        m = self.bank.modules[s]
+        if not m.seen:
+            return 0
+        mg = self._mgmt_cmd
+        idp = (self._id_pending & bit) != 0 and len(self._slow_ident) > 0
+        if mg >= 0 and not m.mgmt_valid:
+            self._pc = mg
+            return 5
+        self._pfast = False
+        if idp and not m.id_valid:
+            self._pc = self._slow_ident[self._id_idx[s]]
+            return 4
+        if idp and self._serial_cmd >= 0 and (self.discovery.id_fast_mask >> s) & 1:
+            self._pc = self._serial_cmd         # swap confirmation: only the serial number
+            self._pfast = True
+            return 4
+        if mg >= 0 and clock.diff(now, m.t_mgmt) >= self._lim_half:
+            self._pc = mg
+            return 3
+        if idp:
+            self._pc = self._slow_ident[self._id_idx[s]]
+            return 2
+        if mg >= 0:
+            self._pc = mg
+            return 1
+        return 0
+
+    def _slow_start(self, s, cmd, now, serial_only=False):
+        if cmd == self._mgmt_cmd:
+            kind = K_POLL
+        elif serial_only:
+            kind = K_IDENT
+            self._id_pending &= ~(1 << s)
+        else:
+            kind = K_IDENT
+            k = self._id_idx[s] + 1
+            if k >= len(self._slow_ident):
+                k = 0
+                self._id_pending &= ~(1 << s)
+            self._id_idx[s] = k
+        self._slow_left -= self._cost[cmd]
+        self._slow_n += 1
+        self._start(kind, self.bank.modules[s].addr, s, cmd, now)
+
+    def _slow_after(self, s, now):
+        """After slot s's fast commands: start one slow transaction if one is due and
+        fits this sweep's budget (True when a transaction was started)."""
+        if self._v_mgmt or self._v_ident:
+            return False                      # one slow transaction per slot visit
+        n = self.bank.n_used
+        best = 0
+        bs = -1
+        bc = 0
+        bf = False
+        j = self._sp
+        done = self._slow_done
+        for _ in range(n):
+            if j >= n:
+                j = 0
+            if (done >> j) & 1:
+                j += 1
+                continue
+            p = self._slow_prio(j, now)
+            if p > best:
+                best = p
+                bs = j
+                bc = self._pc
+                bf = self._pfast
+            j += 1
+        if bs < 0:
+            return False
+        if self._slow_n and self._cost[bc] > self._slow_left:
+            return False                      # no room left in this sweep
+        self._sp = bs + 1
+        self._slow_done = done | (1 << bs)
+        self._v_mgmt = True
+        self._slow_start(bs, bc, now, bf)
+        return self._busy
+
+    def fresh_mask(self, now):
+        """Slots whose data is fresh by the poll plan (issue 15, aggregates to the
+        inverter): answering (no missed reply since the last good one, not lost) and
+        analog data no older than one planned worst-case sweep (RS485) or two CAN
+        frame periods.  Zero allocation."""
+        lim = self._fresh_ms
+        mods = self.bank.modules
+        out = 0
+        for s in range(self.bank.n_used):
+            m = mods[s]
+            if not m.analog_valid or (self.lost_mask >> s) & 1:
+                continue
+            if not self.is_can and self._miss[s]:
+                continue
+            if clock.diff(now, m.t_analog) <= lim:
+                out |= 1 << s
+        return out
 
     # ------------------------------------------------------------------ completion
     def _cmd_index(self, cmd):
@@ -457,6 +622,8 @@ class Poller:
                 if self._cur == slot:          # abandon the rest of this visit
                     self._ci = 0
                     self._ident_run = False
+                    self._v_mgmt = False
+                    self._v_ident = 0
                     self._cur = slot + 1
             return -1
         self._miss[slot] = 0

@@ -152,7 +152,7 @@ class Rig:
     """
 
     def __init__(self, addresses=(2, 3, 4), stubs=None, family="pylontech", baud=115200,
-                 model=None, seed=1, term_others=None, scan=None, health=True, tick_start_ms=0,
+                 model=None, seed=1, term_others=None, scan=None, health=True, tick_start_ms=0, over=None,
                  **bank):
         from fakehw import SimClock, FakeHardware
         from fakebus import ElectricalModel, FakeRs485Wire, FakeUart
@@ -186,8 +186,10 @@ class Rig:
             b["scan_from"] = min(addresses)
             b["scan_to"] = max(addresses + list(stubs or []))
         b.update(bank)
-        self.cfg = config.validate({"bank": b, "contactors": {
-            "outputs": ["k%d" % i for i in range(len(addresses))]}})
+        raw = {"bank": b, "contactors": {"outputs": ["k%d" % i for i in range(len(addresses))]}}
+        for k, v in (over or {}).items():      # other sections (gating, control ...)
+            raw[k] = v
+        self.cfg = config.validate(raw)
         self.stubs = {}
         for a in (stubs if stubs is not None else addresses):
             self.add_stub(BmsStub(family, a))

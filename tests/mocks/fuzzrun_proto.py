@@ -58,7 +58,9 @@ VERSION = ("proto_version", "id_valid", "t_id")
 PY_WRITES = {PY.CMD_ANALOG: ANALOG, PY.CMD_ALARM: ALARM, PY.CMD_MGMT: MGMT,
              PY.CMD_PARAMS: PARAMS, PY.CMD_MFR: MFR, PY.CMD_SERIAL: SERIAL,
              PY.CMD_VERSION: VERSION}
-PC_WRITES = {PC.CMD_ANALOG: ANALOG + ("soh_pm",), PC.CMD_ALARM: ALARM,
+# PACE sends no limits: each accepted 0x42 also writes the limit stand-in (issue 15,
+# bankgate.familycaps.pace_limits)
+PC_WRITES = {PC.CMD_ANALOG: ANALOG + ("soh_pm",) + MGMT, PC.CMD_ALARM: ALARM,
              PC.CMD_MFR: ("model", "model_len", "manufacturer", "manufacturer_len", "id_valid",
                           "t_id"),
              PC.CMD_SERIAL: SERIAL, PC.CMD_VERSION: VERSION}

@@ -307,8 +307,8 @@ def test_check_inverter_heartbeat_when_required():
 def test_check_limits_missing_and_implausible():
     r = _blocks(lambda r: setattr(r.m(1), "mgmt_valid", False), adm.CHK_NO_LIMITS)
     assert r.a.mod_state[1] == adm.MOD_CHECKING
-    _blocks(lambda r: setattr(r.m(1), "chg_limit_ma", 500), adm.CHK_LIMITS)      # < min_limit_ma
     _blocks(lambda r: setattr(r.m(1), "dsg_limit_ma", 600000), adm.CHK_LIMITS)   # > max_limit_ma
+    _blocks(lambda r: setattr(r.m(1), "chg_limit_ma", -5000), adm.CHK_LIMITS)    # wrong sign
 
     def both_zero(r):
         r.m(1).chg_limit_ma = 0
@@ -327,6 +327,31 @@ def test_full_module_with_zero_charge_limit_may_join_when_discharging():
     assert not r.close_times(1) and r.a.mod_reason[1] == adm.CHK_MOD_LIMIT
     set_mv(m, 52100)                              # above the link: would discharge
     assert r.run(10000, until=lambda: r.out(1) == 1)
+
+
+def test_tapering_limit_below_min_limit_keeps_closed_module_and_stops_joins():
+    # issue 15: a BMS tapers its charge limit to 0 at the end of charge, passing through
+    # 0 < limit < min_limit_ma (1 A): normal, not implausible.  Closed modules stay closed
+    # (no ramp-down), the combined charge limit follows the BMSes down to 0, and a module
+    # at 900 mA cannot be charged through a join (it may still discharge into the bus).
+    r = _closed_branch()
+    for i in range(3):
+        r.m(i).chg_limit_ma = 900
+    r.run(3000)
+    assert all_closed(r) and not r.a.ramp_down and r.a.state == adm.BANK_CLOSED
+    assert 0 < r.a.chg_limit_ma <= 3 * 900 and r.a.dsg_limit_ma > 0
+    for i in range(3):
+        assert r.a.mod_reason[i] == 0, adm.CHECK_NAMES[r.a.mod_reason[i]]
+    for i in range(3):
+        r.m(i).chg_limit_ma = 0
+    r.run(3000)
+    assert all_closed(r) and r.a.chg_limit_ma == 0 and r.a.dsg_limit_ma > 0
+    r2 = Rig()
+    r2.m(1).chg_limit_ma = 900
+    set_mv(r2.m(1), 51950)                        # 50 mV below the link: would be charged 2 A
+    r2.run(15000)
+    assert not r2.close_times(1) and r2.a.mod_reason[1] == adm.CHK_MOD_LIMIT
+    assert r2.a.admitted == 2
 
 
 def test_check_old_limits_count_as_missing():
@@ -762,7 +787,7 @@ def test_stale_data_opens_within_one_period_of_max_age():
 def test_opening_under_load_ramps_first_then_opens_when_current_is_low():
     r = _closed_branch()
     r.m(1).current_ma = -40000
-    r.m(1).chg_limit_ma = 200                     # implausible limit: leave, not urgent
+    r.m(1).chg_limit_ma = 600000                  # implausible limit: leave, not urgent
     r.run(1000)
     assert r.out(1) == 1 and r.a.ramp_down and r.a.mod_state[1] == adm.MOD_OPENING
     assert r.a.state == adm.BANK_OPENING and r.a.chg_limit_ma == 0 and r.a.dsg_limit_ma == 0
@@ -956,7 +981,7 @@ def _oracle_ok(r, i, now):
     if (m.alarms & g["critical_alarms"]) or m.protections:   # a protection always blocks
         return False
     for lim in (m.chg_limit_ma, m.dsg_limit_ma):
-        if lim != 0 and not g["min_limit_ma"] <= lim <= g["max_limit_ma"]:
+        if not 0 <= lim <= g["max_limit_ma"]:
             return False
     if m.chg_limit_ma == 0 and m.dsg_limit_ma == 0:
         return False
@@ -977,6 +1002,8 @@ def _oracle_ok(r, i, now):
         return False
     ip = abs(dv) * 1000 // g["loop_resistance_mohm"]
     lim = m.dsg_limit_ma if dv > 0 else m.chg_limit_ma
+    if lim < g["min_limit_ma"]:
+        lim = 0
     return ip <= g["max_inrush_ma"] and ip <= lim
 
 

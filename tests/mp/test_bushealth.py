@@ -102,7 +102,7 @@ def test_module_goes_offline_and_returns():
 
 def test_unexpected_address_and_count():
     r = Rig(addresses=(2, 3, 4), stubs=(2, 3, 4, 9), scan=(2, 17))
-    r.run_sweeps(2)
+    r.run_sweeps(6)            # identity: one slow read per slot and sweep
     f = _findings(r)
     assert (dsc.F_UNEXPECTED, 9) in f and (dsc.F_COUNT, -1) in f, f
     d = r.poller.discovery
@@ -129,7 +129,7 @@ def test_above_max_parallel():
 
 def test_swapped_serial_then_confirmed():
     r = Rig(addresses=(2, 3, 4))
-    r.run_sweeps(2)
+    r.run_sweeps(6)            # identity: one slow read per slot and sweep
     assert r.poller.discovery.count == 0
     r.stubs[3][0].serial = "REPLACEMENT00003"
     r.run_ms(65000)                                 # past the periodic identity re-read
@@ -145,7 +145,7 @@ def test_swapped_serial_then_confirmed():
 
 def test_swap_seen_blocks_until_confirmed():
     r = Rig(addresses=(2, 3))
-    r.run_sweeps(2)
+    r.run_sweeps(6)            # identity: one slow read per slot and sweep
     r.stubs[3][0].serial = "REPLACEMENT00003"
     d = r.poller.discovery
     seen = False

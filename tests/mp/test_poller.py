@@ -17,7 +17,7 @@ def _stats_consistent(m):
 
 def test_discovery_ident_and_cycle():
     r = Rig(addresses=(2, 3, 4), health=False)
-    r.run_sweeps(3)
+    r.run_sweeps(6)            # limits + 4 identity reads: one slow read per slot and sweep
     p = r.poller
     b = r.bank
     assert b.n_used == 3

@@ -41,7 +41,7 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--reps", type=int, default=None, help="repetitions per figure (default 9, quick 3)")
     p.add_argument("--sections", default=None,
-                   help="comma-separated subset of cycle,loop,alloc,metrics,period,reaction,sim")
+                   help="comma-separated subset of cycle,loop,alloc,metrics,period,reaction,sim,freshness")
 
 
 class BenchError(RuntimeError):
@@ -188,13 +188,30 @@ def measure_sim(reps):
             "wall_ms_per_sim_s": 1000.0 / sp[-1]}
 
 
+def measure_freshness(quick):
+    """Issue 15: worst-case age of alarm data per baud and module count vs its bound
+    (tools/mp/bench_fresh.py, bankgate.pollplan)."""
+    return _run("bench_fresh.py", ["--quick"] if quick else [], BENCH_HEAPSIZE)["freshness"]
+
+
+def freshness_lines(rows):
+    L = ["", "Age of alarm data (issue 15: poll plan, every contactor closed, across an identity re-read)",
+         "  %-6s %3s %9s %9s %11s %11s %9s" % ("baud", "N", "max_age", "sweep_ms", "plan_worst",
+                                               "measured", "within")]
+    for r in rows:
+        L.append("  %-6s %3s %9s %9s %11s %11s %9s" % (
+            r["baud"], r["modules"], r["max_age_ms"], r["sweep_ms"], r["plan_worst_age_ms"],
+            r["measured_worst_age_ms"], "yes" if r["ok"] else "NO"))
+    return L
+
+
 def measure(quick=False, reps=None, sections=None):
     reps = reps or (3 if quick else 9)
     args = ["--reps", str(reps)]
     if quick:
         args.append("--quick")
     want = sections.split(",") if sections else None
-    mp_sections = [x for x in want if x != "sim"] if want else None
+    mp_sections = [x for x in want if x != "sim" and x != "freshness"] if want else None
     out = {}
     if mp_sections is None or mp_sections:
         if mp_sections:
@@ -202,6 +219,8 @@ def measure(quick=False, reps=None, sections=None):
         out = _run("bench.py", args, BENCH_HEAPSIZE)
     if want is None or "sim" in want:
         out["sim"] = measure_sim(1 if quick else 3)
+    if want is None or "freshness" in want:
+        out["freshness"] = measure_freshness(quick)
     if not sections:
         alone = _run("bench_alone.py", [], TARGET_HEAP)["alone"]
         alone["heapsize"] = TARGET_HEAP
@@ -264,6 +283,12 @@ def targets(out):
     sp = _get(out, "sim", "speed", "max")
     put("sim_speed_16_115200_x", sp, SIM_SPEED_TARGET, sp is not None and sp >= SIM_SPEED_TARGET,
         "bankgate simulate, simulated s per wall s, best run")
+    fr = out.get("freshness")
+    if fr:
+        worst = max(r["measured_worst_age_ms"] * 1000 // r["max_age_ms"] for r in fr)
+        put("alarm_age_within_bound", all(r["ok"] for r in fr), True, all(r["ok"] for r in fr),
+            "every baud/module count: measured worst age <= plan bound <= max_age_ms "
+            "(worst %d permille of max_age_ms)" % worst)
     react = _get(out, "reaction", "115200", "from_wire_ms", "max")
     per = _get(out, "reaction", "115200", "period_ms")
     put("reaction_from_wire_ms", react, per, react is not None and per is not None and react <= per,
@@ -373,6 +398,8 @@ def table(out):
         L.append("  %s x real time [%s..%s] compiled native (%s ms CPU per simulated s at best); "
                  "%s x compiled to bytecode" % (_fmt(v["median"]), _fmt(v["min"]), _fmt(v["max"]),
                                                 _fmt(sm["wall_ms_per_sim_s"], 2), _fmt(sm["bytecode_speed"])))
+    if out.get("freshness"):
+        L.extend(freshness_lines(out["freshness"]))
     hp = out.get("heap")
     if hp:
         L.append("")

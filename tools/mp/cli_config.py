@@ -35,6 +35,13 @@ RULES = (
     "`control.watchdog_ms` >= 2 x `control.period_ms`.",
     "`gating.max_age_ms` >= `bank.expected_modules` x `control.poll_timeout_ms` (one slow poll "
     "cycle must not drop every module) and > `control.period_ms`.",
+    "RS485 bus timing (`bankgate.pollplan`, issue 15): the worst-case poll cycle computed from "
+    "`bank.baud`, `bank.expected_modules`, the family's frame lengths for `bank.cells` cells, "
+    "turnaround, `control.poll_gap_ms` and one missed reply (`control.poll_timeout_ms`) keeps the "
+    "worst-case age of alarm data within 9/10 of `gating.max_age_ms` with room for the limits and "
+    "identity reads (limits re-read within 3/4 of `gating.limits_max_age_ms`); the longest reply "
+    "fits in `control.poll_timeout_ms`. The error says by how much to raise `max_age_ms`, or how "
+    "many modules the bus carries, or to raise the baud rate.",
     "`inverter.require_heartbeat` needs `inverter.enabled`.",
     "`gating.critical_alarms` holds every bit of 0x04FF (cell/module over- and under-voltage, over- and "
     "under-temperature, internal fault) and nothing outside 0x0FFF: only the over-current warnings "

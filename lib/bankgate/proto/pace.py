@@ -27,6 +27,7 @@ from bankgate import model
 from bankgate.model import (
     ALM_CELL_OV, ALM_CELL_UV, ALM_CHG_OC, ALM_CHG_OT, ALM_CHG_UT, ALM_DSG_OC, ALM_DSG_OT,
     ALM_DSG_UT, ALM_INTERNAL, ALM_MOD_OV, ALM_MOD_UV, MAX_CELLS, MAX_TEMPS)
+from bankgate import familycaps as _fc
 from bankgate.proto import frame
 from bankgate.proto import pylontech as _py
 from bankgate.proto.errors import E_OK, E_PLAUSIBLE, E_TRUNCATED, E_UNSUPPORTED
@@ -273,6 +274,7 @@ def decode(cmd, buf, n, addr, mod, now):
         _py.commit_analog(mod, s, now)
         if s.soh_pm >= 0:
             mod.soh_pm = s.soh_pm
+        _fc.pace_standin(mod, now)     # no limits on the bus: stand-in from the cells
         return E_OK
     if cmd == CMD_ALARM:
         r = _alarm(ln, s)
