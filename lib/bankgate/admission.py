@@ -60,7 +60,7 @@ MOD_STATE_NAMES = ("absent", "checking", "pending", "dwell", "closing", "admitte
 # this order; a module's reason is the first that fails.  Codes 1..7 are CRITICAL for
 # a closed output (open at once); 8..18 open after a ramp-down; 19..29 only gate joining;
 # 30..32 (data that must make sense) are critical like 1..7, evaluated after CHK_STALE.
-CHK_OK = const(0)
+_CHK_OK = const(0)
 CHK_ABSENT = const(1)         # no address / never answered / no analog data   value: addr
 CHK_ADDR = const(2)           # answers at an address that is not the approved one   value: addr
 CHK_STALE = const(3)          # analog or alarm data older than max_age_ms   value: age ms

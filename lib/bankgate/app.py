@@ -250,12 +250,14 @@ class Gateway:
             "errors": m.st_checksum + m.st_framing + m.st_rtn + m.st_invalid, "timeouts": m.st_timeouts,
         }
 
-    def snapshot(self):
-        """Everything an observer needs, as JSON-able integers and names (allocates)."""
+    def bank_fields(self, now):
+        """The bank-level part of snapshot() (no modules, metrics or diagnoses): what telemetry
+        publishes on <base>/bank, built from the live records (allocates)."""
         a = self.admission.snapshot()
         b = self.bank
+        inv = self.inverter
         return {
-            "t_ms": self.hw.clock.ticks_ms(),
+            "t_ms": now,
             "state": a["state"], "reason": a["reason"], "value": a["value"],
             "mv": b.bank_mv, "ma": b.bank_ma, "soc_pm": b.soc_pm, "soh_pm": b.soh_pm,
             "temp_dc": b.temp_dc, "link_mv": b.link_mv, "capacity_mah": b.capacity_mah,
@@ -267,9 +269,14 @@ class Gateway:
             "outputs": self.outputs(),
             "bus": self.health.snapshot(),
             "discovery": self.poller.discovery.snapshot(),
-            "modules": [self.module_snapshot(m) for m in b.modules if m.addr >= 0],
-            "metrics": self.metrics.snapshot(),
-            "diagnoses": self.diagnoser.snapshot(),
-            "inverter": self.inverter.snapshot() if self.inverter is not None else None,
+            "inverter": inv.snapshot() if inv is not None else None,
             "loop_max_us": self.loop_max_us, "events_seq": self.events.seq,
         }
+
+    def snapshot(self):
+        """Everything an observer needs, as JSON-able integers and names (allocates)."""
+        d = self.bank_fields(self.hw.clock.ticks_ms())
+        d["modules"] = [self.module_snapshot(m) for m in self.bank.modules if m.addr >= 0]
+        d["metrics"] = self.metrics.snapshot()
+        d["diagnoses"] = self.diagnoser.snapshot()
+        return d

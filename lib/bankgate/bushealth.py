@@ -88,60 +88,60 @@ VERDICT_NAMES = ("healthy", "termination_suspect", "wiring_noise", "duplicate_ad
 
 # evidence[] indices
 EVI_ERR_PM = const(0)        # corrupt replies + timeouts of answering modules, permille of requests
-EVI_TIMEOUTS = const(1)      # timeouts in the window
+_EVI_TIMEOUTS = const(1)      # timeouts in the window
 EVI_ADDR = const(2)          # the address behind the verdict (-1: bus-wide)
-EVI_REQUESTS = const(3)      # requests in the window
+_EVI_REQUESTS = const(3)      # requests in the window
 EVI_LONG_PM = const(4)       # corrupt permille of the longest reply type
 EVI_SHORT_PM = const(5)      # corrupt permille of the shortest reply type
-EVI_JUNK = const(6)          # bytes outside frames in the window (RS485)
+_EVI_JUNK = const(6)          # bytes outside frames in the window (RS485)
 EVI_N_ADDR = const(7)        # addresses affected
 EVI_CAN_STATE = const(8)
-EVI_CAN_TEC = const(9)
+_EVI_CAN_TEC = const(9)
 EVI_CAN_REC = const(10)
 EVI_IDLE_OFF_MV = const(11)  # last terminator check: idle mV with ours off / on, -1 none
 EVI_IDLE_ON_MV = const(12)
-EVI_TERM = const(13)         # last terminator check result (TERM_*)
-N_EVIDENCE = const(14)
+_EVI_TERM = const(13)         # last terminator check result (TERM_*)
+_N_EVIDENCE = const(14)
 EVIDENCE_NAMES = ("error_pm", "timeouts", "addr", "requests", "long_frame_pm", "short_frame_pm",
                   "junk_bytes", "n_addr", "can_state", "can_tec", "can_rec", "idle_off_mv",
                   "idle_on_mv", "terminator")
 
 # classifier numbers (see docs/bus_health.md)
 SAMPLE_TX = const(32)
-SAMPLE_MAX_MS = const(5000)
-WINDOW_SAMPLES = const(8)
-MIN_REQUESTS = const(48)     # fewer requests in the window: no new verdict
+_SAMPLE_MAX_MS = const(5000)
+_WINDOW_SAMPLES = const(8)
+_MIN_REQUESTS = const(48)     # fewer requests in the window: no new verdict
 ERR_PM = const(30)           # bus-wide error rate that is a problem (3 %)
-CLEAN_PM = const(20)         # "the others are clean"
-DUP_PM = const(600)          # one address with this many corrupt replies: duplicate
-DUP_MIN_REQ = const(8)
-OFFLINE_ANSWER_PM = const(200)   # answers at most 20 % of its requests -> offline
-LEN_GROWTH_PCT = const(150) # length-dependent: long-frame rate >= 1.5 x short-frame rate ...
-LEN_MARGIN_PM = const(20)    # ... and at least 2 % points above it
-LEN_MIN_RATIO = const(2)     # compare only replies at least 2 x apart in length
-TERM_STAT_MIN_BAUD = const(38400)  # below: reflections cannot matter (see docs)
-RECHECK_MS = const(60000)    # spread errors re-run the terminator check at most this often
-LEN_MIN_REQ = const(16)
+_CLEAN_PM = const(20)         # "the others are clean"
+_DUP_PM = const(600)          # one address with this many corrupt replies: duplicate
+_DUP_MIN_REQ = const(8)
+_OFFLINE_ANSWER_PM = const(200)   # answers at most 20 % of its requests -> offline
+_LEN_GROWTH_PCT = const(150) # length-dependent: long-frame rate >= 1.5 x short-frame rate ...
+_LEN_MARGIN_PM = const(20)    # ... and at least 2 % points above it
+_LEN_MIN_RATIO = const(2)     # compare only replies at least 2 x apart in length
+_TERM_STAT_MIN_BAUD = const(38400)  # below: reflections cannot matter (see docs)
+_RECHECK_MS = const(60000)    # spread errors re-run the terminator check at most this often
+_LEN_MIN_REQ = const(16)
 CONFIRM = const(2)
 CLEAR_SAMPLES = const(2)     # recent samples that must be clean to clear a verdict (see above)
-OK_MAX_PM = const(250)       # ok() false above this error rate (data no longer flows)
-CAN_ERR_RISE = const(16)
+_OK_MAX_PM = const(250)       # ok() false above this error rate (data no longer flows)
+_CAN_ERR_RISE = const(16)
 
 # terminator check
-TERM_UNKNOWN = const(0)
+_TERM_UNKNOWN = const(0)
 TERM_NONE = const(1)         # nothing else terminates the bus
 TERM_ONE = const(2)          # one other terminator: ours on
 TERM_TWO = const(3)          # two others: ours off
 TERM_MANY = const(4)         # over-terminated
 TERM_NO_BIAS = const(5)      # idle voltage too low to judge
 TERM_NAMES = ("unknown", "none", "one_other", "two_others", "over_terminated", "no_bias")
-TERM_NONE_PM = const(400)
-TERM_ONE_PM = const(600)
-TERM_TWO_PM = const(710)
-IDLE_MIN_MV = const(20)
-TERM_SETTLE_MS = const(5)
-TERM_READS = const(4)
-TERM_PERIOD_MS = const(600000)   # re-check every 10 minutes (and on demand)
+_TERM_NONE_PM = const(400)
+_TERM_ONE_PM = const(600)
+_TERM_TWO_PM = const(710)
+_IDLE_MIN_MV = const(20)
+_TERM_SETTLE_MS = const(5)
+_TERM_READS = const(4)
+_TERM_PERIOD_MS = const(600000)   # re-check every 10 minutes (and on demand)
 
 _F = const(5)                # per-slot fields in a sample: req, good, timeouts, corrupt, rejected
 _MASK = const(0x3FFFFFFF)
@@ -163,7 +163,7 @@ class BusHealth:
         n = len(bank.modules)
         self._n = n
         self._k = len(poller.cmd_ids)
-        ring = WINDOW_SAMPLES + 1
+        ring = _WINDOW_SAMPLES + 1
         self._ring = ring
         self._s = array.array("i", bytes(4 * ring * n * _F))
         self._c = array.array("i", bytes(4 * ring * 2 * max(self._k, 1)))
@@ -178,7 +178,7 @@ class BusHealth:
         self.w = array.array("i", bytes(4 * n * _F))
         self.wc_req = array.array("i", bytes(4 * max(self._k, 1)))
         self.wc_bad = array.array("i", bytes(4 * max(self._k, 1)))
-        self.evidence = array.array("i", bytes(4 * N_EVIDENCE))
+        self.evidence = array.array("i", bytes(4 * _N_EVIDENCE))
         self.evidence[EVI_ADDR] = -1
         self.evidence[EVI_IDLE_OFF_MV] = -1
         self.evidence[EVI_IDLE_ON_MV] = -1
@@ -191,7 +191,7 @@ class BusHealth:
         self.verdict_counts = array.array("i", bytes(4 * len(VERDICT_NAMES)))
         # terminator check
         self.can_check = hw.terminator is not None and hw.idle_adc is not None
-        self.term = TERM_UNKNOWN
+        self.term = _TERM_UNKNOWN
         self._tc = _TC_IDLE
         self._tc_t = 0
         self._tc_prev = 0
@@ -205,7 +205,7 @@ class BusHealth:
         an error rate above OK_MAX_PM, or a CAN controller that is bus-off."""
         if self.verdict == DUPLICATE_ADDRESS:
             return False
-        if self.evidence[EVI_ERR_PM] > OK_MAX_PM:
+        if self.evidence[EVI_ERR_PM] > _OK_MAX_PM:
             return False
         if self.is_can and self.evidence[EVI_CAN_STATE] >= 3:
             return False
@@ -248,7 +248,7 @@ class BusHealth:
             self._term_step(now)
         tx = self.poller.transactions
         if (tx - self._tx_sample) & _MASK >= SAMPLE_TX or \
-                clock.diff(now, self._t_sample) >= SAMPLE_MAX_MS:
+                clock.diff(now, self._t_sample) >= _SAMPLE_MAX_MS:
             self._t_sample = now
             self._tx_sample = tx
             self._sample(now)
@@ -299,10 +299,10 @@ class BusHealth:
             self.wc_req[i] = (c[cb + 2 * i] - c[obc + 2 * i]) & _MASK
             self.wc_bad[i] = (c[cb + 2 * i + 1] - c[obc + 2 * i + 1]) & _MASK
         ev = self.evidence
-        ev[EVI_JUNK] = (self._junk[h] - self._junk[old]) & _MASK
+        ev[_EVI_JUNK] = (self._junk[h] - self._junk[old]) & _MASK
         if can is not None:
             ev[EVI_CAN_STATE] = can.state()
-            ev[EVI_CAN_TEC] = self._tec[h]
+            ev[_EVI_CAN_TEC] = self._tec[h]
             ev[EVI_CAN_REC] = self._rec[h]
 
     # ------------------------------------------------------------------ classifier
@@ -340,7 +340,7 @@ class BusHealth:
             bad += b
             to_all += t
             answers = r - t
-            if answers * 1000 <= OFFLINE_ANSWER_PM * r:
+            if answers * 1000 <= _OFFLINE_ANSWER_PM * r:
                 if b == 0:
                     n_off += 1
                     if off_addr < 0:
@@ -350,13 +350,13 @@ class BusHealth:
             to_ans += t
             if b + t:
                 n_err += 1
-            if r >= DUP_MIN_REQ:
+            if r >= _DUP_MIN_REQ:
                 pm = b * 1000 // r
                 if pm > worst_pm:
                     worst_pm = pm
                     worst = i
-        ev[EVI_REQUESTS] = req
-        ev[EVI_TIMEOUTS] = to_all
+        ev[_EVI_REQUESTS] = req
+        ev[_EVI_TIMEOUTS] = to_all
         err_pm = (bad + to_ans) * 1000 // req if req else 0
         ev[EVI_ERR_PM] = err_pm
         self._length_rates()
@@ -370,11 +370,11 @@ class BusHealth:
             cand = DUPLICATE_ADDRESS
             addr = self.bank.modules[dup_slot].addr
             naddr = 1
-        elif worst >= 0 and worst_pm >= DUP_PM and req >= MIN_REQUESTS:
+        elif worst >= 0 and worst_pm >= _DUP_PM and req >= _MIN_REQUESTS:
             j = worst * _F
             rest_req = req - w[j]
             rest_bad = bad - w[j + 3]
-            if rest_req >= DUP_MIN_REQ and rest_bad * 1000 <= CLEAN_PM * rest_req:
+            if rest_req >= _DUP_MIN_REQ and rest_bad * 1000 <= _CLEAN_PM * rest_req:
                 cand = DUPLICATE_ADDRESS
                 addr = self.bank.modules[worst].addr
                 naddr = 1
@@ -382,7 +382,7 @@ class BusHealth:
             cand = self._can_verdict()
         if cand == HEALTHY and (self.term == TERM_NONE or self.term == TERM_MANY):
             cand = TERMINATION_SUSPECT
-        if cand == HEALTHY and req >= MIN_REQUESTS and err_pm >= ERR_PM \
+        if cand == HEALTHY and req >= _MIN_REQUESTS and err_pm >= ERR_PM \
                 and n_err * 2 >= n_ans and n_ans > 0:
             cand = self._spread_verdict(now)
             naddr = n_err
@@ -392,7 +392,7 @@ class BusHealth:
             naddr = n_off
         if cand == DUPLICATE_ADDRESS or cand == MODULE_OFFLINE:
             main = addr
-        if cand == HEALTHY and req < MIN_REQUESTS and self.verdict != HEALTHY:
+        if cand == HEALTHY and req < _MIN_REQUESTS and self.verdict != HEALTHY:
             cand = self.verdict         # too little data to clear a verdict
         fast = False
         if cand != HEALTHY and self.verdict != HEALTHY and dup_slot < 0 and self._recent_clean():
@@ -455,7 +455,7 @@ class BusHealth:
             if (s[nb + j + 2] - s[ob + j + 2]) & _MASK or (s[nb + j + 3] - s[ob + j + 3]) & _MASK:
                 return False            # a timeout or a corrupt reply
             req += r
-        return req >= MIN_REQUESTS
+        return req >= _MIN_REQUESTS
 
     def _dup_finding(self):
         d = self.discovery
@@ -470,14 +470,14 @@ class BusHealth:
         lo = -1
         hi = -1
         for i in range(self._k):
-            if self.wc_req[i] < LEN_MIN_REQ or p.cmd_len[i] <= 0:
+            if self.wc_req[i] < _LEN_MIN_REQ or p.cmd_len[i] <= 0:
                 continue
             if lo < 0 or p.cmd_len[i] < p.cmd_len[lo]:
                 lo = i
             if hi < 0 or p.cmd_len[i] > p.cmd_len[hi]:
                 hi = i
         ev = self.evidence
-        if lo < 0 or hi == lo or p.cmd_len[hi] < LEN_MIN_RATIO * p.cmd_len[lo]:
+        if lo < 0 or hi == lo or p.cmd_len[hi] < _LEN_MIN_RATIO * p.cmd_len[lo]:
             ev[EVI_LONG_PM] = -1
             ev[EVI_SHORT_PM] = -1
             return
@@ -490,7 +490,7 @@ class BusHealth:
         sp = ev[EVI_SHORT_PM]
         if lp < 0:
             return False
-        return lp * 100 >= LEN_GROWTH_PCT * sp and lp >= sp + LEN_MARGIN_PM
+        return lp * 100 >= _LEN_GROWTH_PCT * sp and lp >= sp + _LEN_MARGIN_PM
 
     def _spread_verdict(self, now):
         """Errors spread over the bus: reflections (termination) or noise/wiring?"""
@@ -500,10 +500,10 @@ class BusHealth:
         if t == TERM_ONE or t == TERM_TWO:
             # measured and set right: what remains is noise / wiring.  Re-measure now
             # and then (a module's terminator DIP switch may have changed).
-            if clock.diff(now, self._t_term) >= RECHECK_MS:
+            if clock.diff(now, self._t_term) >= _RECHECK_MS:
                 self._term_due = True
             return WIRING_NOISE
-        if self.baud < TERM_STAT_MIN_BAUD:
+        if self.baud < _TERM_STAT_MIN_BAUD:
             return WIRING_NOISE
         return TERMINATION_SUSPECT if self._length_dependent() else WIRING_NOISE
 
@@ -513,7 +513,7 @@ class BusHealth:
         old = (self._head + ring - self._filled) % ring
         new = (self._head + ring - 1) % ring
         rise = (self._tec[new] - self._tec[old]) + (self._rec[new] - self._rec[old])
-        if ev[EVI_CAN_STATE] >= 2 or rise >= CAN_ERR_RISE:
+        if ev[EVI_CAN_STATE] >= 2 or rise >= _CAN_ERR_RISE:
             if self.term == TERM_NONE or self.term == TERM_MANY:
                 return TERMINATION_SUSPECT
             return WIRING_NOISE
@@ -524,7 +524,7 @@ class BusHealth:
         tc = self._tc
         p = self.poller
         if tc == _TC_IDLE:
-            if not self._term_due and clock.diff(now, self._t_term) < TERM_PERIOD_MS:
+            if not self._term_due and clock.diff(now, self._t_term) < _TERM_PERIOD_MS:
                 return
             self._term_due = False
             self._t_term = now
@@ -539,7 +539,7 @@ class BusHealth:
             self._tc_t = now
             self._tc = _TC_OFF
             return
-        if clock.diff(now, self._tc_t) < TERM_SETTLE_MS:
+        if clock.diff(now, self._tc_t) < _TERM_SETTLE_MS:
             return
         if tc == _TC_OFF:
             self.evidence[EVI_IDLE_OFF_MV] = self._read_idle()
@@ -552,7 +552,7 @@ class BusHealth:
         v_on = self._read_idle()
         self.evidence[EVI_IDLE_ON_MV] = v_on
         self.term = judge_termination(v_off, v_on)
-        self.evidence[EVI_TERM] = self.term
+        self.evidence[_EVI_TERM] = self.term
         if self.term == TERM_NONE or self.term == TERM_ONE:
             want = 1
         elif self.term == TERM_TWO or self.term == TERM_MANY:
@@ -566,20 +566,20 @@ class BusHealth:
     def _read_idle(self):
         adc = self.hw.idle_adc
         s = 0
-        for _ in range(TERM_READS):
+        for _ in range(_TERM_READS):
             s += adc.read_mv()
-        return s // TERM_READS
+        return s // _TERM_READS
 
 
 def judge_termination(v_off_mv, v_on_mv):
     """TERM_* from the idle differential voltage with our terminator off / on."""
-    if v_off_mv < IDLE_MIN_MV or v_on_mv < 0:
+    if v_off_mv < _IDLE_MIN_MV or v_on_mv < 0:
         return TERM_NO_BIAS
     ratio_pm = v_on_mv * 1000 // v_off_mv
-    if ratio_pm < TERM_NONE_PM:
+    if ratio_pm < _TERM_NONE_PM:
         return TERM_NONE
-    if ratio_pm < TERM_ONE_PM:
+    if ratio_pm < _TERM_ONE_PM:
         return TERM_ONE
-    if ratio_pm < TERM_TWO_PM:
+    if ratio_pm < _TERM_TWO_PM:
         return TERM_TWO
     return TERM_MANY

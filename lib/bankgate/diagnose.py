@@ -53,10 +53,10 @@ DG_LOOP_R_BELOW_CONFIG = const(16)
 N_CODES = const(16)
 
 # stop and call the installer?
-STOP_NO = const(0)          # monitor; fix at the next service
-STOP_YES = const(1)
-STOP_BEFORE_LOAD = const(2)  # yes, before any heavy load
-STOP_NOW = const(3)         # yes, immediately
+_STOP_NO = const(0)          # monitor; fix at the next service
+_STOP_YES = const(1)
+_STOP_BEFORE_LOAD = const(2)  # yes, before any heavy load
+_STOP_NOW = const(3)         # yes, immediately
 STOP_TEXT = ("no", "yes", "yes, before heavy load", "yes, immediately")
 
 BANK = const(16)            # instance index of bank-wide rules
@@ -71,43 +71,43 @@ _ALARM_RING = const(8)      # remembered alarm onsets per module (config alarm_c
 # code -> (name, evidence a, evidence b, first check (seed tables), stop); index code - 1
 DIAG_INFO = (
     ("current_high", "share_pm", "capacity_share_pm",
-     "Unequal cable resistance: check cable length, gauge and busbar landing", STOP_BEFORE_LOAD),
+     "Unequal cable resistance: check cable length, gauge and busbar landing", _STOP_BEFORE_LOAD),
     ("soc_falling_fast", "soc_fall_pm", "soc_dev_pm",
-     "Lower resistance path or older module: check cable length, gauge and module health", STOP_NO),
+     "Lower resistance path or older module: check cable length, gauge and module health", _STOP_NO),
     ("running_warm", "temp_dev_dc", "temp_dc",
-     "Loose lug or high current load: check torque, lug surface and branch current", STOP_YES),
+     "Loose lug or high current load: check torque, lug surface and branch current", _STOP_YES),
     ("resistance_rising", "r_rise_pm", "spot_dc",
      "Hot terminal suspected (loose lug / high resistance joint): check torque, lug surface, discoloration",
-     STOP_NOW),
+     _STOP_NOW),
     ("bms_alarms_repeated", "alarm_count", "alarm_bits",
-     "Unequal sharing or SOC mismatch: check current readings and SOC alignment", STOP_YES),
+     "Unequal sharing or SOC mismatch: check current readings and SOC alignment", _STOP_YES),
     ("circulating_current", "circ_ma", "v_spread_mv",
-     "Voltage or SOC mismatch: check pre-connect voltage and SOC", STOP_YES),
+     "Voltage or SOC mismatch: check pre-connect voltage and SOC", _STOP_YES),
     ("module_offline", "silent_s", "timeouts",
      "BMS address, breaker or contactor: check address setting, branch breaker, communication cable",
-     STOP_YES),
+     _STOP_YES),
     ("soc_drift_cycle", "drift_pm", "cycles_in_row",
-     "Initial SOC mismatch or weak module: check SOC alignment and module health data", STOP_YES),
+     "Initial SOC mismatch or weak module: check SOC alignment and module health data", _STOP_YES),
     ("reduced_capacity", "admitted", "expected",
-     "Module not accepted: check CAN/RS485 order, firmware and battery protocol", STOP_YES),
+     "Module not accepted: check CAN/RS485 order, firmware and battery protocol", _STOP_YES),
     ("branch_fuse_trip", "module_ma", "others_ma",
-     "Overcurrent or wrong fuse rating: check branch current and fuse specification", STOP_YES),
+     "Overcurrent or wrong fuse rating: check branch current and fuse specification", _STOP_YES),
     ("startup_voltage_diff", "spread_mv", "limit_mv",
-     "Voltage difference at startup: check pre-connect voltage and BMS status", STOP_YES),
+     "Voltage difference at startup: check pre-connect voltage and BMS status", _STOP_YES),
     ("pending_long", "pending_s", "dv_mv",
      "Module kept pending by its voltage difference: bring SOC close together before connecting",
-     STOP_NO),
+     _STOP_NO),
     ("capacity_mismatch", "cap_dev_pm", "total_mah",
      "Capacity outside 5 % of the mean: check module health and capacity (test every 6 months)",
-     STOP_NO),
+     _STOP_NO),
     ("voltage_imbalance", "v_dev_mv", "limit_mv",
      "Voltage imbalance at rest (over 0.5 V; healthy within 0.2 V): check SOC alignment and connections",
-     STOP_YES),
+     _STOP_YES),
     ("voltage_fluctuation", "swing_mv", "window_s",
-     "Voltage fluctuation of 1 V or more: failing connection, check torque and terminals", STOP_NOW),
+     "Voltage fluctuation of 1 V or more: failing connection, check torque and terminals", _STOP_NOW),
     ("loop_r_below_config", "r_mohm", "config_mohm",
      "Measured loop resistance below gating.loop_resistance_mohm: joins now use the measured value; "
-     "set the setting to it (a shorter or heavier branch than assumed, or a bypassed fuse)", STOP_NO),
+     "set the setting to it (a shorter or heavier branch than assumed, or a bypassed fuse)", _STOP_NO),
 )
 
 # raise/clear key pairs that must be ordered (check_config)

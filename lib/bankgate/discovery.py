@@ -85,21 +85,21 @@ R_TIMEOUT = const(1)    # nothing (or nothing recognisable) came back in time
 R_CORRUPT = const(2)    # bytes came back but failed framing/checksum: collision, noise
 R_REJECT = const(3)     # a well-formed reply refused (error return code / implausible)
 
-MAX_FINDINGS = const(40)
-HIST_LEN = const(16)          # replies per address in the collision window
+_MAX_FINDINGS = const(40)
+_HIST_LEN = const(16)          # replies per address in the collision window
 _HIST_MASK = const(0xFFFF)
-DUP_MIN_REPLIES = const(16)   # window must be full before judging
-DUP_MIN_BAD = const(12)       # >= 12 of the last 16 replies corrupt (75 %) at one address...
-DUP_OTHERS_MAX = const(2)     # ...while no other address has more than 2 of 16 corrupt
+_DUP_MIN_REPLIES = const(16)   # window must be full before judging
+_DUP_MIN_BAD = const(12)       # >= 12 of the last 16 replies corrupt (75 %) at one address...
+_DUP_OTHERS_MAX = const(2)     # ...while no other address has more than 2 of 16 corrupt
 # Two modules answering one address garble nearly every reply (their answers overlap
 # on the wire); noise that corrupts 75 % of one address's replies corrupts the others'
 # too.  With a noise-only frame error rate of 28 % the chance of 12/16 at one address
 # is about 1e-4 per check, and the others would then rarely be at <= 2/16.
 DUP_CLEAR_GOOD = const(200)   # clean replies in a row that clear a DUPLICATE finding
 DUP_CLEAR_RESCAN = const(24)  # ... of which a clean rescan of the address stands for all but these
-CAN_PERIOD_MS = const(1000)   # nominal period of a pack's 0x351 frame
-CAN_MIN_GAP_MS = const(400)   # two 0x351 of one id closer than this: a second sender
-CAN_DUP_MIN_SHORT = const(3)  # ... in 3 of the last 8 gaps -> duplicate
+_CAN_PERIOD_MS = const(1000)   # nominal period of a pack's 0x351 frame
+_CAN_MIN_GAP_MS = const(400)   # two 0x351 of one id closer than this: a second sender
+_CAN_DUP_MIN_SHORT = const(3)  # ... in 3 of the last 8 gaps -> duplicate
 SWAP_CONFIRM = const(3)       # identical serial reads that confirm a swap
 DROP_AFTER = const(6)         # consecutive timeouts that drop an unexpected address
 _HASH_MASK = const(0xFFFF)
@@ -132,12 +132,12 @@ class Discovery:
         for a in b["addresses"]:
             self.configured[a & 0xFF] = 1
         # findings (preallocated)
-        self.f_code = bytearray(MAX_FINDINGS)
-        self.f_addr = array.array("h", bytes(2 * MAX_FINDINGS))
-        self.f_slot = array.array("b", bytes(MAX_FINDINGS))
-        self.f_a = array.array("i", bytes(4 * MAX_FINDINGS))
-        self.f_b = array.array("i", bytes(4 * MAX_FINDINGS))
-        self.f_t = array.array("i", bytes(4 * MAX_FINDINGS))
+        self.f_code = bytearray(_MAX_FINDINGS)
+        self.f_addr = array.array("h", bytes(2 * _MAX_FINDINGS))
+        self.f_slot = array.array("b", bytes(_MAX_FINDINGS))
+        self.f_a = array.array("i", bytes(4 * _MAX_FINDINGS))
+        self.f_b = array.array("i", bytes(4 * _MAX_FINDINGS))
+        self.f_t = array.array("i", bytes(4 * _MAX_FINDINGS))
         self.count = 0
         self.dropped = 0                        # findings lost to a full table
         # scan bookkeeping, per address 0..255
@@ -195,7 +195,7 @@ class Discovery:
             self.f_b[i] = b
             self.f_slot[i] = slot
             return
-        if self.count >= MAX_FINDINGS:
+        if self.count >= _MAX_FINDINGS:
             self.dropped += 1
             return
         i = self.count
@@ -424,7 +424,7 @@ class Discovery:
                 self.recount(now)
         bad = 1 if outcome == R_CORRUPT else 0
         self._hist[slot] = ((self._hist[slot] << 1) | bad) & _HIST_MASK
-        if self._nhist[slot] < HIST_LEN:
+        if self._nhist[slot] < _HIST_LEN:
             self._nhist[slot] += 1
         if bad:
             self._good_run[slot] = 0
@@ -449,21 +449,21 @@ class Discovery:
         self.recount(now)
 
     def _check_collisions(self, slot, now):
-        if self._nhist[slot] < DUP_MIN_REPLIES:
+        if self._nhist[slot] < _DUP_MIN_REPLIES:
             return
         n_bad = _popcount16(self._hist[slot])
-        if n_bad < DUP_MIN_BAD:
+        if n_bad < _DUP_MIN_BAD:
             return
         worst = 0
         others = 0
         for s in range(self.bank.n_used):
-            if s == slot or self._nhist[s] < DUP_MIN_REPLIES:
+            if s == slot or self._nhist[s] < _DUP_MIN_REPLIES:
                 continue
             others += 1
             k = _popcount16(self._hist[s])
             if k > worst:
                 worst = k
-        if others and worst <= DUP_OTHERS_MAX:
+        if others and worst <= _DUP_OTHERS_MAX:
             self._set(F_DUPLICATE, self.bank.modules[slot].addr, slot, n_bad, worst, now)
 
     def late_arrival(self, addr, now):
@@ -486,11 +486,11 @@ class Discovery:
             return
         gap = clock.diff(now, self._t_can351[slot])
         self._t_can351[slot] = now
-        short = 1 if 0 <= gap < CAN_MIN_GAP_MS else 0
+        short = 1 if 0 <= gap < _CAN_MIN_GAP_MS else 0
         h = ((self._can_hist[slot] << 1) | short) & 0xFF
         self._can_hist[slot] = h
         k = _popcount16(h)
-        if k >= CAN_DUP_MIN_SHORT:
+        if k >= _CAN_DUP_MIN_SHORT:
             self._set(F_DUPLICATE, self.bank.modules[slot].addr, slot, k, DUP_BY_CAN_RATE, now)
 
     def identity(self, slot, now):

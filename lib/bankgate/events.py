@@ -24,7 +24,7 @@ EV_DIAG_RAISED = const(12)      # a = diagnosis code, b = evidence value
 EV_DIAG_CLEARED = const(13)     # a = diagnosis code
 EV_INVERTER = const(14)         # a = 1 heartbeat present / 0 lost
 EV_PENDING_LONG = const(15)     # a = seconds pending, b = |dV| mV
-EV_CONFIG = const(16)           # a = 1 valid / 0 invalid
+_EV_CONFIG = const(16)           # a = 1 valid / 0 invalid
 EV_MQTT = const(17)             # a = 1 connected / 0 disconnected, b = reason
 EV_COMMAND = const(18)          # a = command code, b = 1 accepted / 0 rejected
 EV_CAN = const(20)              # CAN controller (bankgate.bus.can.BusOffRecovery): addr = bus
@@ -40,7 +40,7 @@ EVENT_NAMES = {
     EV_CONTACTOR: "contactor", EV_FAULT_LATCHED: "fault_latched",
     EV_FAULT_CLEARED: "fault_cleared", EV_BUS: "bus", EV_DISCOVERY: "discovery",
     EV_DIAG_RAISED: "diagnosis", EV_DIAG_CLEARED: "diagnosis_cleared",
-    EV_INVERTER: "inverter", EV_PENDING_LONG: "pending_long", EV_CONFIG: "config",
+    EV_INVERTER: "inverter", EV_PENDING_LONG: "pending_long", _EV_CONFIG: "config",
     EV_MQTT: "mqtt", EV_COMMAND: "command",
     EV_TELEMETRY_LOSS: "telemetry_loss", EV_CAN: "can",
 }

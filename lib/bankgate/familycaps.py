@@ -30,9 +30,9 @@ CHK_CELLS = const(16)
 NA_FIRMWARE = const(1)        # checks 14, 15
 NA_CELLS = const(2)           # check 16 (and the join-time per-cell chemistry window)
 NA_MODEL = const(4)           # check 13
-NA_LIMITS = const(8)          # the BMS sends no limits: stand-in from the cell voltages
+_NA_LIMITS = const(8)          # the BMS sends no limits: stand-in from the cell voltages
 
-_NA = {"pylontech": 0, "pace": NA_FIRMWARE | NA_LIMITS,
+_NA = {"pylontech": 0, "pace": NA_FIRMWARE | _NA_LIMITS,
        "pylontech-can": NA_FIRMWARE | NA_CELLS | NA_MODEL}
 
 

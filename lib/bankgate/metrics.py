@@ -35,7 +35,7 @@ R_MAX_AGE_MS = const(60000)     # an operating point older than this is replaced
 E_MAX_DT_MS = const(10000)      # update gaps longer than this are not integrated (counted)
 WH_MAX = const(0x3FFFFFFF)      # energy counters saturate here (2**30 - 1 Wh)
 _MJ_PER_WH = const(3600000)
-SHARE_FLOOR_MA = const(100)     # shares need at least this bank current (keeps ratios < 2**30)
+_SHARE_FLOOR_MA = const(100)     # shares need at least this bank current (keeps ratios < 2**30)
 
 
 def mdiv(a, k, b):
@@ -77,7 +77,7 @@ class Metrics:
         self.cycle_low_pm = d["cycle_low_pm"]
         self.cycle_high_pm = d["cycle_high_pm"]
         smin = cfg["gating"]["share_min_ma"]
-        self.share_min_ma = smin if smin > SHARE_FLOOR_MA else SHARE_FLOOR_MA
+        self.share_min_ma = smin if smin > _SHARE_FLOOR_MA else _SHARE_FLOOR_MA
         n = MAX_MODULES
         # ---- per module (index = slot)
         self.v_dev_mv = _arr(n)          # V_i - mean V

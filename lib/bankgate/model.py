@@ -32,7 +32,7 @@ ALM_CELL_IMB = const(0x0800)   # cell imbalance reported by the BMS
 # Protection (trip) versions of the above live in Module.protections, same bits.
 # Which bits count as critical (block closing, open at once) is configuration;
 # this is the default: any protection, and these alarms.
-ALM_CRITICAL_DEFAULT = const(0x07FF)
+_ALM_CRITICAL_DEFAULT = const(0x07FF)
 
 ALARM_NAMES = (
     (ALM_CELL_OV, "cell_ov"), (ALM_CELL_UV, "cell_uv"), (ALM_MOD_OV, "module_ov"),

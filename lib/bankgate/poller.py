@@ -72,33 +72,33 @@ from bankgate.proto import registry
 IDENT_PERIOD_MS = const(60000)   # routine identity re-read (swap detection)
 REPROBE_MS = const(5000)         # a lost/missing module is asked this often
 LOST_AFTER = const(3)            # consecutive timeouts that make a module "lost"
-CAN_LISTEN_MS = const(3000)      # CAN discovery listening window
+_CAN_LISTEN_MS = const(3000)      # CAN discovery listening window
 CAN_SILENT_MS = const(3000)      # CAN: no frame this long counts one timeout
 CAN_MOD_BASE = const(0x400)
 CAN_FRAME_MS = const(1000)       # modules send their frame set once a second (Pylontech CAN)
 CAN_MAX_FRAMES = const(16)       # frames handled per service() call (bounded work)
-CAN_WAIT_MS = const(10)          # CAN: idle at most this long (hw.idle wakes on input anyway)
+_CAN_WAIT_MS = const(10)          # CAN: idle at most this long (hw.idle wakes on input anyway)
 
 # last_error codes for bus-level failures (the proto codes stop at -21)
-E_BUS_TIMEOUT = const(-101)
-E_BUS_GAP = const(-102)
+_E_BUS_TIMEOUT = const(-101)
+_E_BUS_GAP = const(-102)
 E_BUS_OVERFLOW = const(-103)
 E_BUS_NOISE = const(-104)
 
-PH_SCAN = const(0)
-PH_GROUP = const(1)
-PH_RUN = const(2)
-PH_CAN_LISTEN = const(3)
-PH_CAN_RUN = const(4)
+_PH_SCAN = const(0)
+_PH_GROUP = const(1)
+_PH_RUN = const(2)
+_PH_CAN_LISTEN = const(3)
+_PH_CAN_RUN = const(4)
 
-K_PROBE = const(0)
-K_GROUP = const(1)
-K_IDENT = const(2)
-K_POLL = const(3)
-K_REPROBE = const(4)
+_K_PROBE = const(0)
+_K_GROUP = const(1)
+_K_IDENT = const(2)
+_K_POLL = const(3)
+_K_REPROBE = const(4)
 
 _CMASK = const(0x3FFFFFFF)
-MAX_CMDS = const(12)
+_MAX_CMDS = const(12)
 
 # driver results (bankgate.bus.rs485)
 _BUSY = const(0)
@@ -169,7 +169,7 @@ class Poller:
         for x in tuple(self._poll_cmds) + tuple(self._ident_cmds) + (self.probe_cmd,):
             if x not in cmds:
                 cmds.append(x)
-        self.cmd_ids = bytes(cmds[:MAX_CMDS])
+        self.cmd_ids = bytes(cmds[:_MAX_CMDS])
         k = len(self.cmd_ids)
         self.cmd_req = array.array("i", bytes(4 * k))   # transactions per command
         self.cmd_bad = array.array("i", bytes(4 * k))   # corrupt replies (checksum/framing/driver)
@@ -191,7 +191,7 @@ class Poller:
         self._t_slot = -1
         self._t_cmd = 0
         self._t_tries = 0
-        self._phase = PH_SCAN
+        self._phase = _PH_SCAN
         self._pi = 0                                   # probe list index
         self._cur = 0                                  # current slot in the cycle
         self._ci = 0                                   # index into the current command list
@@ -213,7 +213,7 @@ class Poller:
             self._canbuf = bytearray(8)
             self._t_can = array.array("i", bytes(4 * n))     # last frame per slot
             self._t_listen = 0
-            self._phase = PH_CAN_LISTEN
+            self._phase = _PH_CAN_LISTEN
         else:
             from bankgate.bus.rs485 import Rs485Master
             # room for the longest reply of the family (a 16-pack group answer)
@@ -231,7 +231,7 @@ class Poller:
 
     def wait_ms(self, now):
         if self.is_can:
-            return CAN_WAIT_MS
+            return _CAN_WAIT_MS
         if self._busy:
             return self.rs.wait_ms(now)
         if self.hold:
@@ -282,7 +282,7 @@ class Poller:
     # ------------------------------------------------------------------ scheduling
     def _start(self, kind, addr, slot, cmd, now):
         fam = self.fam
-        if kind == K_GROUP:
+        if kind == _K_GROUP:
             n = fam.encode_group_request(cmd, addr, self._tx)
         else:
             n = fam.encode_request(cmd, addr, self._tx)
@@ -298,22 +298,22 @@ class Poller:
     def _start_next(self, now):
         if self._rescan:
             self._rescan = False
-            self._phase = PH_SCAN
+            self._phase = _PH_SCAN
             self._pi = 0
             self._t_tries = 0
             self.discovery.begin_scan(now)
-        if self._phase == PH_SCAN:
+        if self._phase == _PH_SCAN:
             if self._pi < len(self._probe_list):
                 a = self._probe_list[self._pi]
                 self._t_tries += 1
-                self._start(K_PROBE, a, self.discovery.slot_of(a), self.probe_cmd, now)
+                self._start(_K_PROBE, a, self.discovery.slot_of(a), self.probe_cmd, now)
                 return
             self._end_scan(now)
-        if self._phase == PH_GROUP:
-            self._phase = PH_RUN
+        if self._phase == _PH_GROUP:
+            self._phase = _PH_RUN
             master = self._group_master()
             if master >= 0:
-                self._start(K_GROUP, master, -1, self.fam.CMD_ANALOG, now)
+                self._start(_K_GROUP, master, -1, self.fam.CMD_ANALOG, now)
                 return
         self._start_routine(now)
 
@@ -342,7 +342,7 @@ class Poller:
         self._cur = 0
         self._ci = 0
         self._ident_run = False
-        self._phase = PH_GROUP if self._group else PH_RUN
+        self._phase = _PH_GROUP if self._group else _PH_RUN
 
     def _start_routine(self, now):
         """Pick the next (slot, command) of the cycle and start it."""
@@ -362,14 +362,14 @@ class Poller:
                 self._cur = s + 1
                 if clock.due(now, self._t_reprobe[s]):
                     self._t_reprobe[s] = clock.add(now, REPROBE_MS)
-                    self._start(K_REPROBE, a, s, self.probe_cmd, now)
+                    self._start(_K_REPROBE, a, s, self.probe_cmd, now)
                     return
                 continue
             cmds = self._fast_cmds
             if self._ci < len(cmds):
                 cmd = cmds[self._ci]
                 self._ci += 1
-                self._start(K_POLL, a, s, cmd, now)
+                self._start(_K_POLL, a, s, cmd, now)
                 if self._busy:
                     return
                 continue
@@ -477,12 +477,12 @@ class Poller:
 
     def _slow_start(self, s, cmd, now, serial_only=False):
         if cmd == self._mgmt_cmd:
-            kind = K_POLL
+            kind = _K_POLL
         elif serial_only:
-            kind = K_IDENT
+            kind = _K_IDENT
             self._id_pending &= ~(1 << s)
         else:
-            kind = K_IDENT
+            kind = _K_IDENT
             k = self._id_idx[s] + 1
             if k >= len(self._slow_ident):
                 k = 0
@@ -566,7 +566,7 @@ class Poller:
         cat = perr.CAT_NONE
         if r == _DONE:
             try:
-                if kind == K_GROUP:
+                if kind == _K_GROUP:
                     code = self.fam.decode_group(cmd, rs.rx, rs.n, self.bank, addr, now)
                 else:
                     code = self.fam.decode(cmd, rs.rx, rs.n, addr,
@@ -581,19 +581,19 @@ class Poller:
                     else dsc.R_REJECT
         elif r == _TIMEOUT:
             outcome = dsc.R_TIMEOUT
-            code = E_BUS_TIMEOUT
+            code = _E_BUS_TIMEOUT
         else:
             outcome = dsc.R_CORRUPT
             cat = perr.CAT_FRAMING
-            code = E_BUS_GAP if r == _GAP else (E_BUS_OVERFLOW if r == _OVERFLOW else E_BUS_NOISE)
+            code = _E_BUS_GAP if r == _GAP else (E_BUS_OVERFLOW if r == _OVERFLOW else E_BUS_NOISE)
         ci = self._cmd_index(cmd)
         if ci >= 0:
             self.cmd_req[ci] = (self.cmd_req[ci] + 1) & _CMASK
             if outcome == dsc.R_CORRUPT:
                 self.cmd_bad[ci] = (self.cmd_bad[ci] + 1) & _CMASK
-            elif outcome == dsc.R_GOOD and kind != K_GROUP:
+            elif outcome == dsc.R_GOOD and kind != _K_GROUP:
                 self.cmd_len[ci] = rs.n
-        if kind == K_GROUP:
+        if kind == _K_GROUP:
             if outcome == dsc.R_GOOD:
                 # decode_group returns the packs it wrote (those with a slot); the
                 # count the master reported is the command value, INFO[1]
@@ -602,7 +602,7 @@ class Poller:
             return -1
         if m is not None:
             self._count(m, outcome, cat, code, now)
-        if kind == K_PROBE:
+        if kind == _K_PROBE:
             self.discovery.probe_result(addr, outcome)
             if self.discovery.probe_needs_retry(addr, self._t_tries):
                 return slot if (outcome == dsc.R_GOOD and m is not None) else -1
@@ -632,7 +632,7 @@ class Poller:
             self._id_pending |= bit
         if outcome != dsc.R_GOOD:
             return -1
-        if kind == K_IDENT and cmd == self._serial_cmd:
+        if kind == _K_IDENT and cmd == self._serial_cmd:
             d.identity(slot, now)
         return slot
 
@@ -668,9 +668,9 @@ class Poller:
         if not self._started or self._rescan:
             self._started = True
             self._rescan = False
-            self._t_listen = clock.add(now, CAN_LISTEN_MS)
+            self._t_listen = clock.add(now, _CAN_LISTEN_MS)
             d.begin_scan(now)
-            self._phase = PH_CAN_LISTEN
+            self._phase = _PH_CAN_LISTEN
         changed = -1
         buf = self._canbuf
         mods = self.bank.modules
@@ -684,7 +684,7 @@ class Poller:
                 continue                       # not a module frame (counted nowhere)
             slot = d.slot_of(addr)
             if slot < 0:
-                if self._phase == PH_CAN_LISTEN:
+                if self._phase == _PH_CAN_LISTEN:
                     d.probe_result(addr, dsc.R_GOOD)   # slot assigned when listening ends
                     continue
                 slot = d.late_arrival(addr, now)
@@ -707,7 +707,7 @@ class Poller:
             self._count(m, outcome, cat, code, now)
             self._t_can[slot] = now
             self.lost_mask &= ~(1 << slot)
-            if self._phase == PH_CAN_LISTEN:
+            if self._phase == _PH_CAN_LISTEN:
                 d.probe_result(addr, outcome)
             else:
                 d.note(slot, outcome, now)
@@ -715,10 +715,10 @@ class Poller:
             if outcome == dsc.R_GOOD:
                 changed = slot
                 break                          # one changed record per call: the caller checks it
-        if self._phase == PH_CAN_LISTEN:
+        if self._phase == _PH_CAN_LISTEN:
             if clock.due(now, self._t_listen):
                 d.end_scan(now, 0, 63)
-                self._phase = PH_CAN_RUN
+                self._phase = _PH_CAN_RUN
                 for s in range(self.bank.n_used):
                     self._t_can[s] = now
                     if not d.answered(mods[s].addr):
@@ -730,6 +730,6 @@ class Poller:
                     # silence: one timeout per CAN_SILENT_MS, and the module is lost
                     self._t_can[s] = now
                     self.transactions += 1
-                    self._count(mods[s], dsc.R_TIMEOUT, perr.CAT_NONE, E_BUS_TIMEOUT, now)
+                    self._count(mods[s], dsc.R_TIMEOUT, perr.CAT_NONE, _E_BUS_TIMEOUT, now)
                     self.lost_mask |= 1 << s
         return changed

@@ -29,10 +29,10 @@
 from micropython import const
 
 TURNAROUND_US = const(10000)
-LOOP_SLACK_US = const(2000)       # ticks_ms quantisation + one loop iteration
-FRAME_OVERHEAD = const(18)        # SOI VER ADR CID1 CID2 LENGTH(4) CHKSUM(4) EOI
-AGE_SHARE = const(9)              # worst_age must stay within 9/10 of max_age_ms
-AGE_DEN = const(10)
+_LOOP_SLACK_US = const(2000)       # ticks_ms quantisation + one loop iteration
+_FRAME_OVERHEAD = const(18)        # SOI VER ADR CID1 CID2 LENGTH(4) CHKSUM(4) EOI
+_AGE_SHARE = const(9)              # worst_age must stay within 9/10 of max_age_ms
+_AGE_DEN = const(10)
 _MAX_TEMPS = const(8)
 CAN_FRAME_MS = const(1000)        # Pylontech CAN: the frame set once a second
 
@@ -80,8 +80,8 @@ def reply_info(family, cmd, cells, temps=_MAX_TEMPS):
 def tx_us(family, cmd, baud, cells, gap_ms):
     """Bus time of one answered transaction, microseconds."""
     ch = char_us(baud)
-    n = 2 * FRAME_OVERHEAD + 2 * (req_info(family, cmd) + reply_info(family, cmd, cells))
-    return n * ch + TURNAROUND_US + LOOP_SLACK_US + gap_ms * 1000
+    n = 2 * _FRAME_OVERHEAD + 2 * (req_info(family, cmd) + reply_info(family, cmd, cells))
+    return n * ch + TURNAROUND_US + _LOOP_SLACK_US + gap_ms * 1000
 
 
 def fast_cmds(family):
@@ -119,7 +119,7 @@ def plan(cfg):
         if t > slow_max:
             slow_max = t
     for cmd in fast_cmds(fam) + slow_cmds(fam):
-        r = (FRAME_OVERHEAD + 2 * reply_info(fam, cmd, cells)) * char_us(baud) + TURNAROUND_US
+        r = (_FRAME_OVERHEAD + 2 * reply_info(fam, cmd, cells)) * char_us(baud) + TURNAROUND_US
         if r > longest_reply:
             longest_reply = r
     fast_us = n * fast_one
@@ -129,10 +129,10 @@ def plan(cfg):
     group_us = 0
     if fam == "pylontech":
         for cmd in fast_cmds(fam):
-            ch = 2 * FRAME_OVERHEAD + 2 * (1 + 2 + n * (reply_info(fam, cmd, cells) - 2))
-            group_us += ch * char_us(baud) + TURNAROUND_US + LOOP_SLACK_US + gap * 1000
-    miss_us = c["poll_timeout_ms"] * 1000 + LOOP_SLACK_US + gap * 1000
-    target_us = max_age * (1000 * AGE_SHARE // AGE_DEN) - c["period_ms"] * 1000   # < 2**30
+            ch = 2 * _FRAME_OVERHEAD + 2 * (1 + 2 + n * (reply_info(fam, cmd, cells) - 2))
+            group_us += ch * char_us(baud) + TURNAROUND_US + _LOOP_SLACK_US + gap * 1000
+    miss_us = c["poll_timeout_ms"] * 1000 + _LOOP_SLACK_US + gap * 1000
+    target_us = max_age * (1000 * _AGE_SHARE // _AGE_DEN) - c["period_ms"] * 1000   # < 2**30
     budget_us = target_us - fast_us - miss_us
     if budget_us > n * slow_max:
         budget_us = n * slow_max            # at most one slow transaction per slot visit
@@ -152,7 +152,7 @@ def plan(cfg):
         "slow_per_sweep": per_sweep, "slow_turn_sweeps": turn,
         "sweep_ms": sweep_us // 1000, "miss_ms": miss_us // 1000,
         "worst_age_ms": (worst_age_us + 999) // 1000, "max_age_ms": max_age,
-        "bound_ms": max_age * AGE_SHARE // AGE_DEN,
+        "bound_ms": max_age * _AGE_SHARE // _AGE_DEN,
         "limits_worst_ms": cfg["gating"]["limits_max_age_ms"] // 2 + turn * (sweep_us // 1000),
         "longest_reply_ms": (longest_reply + 999) // 1000,
         "ok": ok,
@@ -177,7 +177,7 @@ def min_max_age_ms(cfg):
     c = cfg["control"]
     need_us = p["fast_cycle_ms"] * 1000 + p["slow_tx_max_ms"] * 1000 + p["miss_ms"] * 1000 \
         + c["period_ms"] * 1000
-    lo = ((need_us * AGE_DEN // AGE_SHARE + 999) // 1000 + 9) // 10 * 10
+    lo = ((need_us * _AGE_DEN // _AGE_SHARE + 999) // 1000 + 9) // 10 * 10
     if _meets(cfg, lo):
         return lo
     hi = lo

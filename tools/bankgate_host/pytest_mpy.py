@@ -148,6 +148,10 @@ def pytest_pycollect_makemodule(module_path, parent):
 
 @pytest.fixture(scope="session")
 def mp():
-    """A shared MpWorker: call device functions under the unix port from CPython."""
-    with mpy.MpWorker() as worker:
+    """A shared MpWorker: call device functions under the unix port from CPython.  One process
+    serves every host test file of an xdist worker, so it accumulates the modules all of them
+    import (config, metrics, diagnose, proto, ...): it gets twice the lane's device-sized heap.
+    Device footprints are measured by `bankgate bench` and the heap tests, not here."""
+    size = mpy.default_heapsize()
+    with mpy.MpWorker(heapsize="%dk" % (2 * int(size[:-1]))) as worker:
         yield worker

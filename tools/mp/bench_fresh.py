@@ -16,7 +16,7 @@ def one(n, baud, family="pylontech"):
     addrs = list(range(2, 2 + n))
     raw = {"bank": {"addresses": addrs, "expected_modules": n, "baud": baud, "family": family},
            "contactors": {"outputs": ["k%d" % i for i in range(n)]},
-           "gating": {"max_age_ms": 600000}}
+           "gating": {"max_age_ms": 30000}}       # the ceiling: the plan says what it needs
     need = pollplan.min_max_age_ms(config.validate(raw))
     max_age = need if need > 5000 else 5000
     r = Rig(addresses=addrs, baud=baud, family=family, health=False, scan=(2, 1 + n),

@@ -55,11 +55,11 @@ BUS_OFF = const(3)
 
 STATE_NAMES = ("error_active", "error_warning", "error_passive", "bus_off")
 
-NO_FRAME = const(-1)
-MAX_STD_ID = const(0x7FF)
+_NO_FRAME = const(-1)
+_MAX_STD_ID = const(0x7FF)
 
 WARNING_LIMIT = const(96)
-PASSIVE_LIMIT = const(128)
+_PASSIVE_LIMIT = const(128)
 BUS_OFF_LIMIT = const(256)
 
 
@@ -67,7 +67,7 @@ def state_from_counters(tec, rec):
     """Error state from TEC/REC (TEC may exceed 255 in a model: bus-off)."""
     if tec >= BUS_OFF_LIMIT:
         return BUS_OFF
-    if tec >= PASSIVE_LIMIT or rec >= PASSIVE_LIMIT:
+    if tec >= _PASSIVE_LIMIT or rec >= _PASSIVE_LIMIT:
         return ERROR_PASSIVE
     if tec >= WARNING_LIMIT or rec >= WARNING_LIMIT:
         return ERROR_WARNING
@@ -86,7 +86,7 @@ def frame_dlc(r):
 
 def valid_args(can_id, buf, n):
     """The arguments of send() a back end accepts (standard data frame)."""
-    return 0 <= can_id <= MAX_STD_ID and 0 <= n <= 8 and n <= len(buf)
+    return 0 <= can_id <= _MAX_STD_ID and 0 <= n <= 8 and n <= len(buf)
 
 
 def frame_bits(dlc):
@@ -142,7 +142,7 @@ CHECK_MS = const(10)
 MIN_BACKOFF_MS = const(100)
 MAX_BACKOFF_MS = const(5000)
 STABLE_MS = const(30000)
-FAULT_AFTER = const(3)
+_FAULT_AFTER = const(3)
 FAULT_AFTER_MS = const(10000)
 
 # EV_CAN `a` codes (addr = bus id: BUS_MODULES / BUS_INVERTER)
@@ -209,7 +209,7 @@ class BusOffRecovery:
                     self.in_row = 1
                 self._next_restart = _clk.add(now, self.backoff_ms)
                 self._emit(now, CAN_BUS_OFF, t)
-                if self.in_row >= FAULT_AFTER:
+                if self.in_row >= _FAULT_AFTER:
                     self._set_fault(now)
             elif _clk.due(now, self._next_restart):
                 dev.restart()

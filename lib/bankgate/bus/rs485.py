@@ -59,10 +59,10 @@ NOISE = const(-4)
 RESULT_NAMES = {BUSY: "busy", DONE: "done", TIMEOUT: "timeout", GAP: "gap",
                 OVERFLOW: "overflow", NOISE: "noise"}
 
-SOF = const(0x7E)          # '~'
-GAP_CHARS = const(4)
-GAP_MIN_MS = const(2)
-GUARD_MIN_US = const(20)
+_SOF = const(0x7E)          # '~'
+_GAP_CHARS = const(4)
+_GAP_MIN_MS = const(2)
+_GUARD_MIN_US = const(20)
 _MASK = const(0x3FFFFFFF)  # counters wrap at 2**30 (small ints on the ESP32)
 _VIEWS = const(8)
 _SCRATCH = const(64)
@@ -78,12 +78,12 @@ def char_time_us(baud):
 
 def guard_time_us(baud):
     g = (2000000 + baud - 1) // baud
-    return g if g > GUARD_MIN_US else GUARD_MIN_US
+    return g if g > _GUARD_MIN_US else _GUARD_MIN_US
 
 
 def gap_time_ms(baud, rx_latency_chars=0):
-    g = ((GAP_CHARS + rx_latency_chars) * char_time_us(baud) + 999) // 1000
-    return g if g > GAP_MIN_MS else GAP_MIN_MS
+    g = ((_GAP_CHARS + rx_latency_chars) * char_time_us(baud) + 999) // 1000
+    return g if g > _GAP_MIN_MS else _GAP_MIN_MS
 
 
 class Rs485Master:
@@ -253,7 +253,7 @@ class Rs485Master:
         size = self._size
         for i in range(k):
             c = sc[i]
-            if c == SOF:
+            if c == _SOF:
                 if st == _ST_BODY:
                     self.noise = (self.noise + n) & _MASK   # the cut frame
                 rx[0] = c

@@ -54,7 +54,7 @@ from bankgate.bus import can as _can
 
 MODE_NORMAL = const(0)
 MODE_LISTEN = const(1)       # listen-only: receives, never ACKs or sends
-MODE_SELFTEST = const(2)     # self-test: a transmission needs no ACK (loop-back check)
+_MODE_SELFTEST = const(2)     # self-test: a transmission needs no ACK (loop-back check)
 
 # ---- TWAI registers: offsets from the controller base [TRM32 TWAI register summary;
 # IDF esp32 twai_struct.h "Address n" = n * 4; TRMS3 / IDF esp32s3 twai_reg.h]
@@ -190,7 +190,7 @@ class TwaiRegs:
         for name, p in (("tx", tx), ("rx", rx)):
             if type(p) is not int or p < 0 or p >= c["pins"]:
                 raise ValueError("TWAI %s pin must be a GPIO number below %d, not %r" % (name, c["pins"], p))
-        if mode not in (MODE_NORMAL, MODE_LISTEN, MODE_SELFTEST):
+        if mode not in (MODE_NORMAL, MODE_LISTEN, _MODE_SELFTEST):
             raise ValueError("mode must be MODE_NORMAL, MODE_LISTEN or MODE_SELFTEST")
         self.chip = chip
         self.bitrate = bitrate
@@ -222,7 +222,7 @@ class TwaiRegs:
     def _modebits(self, mode):
         if mode == MODE_LISTEN:
             return _AFM | _LOM
-        if mode == MODE_SELFTEST:
+        if mode == _MODE_SELFTEST:
             return _AFM | _STM
         return _AFM
 
@@ -292,7 +292,7 @@ class TwaiRegs:
         m[d[2]] = (can_id & 7) << 5               # ID[2:0]
         for i in range(n):
             m[d[3 + i]] = buf[i]
-        m[self._a_cmd] = _SRR if self.mode == MODE_SELFTEST else _TR
+        m[self._a_cmd] = _SRR if self.mode == _MODE_SELFTEST else _TR
         return True
 
     def _overrun(self):
@@ -372,7 +372,7 @@ class TwaiRegs:
         m = self._m
         res = {"chip": self.chip, "tx": self.tx_pin, "rx": self.rx_pin, "bitrate": self.bitrate}
         try:
-            self.mode = MODE_SELFTEST
+            self.mode = _MODE_SELFTEST
             self._init()
             buf = bytearray(8)
             while self.recv(buf) >= 0:            # empty the FIFO

@@ -23,7 +23,7 @@ from bankgate.proto.errors import (
 
 SOI = const(0x7E)          # '~'
 EOI = const(0x0D)          # '\r'
-CID1_BATTERY = const(0x46)
+_CID1_BATTERY = const(0x46)
 OVERHEAD = const(18)       # '~' + 12 header chars + 4 CHKSUM chars + '\r'
 MAX_INFO = const(1400)     # INFO bytes we can hold: a 16-pack group of 24-cell packs is 1330
 

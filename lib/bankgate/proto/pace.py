@@ -45,7 +45,7 @@ IDENT_CMDS = (CMD_VERSION, CMD_MFR, CMD_SERIAL)
 SUPPORTS_GROUP = False
 VER_REQUEST = const(0x25)
 CID1 = const(0x46)
-CID1_LI_ION = const(0x4F)
+_CID1_LI_ION = const(0x4F)
 TEMP_OFFSET = const(2730)
 CELL_MAX_MV = const(5000)
 TEMP_MIN_DC = const(-500)
@@ -263,7 +263,7 @@ def decode(cmd, buf, n, addr, mod, now):
     ln = frame.parse(buf, n)
     if ln < 0:
         return ln
-    r = _py.check_reply(addr, CID1_LI_ION, cmd != CMD_VERSION)
+    r = _py.check_reply(addr, _CID1_LI_ION, cmd != CMD_VERSION)
     if r:
         return r
     s = _S

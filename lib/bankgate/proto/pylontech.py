@@ -38,10 +38,10 @@ CMD_SERIAL = const(0x93)
 POLL_CMDS = (CMD_ANALOG, CMD_ALARM, CMD_MGMT)
 IDENT_CMDS = (CMD_VERSION, CMD_MFR, CMD_SERIAL, CMD_PARAMS)
 SUPPORTS_GROUP = True
-GROUP_ADDR = const(0xFF)           # INFO of a whole-group query
+_GROUP_ADDR = const(0xFF)           # INFO of a whole-group query
 VER_REQUEST = const(0x20)
-VER_MIN = const(0x20)              # replies with VER outside 0x20..0x3F are rejected (E_VER)
-VER_MAX = const(0x3F)
+_VER_MIN = const(0x20)              # replies with VER outside 0x20..0x3F are rejected (E_VER)
+_VER_MAX = const(0x3F)
 CID1 = const(0x46)
 TEMP_OFFSET = const(2731)          # wire 0.1 K -> 0.1 degC
 CELL_MAX_MV = const(5000)
@@ -73,7 +73,7 @@ def encode_group_request(cmd, master_addr, buf):
     """Whole-group query (INFO 0xFF) to the group master; 0x42 and 0x44 only."""
     if cmd != CMD_ANALOG and cmd != CMD_ALARM:
         return E_UNSUPPORTED
-    return _encode(cmd, master_addr & 0xFF, GROUP_ADDR, buf, VER_REQUEST)
+    return _encode(cmd, master_addr & 0xFF, _GROUP_ADDR, buf, VER_REQUEST)
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -88,7 +88,7 @@ def check_reply(addr, cid1_alt, check_ver):
     r = rtn_code(h[frame.CID2])
     if r:
         return r
-    if check_ver and (h[frame.VER] < VER_MIN or h[frame.VER] > VER_MAX):
+    if check_ver and (h[frame.VER] < _VER_MIN or h[frame.VER] > _VER_MAX):
         return E_VER
     return E_OK
 

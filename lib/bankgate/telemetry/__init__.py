@@ -81,25 +81,8 @@ class _Sink(io.IOBase):
 
 def bank_fields(gw, now):
     """The bank message: gw.snapshot() without "modules", "metrics" and "diagnoses", built from
-    the live records without building those three (tests check it equals the snapshot's)."""
-    a = gw.admission.snapshot()
-    b = gw.bank
-    inv = gw.inverter
-    return {
-        "t_ms": now,
-        "state": a["state"], "reason": a["reason"], "value": a["value"],
-        "mv": b.bank_mv, "ma": b.bank_ma, "soc_pm": b.soc_pm, "soh_pm": b.soh_pm,
-        "temp_dc": b.temp_dc, "link_mv": b.link_mv, "capacity_mah": b.capacity_mah,
-        "admitted": a["admitted"], "expected": a["expected"],
-        "limits": {"chg_ma": a["chg_limit_ma"], "dsg_ma": a["dsg_limit_ma"],
-                   "chg_v_mv": a["chg_v_mv"], "dsg_v_mv": a["dsg_v_mv"]},
-        "ramp_down": a["ramp_down"], "faults": a["faults"], "topology": a["topology"],
-        "outputs": gw.outputs(),
-        "bus": gw.health.snapshot(),
-        "discovery": gw.poller.discovery.snapshot(),
-        "inverter": inv.snapshot() if inv is not None else None,
-        "loop_max_us": gw.loop_max_us, "events_seq": gw.events.seq,
-    }
+    the live records (bankgate.app.Gateway.bank_fields; tests check it equals the snapshot's)."""
+    return gw.bank_fields(now)
 
 
 class Telemetry:

@@ -62,13 +62,13 @@ try:
 except ImportError:   # not fetched: `make setup` puts it in lib/umqtt/
     _umqtt = None
 
-C_OFFLINE = const(0)    # waiting for the backoff to expire
-C_CONNECTING = const(1) # transport setting up, or CONNECT sent and CONNACK awaited
+_C_OFFLINE = const(0)    # waiting for the backoff to expire
+_C_CONNECTING = const(1) # transport setting up, or CONNECT sent and CONNACK awaited
 C_ONLINE = const(2)
 
 _STABLE_MS = const(10000)
-PUBACK_TIMEOUT_MS = const(5000)
-NOACK_MS = const(15000)
+_PUBACK_TIMEOUT_MS = const(5000)
+_NOACK_MS = const(15000)
 INFLIGHT_MAX = const(16)
 
 
@@ -139,8 +139,8 @@ class Client:
     def __init__(self, net, host, port, client_id, keepalive_s=30, tls=False,
                  user=None, password=None, will_topic=None, will_msg=b"offline",
                  tx_size=4096, rx_size=1024, connect_timeout_ms=10000,
-                 min_backoff_ms=500, max_backoff_ms=30000, puback_timeout_ms=PUBACK_TIMEOUT_MS,
-                 noack_ms=NOACK_MS, inflight_max=INFLIGHT_MAX):
+                 min_backoff_ms=500, max_backoff_ms=30000, puback_timeout_ms=_PUBACK_TIMEOUT_MS,
+                 noack_ms=_NOACK_MS, inflight_max=INFLIGHT_MAX):
         if _umqtt is None:
             raise ImportError("umqtt.simple missing: run `make setup` (or `mip install umqtt.simple`)")
         self.net = net
@@ -157,7 +157,7 @@ class Client:
         self.min_backoff_ms = min_backoff_ms
         self.max_backoff_ms = max_backoff_ms
         self._backoff_ms = min_backoff_ms
-        self.state = C_OFFLINE
+        self.state = _C_OFFLINE
         self._next_try = None          # None: try at once
         self._connack = False
         self._t_online = 0
@@ -216,7 +216,7 @@ class Client:
         """Bounded, non-blocking: connection state machine, socket I/O, incoming packets."""
         st = self.state
         self._now = now
-        if st == C_OFFLINE:
+        if st == _C_OFFLINE:
             if self._next_try is not None and not tk.due(now, self._next_try):
                 return
             if not self.net.up():
@@ -227,15 +227,15 @@ class Client:
             self._connack = False
             self._bin0 = self.t.bytes_in
             self.t.open(now)
-            self.state = C_CONNECTING
-            st = C_CONNECTING
+            self.state = _C_CONNECTING
+            st = _C_CONNECTING
         t = self.t
         was_up = t.state == tr.T_UP
         ok = t.service(now)
         if not ok and t.state == tr.T_DOWN:
             self._lost(now, t.error)
             return
-        if st == C_CONNECTING and t.state == tr.T_UP:
+        if st == _C_CONNECTING and t.state == tr.T_UP:
             if not was_up:
                 self._send_connect()
                 ok = t.pump(now)
@@ -319,7 +319,7 @@ class Client:
         self.t.close(reason)
         if was_online and tk.diff(now, self._t_online) >= _STABLE_MS:
             self._backoff_ms = self.min_backoff_ms
-        self.state = C_OFFLINE
+        self.state = _C_OFFLINE
         self._ping_out = False
         self._discard = 0
         self._clear_inflight()
@@ -343,12 +343,12 @@ class Client:
             except Exception:
                 pass
         self.t.close(tr.R_CLOSED)
-        self.state = C_OFFLINE
+        self.state = _C_OFFLINE
         self._next_try = None
         self._clear_inflight()
 
     def retry_now(self):
-        if self.state == C_OFFLINE:
+        if self.state == _C_OFFLINE:
             self._next_try = None
 
     # ------------------------------------------------------------ sending

@@ -20,8 +20,8 @@ _NAME_MAX = const(16)
 # command codes (EV_COMMAND a): 0 = unknown/unparseable name
 CMD_UNKNOWN = const(0)
 CMD_RESCAN = const(1)
-CMD_DISCOVERY = const(2)
-CMD_ACK = const(3)
+_CMD_DISCOVERY = const(2)
+_CMD_ACK = const(3)
 
 NAMES = ("?", "rescan", "discovery", "ack")
 
@@ -64,7 +64,7 @@ def parse(name_mv, payload_mv):
     except Exception:
         return code, None, E_ENCODING
     text = text.strip()
-    if code in (CMD_RESCAN, CMD_DISCOVERY):
+    if code in (CMD_RESCAN, _CMD_DISCOVERY):
         if text == "":
             return code, None, OK
     try:
@@ -73,7 +73,7 @@ def parse(name_mv, payload_mv):
         return code, None, E_JSON
     if type(obj) is not dict:
         return code, None, E_SHAPE
-    if code in (CMD_RESCAN, CMD_DISCOVERY):
+    if code in (CMD_RESCAN, _CMD_DISCOVERY):
         return (code, None, OK) if not obj else (code, None, E_SHAPE)
     # ack
     if len(obj) != 2 or "code" not in obj or "addr" not in obj:
@@ -90,9 +90,9 @@ def execute(gateway, code, args, republish):
     try:
         if code == CMD_RESCAN:
             gateway.poller.rescan()
-        elif code == CMD_DISCOVERY:
+        elif code == _CMD_DISCOVERY:
             republish()
-        elif code == CMD_ACK:
+        elif code == _CMD_ACK:
             if gateway.diagnoser.acknowledge(args[0], args[1]) is False:
                 return E_TARGET
         else:

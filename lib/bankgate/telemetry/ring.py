@@ -26,9 +26,9 @@ import struct
 
 from micropython import const
 
-S_PENDING = const(0)
-S_INFLIGHT = const(1)
-S_DONE = const(2)
+_S_PENDING = const(0)
+_S_INFLIGHT = const(1)
+_S_DONE = const(2)
 
 K_EVENT = const(1)
 K_BANK = const(2)
@@ -40,7 +40,7 @@ K_MODULE = const(0x20)      # K_MODULE + slot (0..15)
 
 HDR = const(6)
 EV_FMT = ">iihhii"          # seq, t_ms, code, addr, a, b
-EV_SIZE = const(20)
+_EV_SIZE = const(20)
 
 
 class Ring:
@@ -90,14 +90,14 @@ class Ring:
         n = 0
         off = self.send
         while off < self.end:
-            if self.buf[off] == S_PENDING:
+            if self.buf[off] == _S_PENDING:
                 n += 1
             off += self.rec_len(off)
         return n
 
     # --------------------------------------------------------------- writing
     def append_event(self, seq, t_ms, code, addr, a, b):
-        off = self._reserve(EV_SIZE, True)
+        off = self._reserve(_EV_SIZE, True)
         if off < 0:
             return False
         struct.pack_into(EV_FMT, self.buf, off + HDR, seq, t_ms, code, addr, a, b)
@@ -128,7 +128,7 @@ class Ring:
             return -1
         off = self.end
         b = self.buf
-        b[off] = S_PENDING
+        b[off] = _S_PENDING
         b[off + 1] = K_EVENT if is_event else kind
         b[off + 2] = 0
         b[off + 3] = 0
@@ -172,7 +172,7 @@ class Ring:
     def _find_done(self):
         off = self.head
         while off < self.end:
-            if self.buf[off] == S_DONE:
+            if self.buf[off] == _S_DONE:
                 return off
             off += self.rec_len(off)
         return -1
@@ -208,7 +208,7 @@ class Ring:
         """Offset of the next record to send, or -1.  Skips records already done."""
         off = self.send
         b = self.buf
-        while off < self.end and b[off] != S_PENDING:
+        while off < self.end and b[off] != _S_PENDING:
             off += self.rec_len(off)
         self.send = off
         return off if off < self.end else -1
@@ -218,11 +218,11 @@ class Ring:
         Events wait in flight for PUBACK `pid`; telemetry is done at once."""
         b = self.buf
         if b[off + 1] == K_EVENT and pid:
-            b[off] = S_INFLIGHT
+            b[off] = _S_INFLIGHT
             b[off + 2] = pid >> 8
             b[off + 3] = pid & 0xFF
         else:
-            b[off] = S_DONE
+            b[off] = _S_DONE
         self.send = off + self.rec_len(off)
         self._advance()
 
@@ -233,8 +233,8 @@ class Ring:
         lo = pid & 0xFF
         off = self.head
         while off < self.send:
-            if b[off] == S_INFLIGHT and b[off + 2] == hi and b[off + 3] == lo:
-                b[off] = S_DONE
+            if b[off] == _S_INFLIGHT and b[off + 2] == hi and b[off + 3] == lo:
+                b[off] = _S_DONE
                 self._advance()
                 return True
             off += self.rec_len(off)
@@ -247,7 +247,7 @@ class Ring:
         lo = pid & 0xFF
         off = self.head
         while off < self.send:
-            if b[off] == S_INFLIGHT and b[off + 2] == hi and b[off + 3] == lo:
+            if b[off] == _S_INFLIGHT and b[off + 2] == hi and b[off + 3] == lo:
                 return off
             off += self.rec_len(off)
         return -1
@@ -256,7 +256,7 @@ class Ring:
         n = 0
         off = self.head
         while off < self.send:
-            if self.buf[off] == S_INFLIGHT:
+            if self.buf[off] == _S_INFLIGHT:
                 n += 1
             off += self.rec_len(off)
         return n
@@ -266,12 +266,12 @@ class Ring:
         b = self.buf
         off = self.head
         while off < self.end:
-            if b[off] == S_INFLIGHT:
-                b[off] = S_PENDING
+            if b[off] == _S_INFLIGHT:
+                b[off] = _S_PENDING
             off += self.rec_len(off)
         self.send = self.head
 
     def _advance(self):
         b = self.buf
-        while self.head < self.end and b[self.head] == S_DONE:
+        while self.head < self.end and b[self.head] == _S_DONE:
             self._remove(self.head)

@@ -19,8 +19,8 @@ from bankgate import clock as tk
 from bankgate.net import R_FAILED
 
 T_DOWN = const(0)
-T_RESOLVE = const(1)
-T_CONNECT = const(2)
+_T_RESOLVE = const(1)
+_T_CONNECT = const(2)
 T_UP = const(3)
 
 # close reasons (also the `b` of EV_MQTT disconnect events and Client.last_error)
@@ -28,7 +28,7 @@ R_NONE = const(0)
 R_DNS = const(1)            # name not resolved (failed, or still pending at the deadline)
 R_CONNECT = const(2)        # TCP connect refused / failed
 R_TIMEOUT = const(3)        # connect (TCP+TLS+CONNACK) deadline passed
-R_IO = const(4)             # socket error while connected
+_R_IO = const(4)             # socket error while connected
 R_EOF = const(5)            # broker closed the connection
 R_REFUSED = const(6)        # CONNACK return code != 0 (bad credentials, ...)
 R_PROTOCOL = const(7)       # malformed packet from the broker
@@ -36,7 +36,7 @@ R_SILENCE = const(8)        # nothing received for 1.5 x keepalive / no PINGRESP
 R_STALL = const(9)          # outgoing bytes not accepted for too long (slow or dead link)
 R_LINK = const(10)          # Wi-Fi / link down
 R_CLOSED = const(11)        # closed on request
-R_TLS = const(12)           # TLS set-up failed (settings, memory)
+_R_TLS = const(12)           # TLS set-up failed (settings, memory)
 R_INTERNAL = const(13)      # an exception inside telemetry (caught, counted)
 R_NOACK = const(14)         # a QoS 1 PUBLISH went unacknowledged for noack_ms (broker not acknowledging)
 R_SLOW = const(15)          # connect deadline passed while the broker trickled its CONNACK (slowloris)
@@ -79,7 +79,7 @@ class Transport:
     def open(self, now):
         self.close(R_NONE)
         self._deadline = tk.add(now, self.connect_timeout_ms)
-        self.state = T_RESOLVE
+        self.state = _T_RESOLVE
         self.error = R_NONE
         self.errno = 0
 
@@ -116,7 +116,7 @@ class Transport:
             return False
         if not self.net.up():
             return self._fail(R_LINK)
-        if st == T_RESOLVE:
+        if st == _T_RESOLVE:
             r = self.net.resolver(self.host, self.port)
             addr = r.poll()
             if addr is None:
@@ -139,9 +139,9 @@ class Transport:
                     return self._fail(R_CONNECT, e.errno)
             self._poll = select.poll()
             self._poll.register(s, _POLLOUT)
-            self.state = T_CONNECT
-            st = T_CONNECT
-        if st == T_CONNECT:
+            self.state = _T_CONNECT
+            st = _T_CONNECT
+        if st == _T_CONNECT:
             ev = 0
             for _, ev in self._poll.ipoll(0):
                 pass
@@ -156,7 +156,7 @@ class Transport:
                 try:
                     self.sock = self.net.wrap_tls(self._raw, self.host)
                 except Exception as e:  # OSError, ValueError (bad TLS settings), MemoryError
-                    return self._fail(R_TLS, getattr(e, "errno", 0) or 0)
+                    return self._fail(_R_TLS, getattr(e, "errno", 0) or 0)
             self.state = T_UP
             self.t_rx = now
             self.t_tx = now
@@ -174,7 +174,7 @@ class Transport:
                 if e.errno in _EAGAIN:
                     n = None
                 else:
-                    return self._fail(R_IO, e.errno)
+                    return self._fail(_R_IO, e.errno)
             if n:
                 self.bytes_out += n
                 self.t_tx = now
@@ -190,7 +190,7 @@ class Transport:
                 if e.errno in _EAGAIN:
                     n = None
                 else:
-                    return self._fail(R_IO, e.errno)
+                    return self._fail(_R_IO, e.errno)
             if n == 0:
                 return self._fail(R_EOF)
             if n:
