@@ -14,6 +14,7 @@ from bankgate.events import EventLog
 from bankgate.metrics import Metrics
 from bankgate.model import Bank
 from fakehw import FakeAdc, FakeHardware, SimClock
+import records
 
 def _board(b):
     """A board file's JSON (dict) from the host -> the validated board, or None."""
@@ -33,33 +34,7 @@ def warnings(given, board=None):
 
 
 def _healthy(m, addr, mv, now, lim_ma):
-    m.addr = addr
-    m.seen = True
-    m.n_cells = 15
-    for k in range(15):
-        m.cell_mv[k] = mv // 15
-    m.voltage_mv = mv
-    m.current_ma = 0
-    m.soc_pm = 600
-    m.analog_valid = True
-    m.t_analog = now
-    m.alarms = 0
-    m.protections = 0
-    m.alarm_valid = True
-    m.t_alarm = now
-    m.chg_limit_ma = lim_ma
-    m.dsg_limit_ma = lim_ma
-    m.chg_v_mv = 53500
-    m.dsg_v_mv = 47000
-    m.mgmt_valid = True
-    m.t_mgmt = now
-    m.id_valid = True
-    m.sw_version = 0x0102
-    name = b"US3000C"
-    m.model[: len(name)] = name
-    m.model_len = len(name)
-    m.params_valid = True
-    m.cell_hi_mv = 3650
+    records.healthy(m, addr, mv, now, chg_ma=lim_ma, dsg_ma=lim_ma)
 
 
 def schema():
