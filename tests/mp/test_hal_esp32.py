@@ -24,7 +24,7 @@ from bankgate.hal.twai_regs import TwaiRegs
 
 
 def _root():
-    for marker in ("/build/host-mpy/", "/tests/mp/"):
+    for marker in ("/build/host-mpy", "/tests/mp/"):   # host-mpy[-<arch>]/
         if marker in __file__:
             return __file__.rsplit(marker, 1)[0]
     return "."

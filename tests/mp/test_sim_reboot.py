@@ -13,7 +13,7 @@ from bgsim import scenario as sc
 
 
 def _root():
-    for marker in ("/build/host-mpy/", "/tests/mp/"):
+    for marker in ("/build/host-mpy", "/tests/mp/"):   # host-mpy[-<arch>]/
         if marker in __file__:
             return __file__.rsplit(marker, 1)[0]
     return "."
