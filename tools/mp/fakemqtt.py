@@ -150,17 +150,9 @@ def _varlen(n):
             return bytes(out)
 
 
-class FakeSocket(io.IOBase):
-    def __init__(self, broker):
-        self.broker = broker
-        self.inbuf = bytearray()     # client -> broker, not yet parsed
-        self.out = bytearray()       # broker -> client
-        self.refused = False
-        self.eof = False
-        self.session = False
-        self.closed = False
-        self.reset = False
-        self._t_drip = None
+class BrokerSocket(io.IOBase):
+    """What every fake broker socket shares (FakeSocket here, leanmqtt.LeanSocket): the connect
+    that reaches the broker or is refused, and the answer to ioctl requests other than POLL."""
 
     def setblocking(self, flag):
         pass
@@ -178,16 +170,32 @@ class FakeSocket(io.IOBase):
         if req == _POLL:
             if self.refused:
                 return select.POLLERR | select.POLLHUP
-            ev = 0
-            if not self.broker.stalled:
-                ev |= select.POLLOUT & arg
-                if self.out:
-                    ev |= select.POLLIN & arg
-            return ev
+            return self.poll_events(arg)
         # anything else (the unix port's select.poll first asks MP_STREAM_GET_FILENO, 10): "not
         # supported" as a negative errno.  Returning 0 there would make poll() watch file
         # descriptor 0 -- the process's stdin -- instead of this socket.
         return -22
+
+
+class FakeSocket(BrokerSocket):
+    def __init__(self, broker):
+        self.broker = broker
+        self.inbuf = bytearray()     # client -> broker, not yet parsed
+        self.out = bytearray()       # broker -> client
+        self.refused = False
+        self.eof = False
+        self.session = False
+        self.closed = False
+        self.reset = False
+        self._t_drip = None
+
+    def poll_events(self, arg):
+        ev = 0
+        if not self.broker.stalled:
+            ev |= select.POLLOUT & arg
+            if self.out:
+                ev |= select.POLLIN & arg
+        return ev
 
     def write(self, buf):
         if self.reset:

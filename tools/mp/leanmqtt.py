@@ -8,17 +8,14 @@
 # The client's bytes are parsed as a stream (packets may be split across writes) with
 # integer state only; replies (CONNACK, SUBACK, PUBACK, PINGRESP) go to a preallocated
 # buffer.  Counters: broker.publishes, broker.connects, broker.bytes_in (a fakemqtt.FakeBroker).
-import io
 import select
 
-from fakemqtt import FakeBroker  # noqa: F401 (the broker record this socket updates)
+from fakemqtt import BrokerSocket, FakeBroker  # noqa: F401 (FakeBroker: the record this socket updates)
 
-_POLL = 3
-_EINPROGRESS = 115
 _OUT = 256
 
 
-class LeanSocket(io.IOBase):
+class LeanSocket(BrokerSocket):
     def __init__(self, broker):
         self.broker = broker
         self.out = bytearray(_OUT)     # broker -> client, [ro:wo) pending
@@ -37,27 +34,11 @@ class LeanSocket(io.IOBase):
         self._tl = 0                   # PUBLISH topic length
         self._pid = 0
 
-    def setblocking(self, flag):
-        pass
-
-    def connect(self, addr):
-        b = self.broker
-        if not b.up:
-            self.refused = True
-            b.refused += 1
-        else:
-            b.sock = self
-        raise OSError(_EINPROGRESS)
-
-    def ioctl(self, req, arg):
-        if req == _POLL:
-            if self.refused:
-                return select.POLLERR | select.POLLHUP
-            ev = select.POLLOUT & arg
-            if self.wo > self.ro:
-                ev |= select.POLLIN & arg
-            return ev
-        return 0
+    def poll_events(self, arg):
+        ev = select.POLLOUT & arg
+        if self.wo > self.ro:
+            ev |= select.POLLIN & arg
+        return ev
 
     def _put(self, b):
         if self.ro == self.wo:
