@@ -238,6 +238,19 @@ def harness_opt(port, seconds, **kw):
     return opt
 
 
+def listen_loopback(server, backlog=4):
+    """A loopback listener on a free port for a scripted server object (server.s, server.port),
+    with its accept loop server._run() in a daemon thread; server.socks collects connections."""
+    server.s = socket.socket()
+    server.s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.s.bind(("127.0.0.1", 0))
+    server.s.listen(backlog)
+    server.port = server.s.getsockname()[1]
+    server._stop = False
+    server.socks = []
+    threading.Thread(target=server._run, daemon=True).start()
+
+
 class StallServer:
     """Accepts TCP connections and then never reads or writes (a hung broker)."""
 
@@ -280,14 +293,7 @@ class SlowProxy:
         self.target = target_port
         self.chunk = chunk
         self.delay = delay
-        self.s = socket.socket()
-        self.s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.s.bind(("127.0.0.1", 0))
-        self.s.listen(4)
-        self.port = self.s.getsockname()[1]
-        self._stop = False
-        self.socks = []
-        threading.Thread(target=self._run, daemon=True).start()
+        listen_loopback(self)
 
     def _pipe(self, a, b):
         try:

@@ -14,6 +14,8 @@ import struct
 import threading
 import time
 
+from mqtt_fixtures import listen_loopback
+
 
 def _packets(buf):
     """Split complete MQTT packets off the front of buf: (list of packets, rest)."""
@@ -50,14 +52,7 @@ class MisbehavingProxy:
         self.dup_publishes = 0
         self.client = None
         self.lock = threading.Lock()
-        self.s = socket.socket()
-        self.s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.s.bind(("127.0.0.1", 0))
-        self.s.listen(4)
-        self.port = self.s.getsockname()[1]
-        self._stop = False
-        self.socks = []
-        threading.Thread(target=self._run, daemon=True).start()
+        listen_loopback(self)
 
     def inject(self, data):
         c = self.client
