@@ -77,6 +77,7 @@ from micropython import const
 
 from bankgate import clock
 from bankgate.events import EV_BUS
+from bankgate.model import zeros
 
 HEALTHY = const(0)
 TERMINATION_SUSPECT = const(1)
@@ -165,8 +166,8 @@ class BusHealth:
         self._k = len(poller.cmd_ids)
         ring = _WINDOW_SAMPLES + 1
         self._ring = ring
-        self._s = array.array("i", bytes(4 * ring * n * _F))
-        self._c = array.array("i", bytes(4 * ring * 2 * max(self._k, 1)))
+        self._s = zeros("i", ring * n * _F)
+        self._c = zeros("i", ring * 2 * max(self._k, 1))
         self._junk = array.array("i", bytes(4 * ring))
         self._tec = array.array("i", bytes(4 * ring))
         self._rec = array.array("i", bytes(4 * ring))
@@ -175,7 +176,7 @@ class BusHealth:
         self._t_sample = 0
         self._tx_sample = 0
         # window deltas (per slot / per command), recomputed at each sample
-        self.w = array.array("i", bytes(4 * n * _F))
+        self.w = zeros("i", n * _F)
         self.wc_req = array.array("i", bytes(4 * max(self._k, 1)))
         self.wc_bad = array.array("i", bytes(4 * max(self._k, 1)))
         self.evidence = array.array("i", bytes(4 * _N_EVIDENCE))

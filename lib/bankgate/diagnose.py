@@ -31,7 +31,7 @@ from micropython import const
 from bankgate import clock
 from bankgate.events import EV_DIAG_CLEARED, EV_DIAG_RAISED
 from bankgate.metrics import mdiv
-from bankgate.model import MAX_MODULES
+from bankgate.model import MAX_MODULES, zeros
 
 # ---- stable codes (never renumber: telemetry and installers key on them)
 DG_CURRENT_HIGH = const(1)
@@ -161,11 +161,11 @@ class Diagnoser:
         self.acked = bytearray(n)
         self._pend = bytearray(n)        # timer running (towards raise when idle, clear when active)
         self._judged = bytearray(n)      # judged in the current step
-        self._t_pend = array.array("i", bytes(4 * n))
-        self.t_raised = array.array("i", bytes(4 * n))
-        self.addr = array.array("h", bytes(2 * n))
-        self.ev_a = array.array("i", bytes(4 * n))
-        self.ev_b = array.array("i", bytes(4 * n))
+        self._t_pend = zeros("i", n)
+        self.t_raised = zeros("i", n)
+        self.addr = zeros("h", n)
+        self.ev_a = zeros("i", n)
+        self.ev_b = zeros("i", n)
         self.n_active = 0
         self.raised_total = 0
         # per-slot rule memory
@@ -175,7 +175,7 @@ class Diagnoser:
         self._dsg = False
         self._r_base = array.array("i", bytes(4 * m))    # first confident resistance estimate
         self._prev_alarms = array.array("i", bytes(4 * m))
-        self._alarm_t = array.array("i", bytes(4 * m * _ALARM_RING))
+        self._alarm_t = zeros("i", m * _ALARM_RING)
         self._alarm_n = bytearray(m)                     # onsets recorded (saturates at ring size)
         self._alarm_i = bytearray(m)                     # next ring position
         self._offl_t = array.array("i", bytes(4 * m))    # t_last_reply when module_offline was raised

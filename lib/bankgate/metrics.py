@@ -23,12 +23,11 @@
 # Code style needed by the range test: the measured value is on the LEFT of every
 # comparison (CheckedInt cannot reflect `3 < x`), and no builtin min/max/abs on
 # measured values.
-import array
 
 from micropython import const
 
 from bankgate import clock
-from bankgate.model import MAX_MODULES, MAX_TEMPS
+from bankgate.model import MAX_MODULES, MAX_TEMPS, zeros
 
 R_MAX_MOHM = const(10000)       # resistance samples above this (10 ohm) are rejected as noise
 R_MAX_AGE_MS = const(60000)     # an operating point older than this is replaced, not used
@@ -63,7 +62,7 @@ def mdiv(a, k, b):
 
 
 def _arr(n):
-    return array.array("i", bytes(4 * n))
+    return zeros("i", n)
 
 
 class Metrics:
