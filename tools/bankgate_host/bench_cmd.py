@@ -79,8 +79,27 @@ def rig_bytes(binary):
         r = run_frozen(1024, binary=binary, rig=0)
         if "stub_bytes" not in r:
             raise BenchError("bench_alone did not run on %s: %s" % (binary, r.get("error")))
-        _RIG[binary] = (r["stub_bytes"] + 1023) // 1024
+        _RIG[binary] = (r["stub_bytes"] + script_bytes(binary, r) + 1023) // 1024
     return _RIG[binary]
+
+
+def bare_interpreter_bytes(binary):
+    """gc.mem_alloc() of the binary with nothing loaded: what the interpreter itself holds at
+    start (on the device main.py is frozen: no script bytecode in the heap)."""
+    proc = subprocess.run([binary, "-X", "heapsize=64k", "-c",
+                           "import gc; gc.collect(); print(gc.mem_alloc())"],
+                          capture_output=True, text=True, timeout=60)
+    try:
+        return int(proc.stdout.split()[-1])
+    except (ValueError, IndexError):
+        raise BenchError("bare interpreter on %s: rc=%s %s" % (binary, proc.returncode, proc.stderr[-300:]))
+
+
+def script_bytes(binary, r):
+    """Bytes of bench_alone.py's own bytecode (loaded from .mpy before it takes its first
+    reading, so it was counted as "interpreter_bytes"): its reading minus the bare
+    interpreter's.  Part of the rig: the device runs a frozen main.py instead."""
+    return max(0, r.get("interpreter_bytes", 0) - bare_interpreter_bytes(binary))
 
 
 def run_frozen(heap_k, parts=False, binary=None, steps=4000, rig=None):
