@@ -591,6 +591,11 @@ class Metrics:
         self.cycle_range_slot = slot
 
     # --------------------------------------------------------------- reporting
+    def field_names(self):
+        """(per-module array names, bank-wide int names): the keys of snapshot(), for
+        telemetry's streamed metrics message."""
+        return _PER_MODULE, _BANK
+
     def snapshot(self):
         """All metrics as a dict of ints and lists (allocates: telemetry only).
         Per-module lists are indexed by slot."""
