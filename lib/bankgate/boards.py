@@ -8,7 +8,7 @@
 # Errors are bankgate.config.ConfigError with the path "<board>.<key>", e.g.
 #   devkitc.outputs.k1: expected a GPIO that can drive an output, found 34 (input-only)
 
-from bankgate.config import ConfigError
+from bankgate.jsonfile import MAX_CONFIG_BYTES, ConfigError, parse, read_file
 
 CHIPS = ("esp32", "esp32s3", "sim")
 TOPOLOGIES = ("branch", "main")
@@ -366,9 +366,7 @@ def validate(board, expect_name=None):
 
 def load(path, expect_name=None):
     """Read and validate a board file (device: /board.json)."""
-    from bankgate import config
-    return validate(config.parse(config.read_file(path, config.MAX_CONFIG_BYTES), path),
-                    expect_name)
+    return validate(parse(read_file(path, MAX_CONFIG_BYTES), path), expect_name)
 
 
 def find(name, boards_dir):

@@ -127,9 +127,9 @@ def check_config(cfg):
     d = cfg["diagnosis"]
     for hi, lo in _PAIRS:
         if d[hi] <= d[lo]:
-            # imported here, on the error path only: firmware.load() frees the config
-            # validator, and importing it again costs ~25 KB of heap on the device
-            from bankgate.config import ConfigError
+            # imported here, on the error path only, from the small bankgate.jsonfile:
+            # firmware.load() frees the config validator (~25 KB of heap on the device)
+            from bankgate.jsonfile import ConfigError
             raise ConfigError("diagnosis." + lo, "below diagnosis.%s (%d)" % (hi, d[hi]), d[lo])
 
 
