@@ -309,7 +309,18 @@ def validate(board, expect_name=None):
     rules = _RULES.get(chip)
     _pullups(p, board, rules)
 
-    rs = board.get("rs485")
+    _rs485(p, board.get("rs485"), pins, rules)
+    for key in ("can", "can_modules"):
+        if board.get(key) is not None:
+            _can(p + "." + key, board[key], pins, rules, chip, key)
+    pins.pin(p + ".terminator", board.get("terminator"), "out")
+    pins.pin(p + ".led", board.get("led"), "out")
+    pins.pin(p + ".idle_adc", board.get("idle_adc"), "adc")
+    _link_adc(p, board.get("link_adc"), pins, topo)
+    return board
+
+
+def _rs485(p, rs, pins, rules):
     if rs is not None:
         q = p + ".rs485"
         _obj(q, rs)
@@ -339,13 +350,8 @@ def validate(board, expect_name=None):
             raise _err(q + ".de", "null exactly when auto_direction is true",
                        repr(rs.get("de")))
 
-    for key in ("can", "can_modules"):
-        if board.get(key) is not None:
-            _can(p + "." + key, board[key], pins, rules, chip, key)
-    pins.pin(p + ".terminator", board.get("terminator"), "out")
-    pins.pin(p + ".led", board.get("led"), "out")
-    pins.pin(p + ".idle_adc", board.get("idle_adc"), "adc")
-    la = board.get("link_adc")
+
+def _link_adc(p, la, pins, topo):
     if la is not None:
         q = p + ".link_adc"
         _obj(q, la)
@@ -361,7 +367,6 @@ def validate(board, expect_name=None):
         # the main topology closes only on a measured DC link (docs/admission.md)
         raise _err(p + ".topologies", "no main without link_adc (the main topology closes only on a "
                    "measured DC link)", repr(topo))
-    return board
 
 
 def load(path, expect_name=None):

@@ -12,7 +12,7 @@
 
 # ConfigError, parse() and read_file() live in bankgate.jsonfile (shared with bankgate.boards
 # without an import cycle); they are re-exported here for the validator's callers.
-from bankgate.jsonfile import MAX_CONFIG_BYTES, MAX_JSON_DEPTH, ConfigError, parse, read_file  # noqa: F401
+from bankgate.jsonfile import MAX_CONFIG_BYTES, MAX_JSON_DEPTH, ConfigError, parse, read_file  # noqa: F401 (re-exported)
 
 SCHEMA = {
     "gateway_id": ("str", "bankgate", 1, 32, "Name of this gateway in MQTT topics and Home Assistant."),
@@ -413,6 +413,14 @@ def _require(given):
 
 def _cross(cfg):
     """Rules that relate two or more settings (docs/configuration.md lists them)."""
+    _cross_bank(cfg)
+    _cross_gating(cfg)
+    _cross_contactors(cfg)
+    _cross_timing(cfg)
+    _cross_names(cfg)
+
+
+def _cross_bank(cfg):
     bank = cfg["bank"]
     n = bank["expected_modules"]
     addrs = bank["addresses"]
@@ -448,6 +456,8 @@ def _cross(cfg):
                           % (bank["cells"], lo, hi, bank["chemistry"], bank["cells"] * lo,
                              bank["cells"] * hi), bank["nominal_mv"])
 
+
+def _cross_gating(cfg):
     g = cfg["gating"]
     if g["module_mv_min"] >= g["module_mv_max"]:
         _fail("gating.module_mv_min", "below gating.module_mv_max (%d)"
@@ -474,6 +484,10 @@ def _cross(cfg):
         _fail("gating.derate_alarms", "bits of 0x%04X only (over-current warnings: only current can "
               "be carried by the bank limits)" % DERATE_ALLOWED, "0x%04X" % g["derate_alarms"])
 
+
+def _cross_contactors(cfg):
+    n = cfg["bank"]["expected_modules"]
+    g = cfg["gating"]
     c = cfg["contactors"]
     outs = c["outputs"]
     need = n if g["topology"] == "branch" else 2
@@ -499,6 +513,10 @@ def _cross(cfg):
         _fail("contactors.link_isolated_input", "another input than reset_input",
                           _show(c["reset_input"]))
 
+
+def _cross_timing(cfg):
+    n = cfg["bank"]["expected_modules"]
+    g = cfg["gating"]
     ctl = cfg["control"]
     if ctl["watchdog_ms"] < 2 * ctl["period_ms"]:
         _fail("control.watchdog_ms", "at least 2 x control.period_ms (%d)"
@@ -512,6 +530,8 @@ def _cross(cfg):
                           g["max_age_ms"])
     _bus_timing(cfg)
 
+
+def _cross_names(cfg):
     inv = cfg["inverter"]
     if inv["require_heartbeat"] and not inv["enabled"]:
         _fail("inverter.require_heartbeat", "false while inverter.enabled is false",
