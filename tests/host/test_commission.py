@@ -47,8 +47,10 @@ def test_healthy_commissioning_passes_every_step(healthy):
     assert a["complete"] and a["at_step"] is None
     assert [j["addr"] for j in a["joins"]] == [2, 3, 4]
     assert all(j["dv_mv"] is not None and j["dv_mv"] <= 500 for j in a["joins"][1:])
-    kinds = [p["kind"] for p in a["test"]["phases"]]
-    assert "charge" in kinds and "discharge" in kinds
+    kinds = [(p["light"], p["kind"]) for p in a["test"]["phases"]]
+    assert kinds == [(True, "charge"), (True, "discharge"), (False, "discharge")]
+    (light,) = checks(a, "light charge and discharge test")
+    assert light["numbers"]["charge_samples"] >= 40 and light["numbers"]["discharge_samples"] >= 40
     assert a["test"]["ok"] is True
     assert a["steps"][14]["status"] == "done"
 
@@ -236,6 +238,18 @@ def test_cli_without_terminal_never_assumes_yes(recording, tmp_path):
     p = _cli("--from", str(recording), "--report", str(out), stdin="y\n")
     assert p.returncode == 2 and "needs the installer's confirmation" in p.stderr
     assert not out.exists()
+
+
+class TtyIn(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_prompt_on_a_terminal_takes_only_yes_as_yes():
+    out = io.StringIO()
+    ans = cmd.Answers(stream_in=TtyIn("y\n\nyes\nn\nsure\n"), out=out)
+    assert [ans.ask(n) for n in (1, 3, 4, 5, 6)] == [True, False, True, False, False]
+    assert out.getvalue().count("[y/N]") == 5
 
 
 def test_cli_sim_missing_scenario():

@@ -263,23 +263,25 @@ def _median(xs):
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2.0
 
 
-def judge_test(run, light_only=False):
+def judge_test(run):
     """Steps 13-14: current sharing, SOC drift and temperature during the loaded phases.
     Returns {"checks": [Check], "phases": [...], "ok": bool or None (no test data)}."""
     th = thresholds(run.config)
     addrs = _expected(run)
     phases = _phases(run, addrs)
-    if light_only:
-        phases = [p for p in phases
-                  if max(abs(sum(s["modules"][a].get("ma") or 0 for a in addrs)) for s in p["samples"])
-                  <= LIGHT_MAX_MA_PER_MODULE * len(addrs)]
     checks = []
     have = {1: 0, -1: 0}
+    have_light = {1: 0, -1: 0}
     out_phases = []
     for p in phases:
         ss = p["samples"]
         have[p["sign"]] += len(ss)
         kind = "charge" if p["sign"] > 0 else "discharge"
+        peak = max(abs(sum(s["modules"][a].get("ma") or 0 for a in addrs)) for s in ss)
+        light = peak <= LIGHT_MAX_MA_PER_MODULE * len(addrs)
+        if light:
+            have_light[p["sign"]] += len(ss)
+        label = ("light " if light else "") + kind
         soh = {a: (ss[0]["modules"][a].get("soh_pm") or 1000) for a in addrs}
         tot_soh = float(sum(soh.values()))
         devs = {a: [] for a in addrs}
@@ -294,7 +296,7 @@ def judge_test(run, light_only=False):
         lim = th["share_pm"][0]
         t0, t1 = ss[0]["t"], ss[-1]["t"]
         bank_a = _median([sum(s["modules"][a].get("ma") or 0 for a in addrs) for s in ss]) / 1000.0
-        checks.append(Check(14, "current sharing (%s %.0f-%.0f s)" % (kind, t0, t1), abs(med[worst]) <= lim,
+        checks.append(Check(14, "current sharing (%s %.0f-%.0f s)" % (label, t0, t1), abs(med[worst]) <= lim,
                             "%s %.1f A: worst module %s %+.0f %% of its share (limit %.0f %%)" % (
                                 kind, bank_a, worst, med[worst] / 10, lim / 10),
                             phase=kind, t0=t0, t1=t1, bank_a=bank_a, worst=worst,
@@ -306,12 +308,13 @@ def judge_test(run, light_only=False):
         drift = {a: d_soc[a] - mean for a in addrs}
         wd = max(addrs, key=lambda a: abs(drift[a]))
         lim = th["drift_pm"][0]
-        checks.append(Check(14, "SOC drift (%s %.0f-%.0f s)" % (kind, t0, t1), abs(drift[wd]) <= lim,
+        checks.append(Check(14, "SOC drift (%s %.0f-%.0f s)" % (label, t0, t1), abs(drift[wd]) <= lim,
                             "module %s drifted %+.1f %% against the bank (limit %.1f %%)" % (
                                 wd, drift[wd] / 10, lim / 10),
                             phase=kind, worst=wd, drift_pm={a: round(drift[a], 1) for a in addrs},
                             limit_pm=lim))
-        out_phases.append({"kind": kind, "t0": t0, "t1": t1, "bank_a": bank_a, "samples": len(ss)})
+        out_phases.append({"kind": kind, "light": light, "t0": t0, "t1": t1, "bank_a": bank_a,
+                           "samples": len(ss)})
     # temperatures over the whole test (every sample of every phase)
     test_samples = [s for p in phases for s in p["samples"]]
     if test_samples:
@@ -331,17 +334,17 @@ def judge_test(run, light_only=False):
                             "(limit %.1f K)" % (hottest, tmax[hottest] / 10, lmax / 10, ab / 10, lab / 10),
                             max_dc={a: tmax[a] for a in addrs}, above_mean_dc=round(ab, 1),
                             limit_max_dc=lmax, limit_above_mean_dc=lab))
-    complete = have[1] >= PHASE_MIN_SAMPLES and have[-1] >= PHASE_MIN_SAMPLES
-    if not complete:
-        checks.append(Check(13, "charge and discharge test", None if not phases else None,
-                            "needs a charge and a discharge phase of %d samples each with at least %.0f A per "
-                            "module (have %d charge, %d discharge samples)" % (
-                                PHASE_MIN_SAMPLES, TEST_MIN_MA_PER_MODULE / 1000, have[1], have[-1]),
-                            charge_samples=have[1], discharge_samples=have[-1]))
-    else:
-        checks.append(Check(13, "charge and discharge test", True,
-                            "%d charge and %d discharge samples" % (have[1], have[-1]),
-                            charge_samples=have[1], discharge_samples=have[-1]))
+    complete = have_light[1] >= PHASE_MIN_SAMPLES and have_light[-1] >= PHASE_MIN_SAMPLES
+    checks.append(Check(13, "light charge and discharge test", True if complete else None,
+                        "%d light charge and %d light discharge samples (at least %d each, %.0f-%.0f A per "
+                        "module)%s" % (have_light[1], have_light[-1], PHASE_MIN_SAMPLES,
+                                       TEST_MIN_MA_PER_MODULE / 1000, LIGHT_MAX_MA_PER_MODULE / 1000,
+                                       "; heavier: %d charge, %d discharge samples" % (
+                                           have[1] - have_light[1], have[-1] - have_light[-1])
+                                       if have != have_light else ""),
+                        charge_samples=have_light[1], discharge_samples=have_light[-1],
+                        heavier_charge_samples=have[1] - have_light[1],
+                        heavier_discharge_samples=have[-1] - have_light[-1]))
     judged = [c for c in checks if c.step == 14]
     if not complete:
         ok = None if all(c.ok is not False for c in judged) else False
@@ -350,10 +353,10 @@ def judge_test(run, light_only=False):
     return {"checks": checks, "phases": out_phases, "ok": ok}
 
 
-def assess(run, light_only=False):
+def assess(run):
     """Every step with its checks, the manual confirmations and the step the bank is at."""
     gw = gateway_checks(run)
-    test = judge_test(run, light_only=light_only)
+    test = judge_test(run)
     checks = gw + test["checks"]
     by_step = {}
     for c in checks:

@@ -206,7 +206,7 @@ def render(run, a, png=None):
         cells = "".join("<td data-k=\"share-%d-%s\">%d</td><td data-k=\"drift-%d-%s\">%s</td>" % (
             pi, x, sc["numbers"]["deviation_pm"][x], pi, x, dc["numbers"]["drift_pm"][x]) for x in addrs)
         w("<tr><td>%s</td><td>%.0f</td><td>%.0f</td><td>%.1f</td>%s</tr>" % (
-            p["kind"], p["t0"], p["t1"], p["bank_a"], cells))
+            ("light " if p.get("light") else "") + p["kind"], p["t0"], p["t1"], p["bank_a"], cells))
         pi += 1
     w("</table>")
     w("<p>Limits: share within &plusmn;%.0f %% of the capacity share (%s), SOC drift within &plusmn;%.1f %% per "
