@@ -117,9 +117,9 @@ def _print_checks(out, checks):
         out.write("  [%s] %s: %s\n" % (c["verdict"], c["name"], c["text"]))
 
 
-def _walk(run, answers, out, steps=None):
+def _walk(run, answers, out, steps=None, ask=True):
     """Print every step (or those given) with its checks; ask for the manual ones not yet
-    answered.  Returns the assessment."""
+    answered (ask=False: only say they were not confirmed).  Returns the assessment."""
     a = judge.assess(run)
     for st in a["steps"]:
         n = st["step"]
@@ -127,7 +127,9 @@ def _walk(run, answers, out, steps=None):
             continue
         _step_head(out, n)
         _print_checks(out, st["checks"])
-        if st["manual"] and n not in run.answers:
+        if st["manual"] and n not in run.answers and not ask:
+            out.write("  not confirmed by the installer (the walk did not get here)\n")
+        elif st["manual"] and n not in run.answers:
             run.answers[n] = answers.ask(n)
         elif st["manual"]:
             out.write("  confirmed by the installer: %s\n" % ("yes" if run.answers[n] else "NO"))
@@ -322,7 +324,7 @@ def main(args, stdin=None, out=None):
                 log_run.answers = run.answers
                 run = log_run
             out.write("\n== The bank as the gateway saw it ==")
-            a = _walk(run, answers, out, steps=(1, 2, 8, 9, 10, 11, 12, 13, 14, 15))
+            a = _walk(run, answers, out, steps=(1, 2, 8, 9, 10, 11, 12, 13, 14, 15), ask=False)
             return _finish(args, run, a, out)
         if args.from_file:
             try:

@@ -151,10 +151,11 @@ def gateway_checks(run):
     bad_addr = []
     for a in addrs:
         r = (last["modules"].get(a) or {}).get("reason") if last else None
-        if r in ("address", "absent"):
+        if r == "address":
             bad_addr.append(a)
     found = disc.get("found") if isinstance(disc, dict) else None
-    checks.append(Check(9, "addresses", not bad_addr and not missing,
+    # a wrong address is a failure; modules that do not answer at all leave it open (step 10)
+    checks.append(Check(9, "addresses", False if bad_addr else (None if missing else True),
                         "configured %s%s%s" % (addrs, "; found %s" % found if found is not None else "",
                                               "; wrong/missing: %s" % bad_addr if bad_addr else ""),
                         configured=addrs, found=found, problem=bad_addr))
@@ -362,7 +363,6 @@ def assess(run):
     for c in checks:
         by_step.setdefault(c.step, []).append(c)
     steps = []
-    at = None
     for n, title, manual in STEPS:
         cs = by_step.get(n, [])
         ans = run.answers.get(n) if manual else None
@@ -374,10 +374,12 @@ def assess(run):
             status = "done"
         if n == 15:
             status = "done" if test["ok"] else ("fail" if test["ok"] is False else "open")
-        if at is None and status != "done":
-            at = n
         steps.append({"step": n, "title": title, "manual": manual, "answer": ans, "status": status,
                       "checks": [c.to_dict() for c in cs]})
+    # the step the bank is at: the first that failed, else the first not finished
+    failed = [st["step"] for st in steps if st["status"] == "fail"]
+    opened = [st["step"] for st in steps if st["status"] == "open"]
+    at = failed[0] if failed else (opened[0] if opened else None)
     diag = sorted(run.diagnoses.values(), key=lambda d: d.get("t", 0))
     test = dict(test, checks=[c.to_dict() for c in test["checks"]])
     return {"steps": steps, "at_step": at, "complete": at is None, "test": test,
