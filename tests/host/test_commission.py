@@ -108,6 +108,24 @@ def test_hot_module_fails_temperature(name):
     assert a["test"]["ok"] is False
 
 
+@pytest.mark.parametrize("name,until,step,check,text", [
+    ("adm_wrong_address", 20, 9, "addresses", "at a wrong address: ['9 (not configured)']"),
+    ("adm_bus_termination", 20, 8, "bus health", "bus verdict termination_suspect"),
+    ("adm_incompatible_model", 40, 1, "identity and compatibility", "refused: {4: 'model'}"),
+])
+def test_pre_close_checks_stop_the_walk_at_their_step(name, until, step, check, text):
+    """The admission scenarios' wiring and identity faults fail the step they belong to, with
+    the gateway's numbers, and the bank is at that step; the bank does not close."""
+    run = sim(name, until)
+    run.answers.update(ALL_YES)
+    a = judge.assess(run)
+    (c,) = [c for c in a["checks"] if c["name"] == check]
+    assert c["ok"] is False and c["step"] == step and text in c["text"], c
+    assert a["at_step"] == step
+    (closed,) = checks(a, "bank closed")
+    assert closed["ok"] is False
+
+
 def test_thresholds_follow_the_configuration(healthy):
     run = crun.Run("sim")
     run.config = json.loads(json.dumps(healthy.config))
@@ -206,6 +224,24 @@ def test_cli_walks_a_recording_and_writes_the_report(recording, tmp_path):
     assert "Step 15/15" in p.stdout and "Commissioning complete" in p.stdout
     assert "module 3 joined #2" in p.stdout and "(limit 500 mV)" in p.stdout
     assert out.stat().st_size > 20000 and "report: %s" % out in p.stdout
+
+
+def test_a_bankgate_simulate_output_is_a_source(tmp_path):
+    """`bankgate simulate` prints state lines every report_s (30 s here) and no configuration:
+    the assistant judges them with the firmware's default limits and says so in the report."""
+    p = subprocess.run([sys.executable, "-m", "bankgate_host", "simulate", "--scenario",
+                        os.path.join(SCEN, "ts_one_module_current_much_higher.json")],
+                       capture_output=True, text=True, timeout=900)
+    rec = tmp_path / "simulate.jsonl"
+    rec.write_text(p.stdout)
+    out = tmp_path / "r.html"
+    c = _cli("--from", str(rec), "--yes", "--report", str(out), "--json")
+    assert c.returncode == 1, c.stderr
+    a = json.loads(c.stdout.splitlines()[-1])["assessment"]
+    (share,) = [x for x in a["checks"] if x["name"].startswith("current sharing")]
+    assert share["ok"] is False and share["numbers"]["deviation_pm"]["2"] > 250
+    assert a["thresholds"]["max_dv_mv"]["value"] == 500 and a["at_step"] == 14
+    assert "The recording carries no configuration" in out.read_text()
 
 
 def test_cli_declined_step_stops_there(recording, tmp_path):

@@ -239,7 +239,7 @@ class LiveSource:
 def _visible(run):
     addrs = judge._expected(run)
     last = run.last()
-    return bool(addrs) and last is not None and all((last["modules"].get(a) or {}).get("online") for a in addrs)
+    return bool(addrs) and last is not None and all(judge.visible(last["modules"].get(a)) for a in addrs)
 
 
 def _closed(run):

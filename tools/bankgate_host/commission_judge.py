@@ -10,6 +10,8 @@ same numbers that raise `current_high`, `soc_drift_cycle` and `running_warm`, do
 so the assistant and the firmware never disagree about what "normal" is.
 """
 
+import json
+
 # Defaults of the configuration keys used here (bankgate/config.py SCHEMA; used when a
 # recording carries no configuration, e.g. an MQTT log).
 CONFIG_DEFAULTS = {
@@ -96,6 +98,11 @@ def sw_text(v):
     return str(v) if v is not None else "?"
 
 
+def visible(m):
+    """A module the gateway hears now: analog data valid and not judged absent by admission."""
+    return bool(m) and bool(m.get("online")) and m.get("state") != "absent"
+
+
 def _expected(run):
     cfg = run.config or {}
     addrs = list(cfg.get("bank", {}).get("addresses") or [])
@@ -140,12 +147,14 @@ def gateway_checks(run):
     last = run.last()
     first = _first_full(run, addrs)
     # step 10: every configured module visible
-    seen = [a for a in addrs if any(s["modules"].get(a, {}).get("online") for s in run.samples)]
+    seen = [a for a in addrs if last and visible(last["modules"].get(a))]
     missing = [a for a in addrs if a not in seen]
     checks.append(Check(10, "modules visible", not missing,
                         "%d of %d configured modules answer%s" % (
                             len(seen), len(addrs), "; missing: %s" % missing if missing else ""),
                         expected=len(addrs), visible=len(seen), missing=missing))
+    bus = (last["bank"].get("bus") if last else None) or {}
+    verdict = bus.get("verdict") if isinstance(bus, dict) else None
     # step 9: addresses (the gateway's discovery verdict)
     disc = (last["bank"].get("discovery") if last else None) or {}
     bad_addr = []
@@ -153,32 +162,45 @@ def gateway_checks(run):
         r = (last["modules"].get(a) or {}).get("reason") if last else None
         if r == "address":
             bad_addr.append(a)
+    if verdict == "duplicate_address" and not bad_addr:
+        bad_addr.append("duplicate (bus verdict)")
+    # a BMS answering at an address that is not configured: its address switch is wrong
+    stray = sorted(a for a in (last["modules"] if last else {}) if a not in addrs)
+    bad_addr.extend("%s (not configured)" % a for a in stray)
     found = disc.get("found") if isinstance(disc, dict) else None
     # a wrong address is a failure; modules that do not answer at all leave it open (step 10)
     checks.append(Check(9, "addresses", False if bad_addr else (None if missing else True),
-                        "configured %s%s%s" % (addrs, "; found %s" % found if found is not None else "",
-                                              "; wrong/missing: %s" % bad_addr if bad_addr else ""),
-                        configured=addrs, found=found, problem=bad_addr))
+                        "configured %s, answering %s%s%s" % (
+                            addrs, seen, "; discovery: %s" % json.dumps(disc) if disc else "",
+                            "; at a wrong address: %s" % bad_addr if bad_addr else ""),
+                        configured=addrs, answering=seen, discovery=disc, problem=bad_addr))
     # step 8: bus health (termination, errors)
-    bus = (last["bank"].get("bus") if last else None) or {}
-    verdict = bus.get("verdict") if isinstance(bus, dict) else None
     bus_reason = [a for a in addrs if last and (last["modules"].get(a) or {}).get("reason") == "bus"]
-    bus_ok = not bus_reason and verdict in (None, "ok", "healthy")
+    # wiring verdicts fail this step; duplicate_address is step 9's, module_offline step 10's
+    bus_ok = not bus_reason and verdict not in ("termination_suspect", "wiring_noise")
+    nums = ""
+    if isinstance(bus, dict) and "requests" in bus:
+        term = ("terminator check: idle %s mV with ours off, %s mV on" % (bus.get("idle_off_mv"), bus.get("idle_on_mv"))
+                if (bus.get("idle_on_mv") or -1) >= 0 else "no terminator check on this board")
+        nums = " (%s requests, %s timeouts, errors %s per mille; %s)" % (
+            bus.get("requests"), bus.get("timeouts"), bus.get("error_pm"), term)
     checks.append(Check(8, "bus health", bus_ok,
-                        "bus verdict %s%s" % (verdict if verdict is not None else "(not reported)",
-                                              "; modules held for the bus: %s" % bus_reason if bus_reason else ""),
-                        verdict=verdict, held=bus_reason))
+                        "bus verdict %s%s%s" % (verdict if verdict is not None else "(not reported)", nums,
+                                                "; modules held for the bus: %s" % bus_reason if bus_reason else ""),
+                        verdict=verdict, held=bus_reason, requests=bus.get("requests") if isinstance(bus, dict) else None,
+                        timeouts=bus.get("timeouts") if isinstance(bus, dict) else None,
+                        error_pm=bus.get("error_pm") if isinstance(bus, dict) else None))
     # step 1: identity and compatibility
     ids = run.identities()
     bad_id = {}
     for a in addrs:
-        for s in run.samples:
-            r = (s["modules"].get(a) or {}).get("reason")
-            if r in ("identity", "no_identity", "model", "firmware_min", "firmware_same", "cells",
-                     "chemistry", "nominal", "parallel"):
-                bad_id[a] = r
-    models = sorted({str(ids.get(a, {}).get("model")) for a in addrs})
-    fws = sorted({sw_text(ids.get(a, {}).get("sw_version")) for a in addrs})
+        r = (last["modules"].get(a) or {}).get("reason") if last else None    # the verdict now
+        if r in ("identity", "model", "firmware_min", "firmware_same", "cells", "chemistry", "nominal",
+                 "parallel"):
+            bad_id[a] = r
+    models = sorted({str(ids[a]["model"]) for a in addrs if ids.get(a, {}).get("model")})
+    fws = sorted({sw_text(ids[a]["sw_version"]) for a in addrs
+                  if isinstance(ids.get(a, {}).get("sw_version"), int) and ids[a]["sw_version"] >= 0})
     checks.append(Check(1, "identity and compatibility", not bad_id and bool(ids),
                         "models %s, BMS firmware %s%s" % (", ".join(models), ", ".join(fws),
                                                         "; refused: %s" % bad_id if bad_id else ""),
@@ -213,7 +235,9 @@ def gateway_checks(run):
         if last:
             for a in addrs:
                 m = last["modules"].get(a) or {}
-                if m.get("state") != "admitted":
+                if m.get("state") != "admitted" and m.get("reason") == "dv":
+                    pend.append("%s %s (dV %s mV, limit %d mV)" % (a, m.get("state"), m.get("value"), lim))
+                elif m.get("state") != "admitted":
                     pend.append("%s %s (%s %s)" % (a, m.get("state"), m.get("reason"), m.get("value")))
         txt = "bank not closed; waiting: %s" % "; ".join(pend)
     checks.append(Check(11, "bank closed", bool(closed) and not not_joined, txt,
@@ -229,11 +253,17 @@ def gateway_checks(run):
     chg, dsg = lim_d.get("chg_ma"), lim_d.get("dsg_ma")
     mod_chg = sum((last["modules"].get(a) or {}).get("chg_limit_ma") or 0 for a in addrs) if last else 0
     mod_dsg = sum((last["modules"].get(a) or {}).get("dsg_limit_ma") or 0 for a in addrs) if last else 0
-    lim_ok = bool(chg) and bool(dsg) and chg <= max(mod_chg, 0) + 0 and dsg <= mod_dsg if mod_chg else bool(chg)
+    # sent, and never above what the admitted modules allow together
+    lim_ok = bool(chg) and bool(dsg) and (not mod_chg or (chg <= mod_chg and dsg <= mod_dsg))
+    if not lim_ok and not (last and last["bank"].get("state") == "closed"):
+        lim_ok = None          # an open bank sends no limits: nothing to judge yet
     checks.append(Check(12, "combined limits", lim_ok,
-                        "charge %.1f A, discharge %.1f A (modules' sum %.1f / %.1f A)" % (
-                            (chg or 0) / 1000, (dsg or 0) / 1000, mod_chg / 1000, mod_dsg / 1000),
-                        chg_ma=chg, dsg_ma=dsg, module_chg_ma=mod_chg, module_dsg_ma=mod_dsg))
+                        "charge %.1f A, discharge %.1f A (modules' sum %.1f / %.1f A); charge to %.2f V, "
+                        "discharge down to %.2f V" % (
+                            (chg or 0) / 1000, (dsg or 0) / 1000, mod_chg / 1000, mod_dsg / 1000,
+                            (lim_d.get("chg_v_mv") or 0) / 1000, (lim_d.get("dsg_v_mv") or 0) / 1000),
+                        chg_ma=chg, dsg_ma=dsg, module_chg_ma=mod_chg, module_dsg_ma=mod_dsg,
+                        chg_v_mv=lim_d.get("chg_v_mv"), dsg_v_mv=lim_d.get("dsg_v_mv")))
     return checks
 
 
