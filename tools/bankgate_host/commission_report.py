@@ -18,6 +18,7 @@ import time
 from . import commission_judge as judge
 
 PLOTS = ("current", "share", "joins", "soc", "temp")
+LINES = ("-", "--", "-.", ":")     # per module, so equal curves stay distinguishable
 
 
 def _fig_png(fig):
@@ -53,9 +54,9 @@ def plots(run, a):
 
     # per-module current
     fig, ax = axes("Module current (+ = charging)", "A")
-    for addr in addrs:
+    for i, addr in enumerate(addrs):
         s = run.series(addr, "ma")
-        ax.plot([t for t, _ in s], [v / 1000.0 for _, v in s], label="module %s" % addr)
+        ax.plot([t for t, _ in s], [v / 1000.0 for _, v in s], LINES[i % 4], label="module %s" % addr)
     s = run.bank_series("ma")
     ax.plot([t for t, _ in s], [v / 1000.0 for _, v in s], "k--", lw=1, label="bank")
     ax.legend(loc="best", fontsize=8)
@@ -70,7 +71,9 @@ def plots(run, a):
         ts, vs = [], []
         for smp in run.samples:
             mods = smp["modules"]
-            if not all(mods.get(x, {}).get("state") == "admitted" for x in addrs):
+            # the samples the judging uses: bank closed, every module admitted
+            if smp["bank"].get("state") != "closed" or \
+                    not all(mods.get(x, {}).get("state") == "admitted" for x in addrs):
                 continue
             tot = sum(mods[x].get("ma") or 0 for x in addrs)
             if abs(tot) < judge.TEST_MIN_MA_PER_MODULE * n:
@@ -106,9 +109,9 @@ def plots(run, a):
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
     ser = {addr: dict(run.series(addr, "soc_pm")) for addr in addrs}
     ts = sorted(set(t for d in ser.values() for t in d))
-    for addr in addrs:
+    for i, addr in enumerate(addrs):
         ax1.plot([t for t in ts if t in ser[addr]], [ser[addr][t] / 10.0 for t in ts if t in ser[addr]],
-                 label="module %s" % addr)
+                 LINES[i % 4], label="module %s" % addr)
     tcommon = [t for t in ts if all(t in ser[x] for x in addrs)]
     for addr in addrs:
         if not tcommon:
@@ -131,9 +134,9 @@ def plots(run, a):
 
     # temperatures
     fig, ax = axes("Module temperature (hottest sensor)", "degC")
-    for addr in addrs:
+    for i, addr in enumerate(addrs):
         s = run.series(addr, "temp_dc")
-        ax.plot([t for t, _ in s], [v / 10.0 for _, v in s], label="module %s" % addr)
+        ax.plot([t for t, _ in s], [v / 10.0 for _, v in s], LINES[i % 4], label="module %s" % addr)
     ax.axhline(th["temp_max_dc"]["value"] / 10.0, color="r", ls=":", label="limit")
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
