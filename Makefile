@@ -19,12 +19,13 @@ MP32     ?= $(abspath $(dir $(abspath $(firstword $(MAKEFILE_LIST))))../shared/m
 # (not on 32 bits: the bench and the frozen-heap test, which pick their binaries themselves)
 LANE32_TESTS ?= tests/mp tests/host --ignore=tests/host/test_bench.py --ignore=tests/host/test_heap32.py
 
-.PHONY: help setup test test-32 test-all demo fuzz soak longrun bench deploy config status clean
+.PHONY: help setup test test-32 test-all demo commission-demo fuzz soak longrun bench deploy config status clean
 
 help:
 	@echo "make test     run the whole test suite (sets up .venv first)"
 	@echo "make test-32  the MicroPython-side tests again on the 32-bit port (MP32=...)"
 	@echo "make demo     firmware on the unix port + simulated bank + embedded broker"
+	@echo "make commission-demo   commissioning assistant on the simulated bank + HTML report"
 	@echo "make bench | fuzz | soak     measurements and long runs"
 	@echo "make deploy PORT=/dev/ttyUSB0 BOARD=...   copy firmware to a board"
 	@echo "make config PORT=/dev/ttyUSB0 [CONFIG=...]   push a validated configuration"
@@ -50,8 +51,19 @@ test-32: setup
 test-all: setup
 	$(BIN)/pytest -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
-demo: setup
+COMMISSION_REPORT := build/commissioning-report.html
+demo: setup $(COMMISSION_REPORT)
+	@echo "commissioning report of the simulated bank: $(abspath $(COMMISSION_REPORT))"
 	$(BIN)/bankgate demo $(if $(MQTT),--mqtt $(MQTT))
+
+# the commissioning assistant on the simulated bank (docs/commissioning.md); the report is
+# made once and again only when the assistant or the scenario changes
+$(COMMISSION_REPORT): tests/scenarios/commissioning_healthy_3.json $(wildcard tools/bankgate_host/commission_*.py) tools/cli/cli_commission.py | setup
+	@mkdir -p $(dir $@)
+	$(BIN)/bankgate commission --sim --yes --report $@ > build/commissioning.txt
+
+commission-demo: setup
+	$(BIN)/bankgate commission --sim --yes --report $(COMMISSION_REPORT)
 
 bench: setup
 	$(BIN)/bankgate bench

@@ -211,3 +211,27 @@ def test_running_firmware_status_fault_reset_and_push_over_the_pty(device):
         assert json.loads(device.file("config.json"))["gating"]["dwell_ms"] == 4000
     finally:
         device.stop()
+
+
+def test_commissioning_assistant_over_the_pty(device):
+    """`bankgate commission --port` against the running firmware (docs/commissioning.md): it
+    reads the configuration over the console, takes the installer's confirmations of the
+    steps before power-up, then polls `status`; on this device no module answers, so the
+    walk must stop at step 10 with the gateway's numbers, not go on."""
+    device.start("main.py")
+    try:
+        rc, out = _bankgate("commission", "--port", device.tty, "--yes", "--timeout", "5", "--json",
+                            timeout=300)
+        assert rc == 1, out
+        assert "Step 8/15" in out and "Step 10/15" in out
+        assert "0 of 3 configured modules answer; missing: [2, 3, 4]" in out, out
+        assert "not reached within 5 s" in out and "apply a light CHARGE" not in out
+        assert "not confirmed by the installer (the walk did not get here)" in out
+        last = json.loads(out.strip().splitlines()[-1])
+        assert last["assessment"]["at_step"] == 10
+        assert sorted(int(n) for n in last["answers"]) == [1, 3, 4, 5, 6, 7, 8]     # nothing after step 10
+        a = last["assessment"]
+        assert a["thresholds"]["max_dv_mv"]["value"] == json.loads(device.file("config.json"))["gating"].get(
+            "max_dv_mv", 500)
+    finally:
+        device.stop()

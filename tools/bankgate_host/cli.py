@@ -21,6 +21,7 @@ SUBCOMMANDS = [
     ("status", "status_cmd", "read live state and latched faults over USB; local fault reset"),
     ("bench", "bench_cmd", "benchmarks: CPU vs wire time, allocations, heap, fixed vs float"),
     ("demo", "demo_cmd", "the demo: simulated 3-module bank, embedded broker, live view"),
+    ("commission", "commission_cmd", "commissioning assistant (15 steps, charge/discharge test) and HTML report"),
 ]
 
 
