@@ -637,7 +637,22 @@ def validate(given, strict=False, board=None):
     _cross(cfg)
     if board is not None:
         check_board(cfg, board)
+        board_defaults(cfg, given, board)
     return cfg
+
+
+RING_BYTES_NO_PSRAM = 4096
+
+
+def board_defaults(cfg, given, board):
+    """Defaults that depend on the board (in place): without PSRAM ("psram" "none" or
+    absent) mqtt.ring_bytes defaults to 4 KiB, so that the firmware fits the ~100 KiB heap
+    of a plain ESP32 (docs/performance.md); a value the configuration gives is kept."""
+    m = given.get("mqtt") if type(given) is dict else None
+    if type(m) is dict and "ring_bytes" in m:
+        return
+    if board.get("psram", "none") in ("none", False, None):
+        cfg["mqtt"]["ring_bytes"] = RING_BYTES_NO_PSRAM
 
 
 # ------------------------------------------------------------------- secrets

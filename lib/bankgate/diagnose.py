@@ -59,8 +59,17 @@ _STOP_BEFORE_LOAD = const(2)  # yes, before any heavy load
 _STOP_NOW = const(3)         # yes, immediately
 STOP_TEXT = ("no", "yes", "yes, before heavy load", "yes, immediately")
 
-BANK = const(16)            # instance index of bank-wide rules
-_W = const(17)              # instances per code
+BANK = const(16)            # slot of bank-wide rules
+_W = const(17)              # slots per code (16 modules + BANK)
+# Instance layout (heap): a per-module code has 16 instances (one per slot), a bank-wide
+# code (circulating_current, soc_drift_cycle, reduced_capacity, startup_voltage_diff)
+# only its BANK instance.  _LO[code - 1] is the first instance of `code`, _LO[code] the
+# end of its span; instance k of (code, slot) = _K0[code - 1] + slot (bank codes:
+# _K0 = _LO - BANK, so slot BANK lands on their one instance).
+_LO = b"\x00\x10\x20\x30\x40\x50\x51\x61\x62\x63\x73\x74\x84\x94\xa4\xb4\xc4"
+_K0 = b"\x00\x10\x20\x30\x40\x40\x51\x51\x52\x63\x63\x74\x84\x94\xa4\xb4"
+N_INST = const(196)         # 12 per-module codes x 16 + 4 bank codes x 1
+_AGE_W = const(12)          # _t_pend stamps aged per pass (17 passes cover N_INST)
 _RAISE = const(1)
 _BAND = const(0)
 _CLEAR = const(-1)
@@ -149,12 +158,30 @@ def name_of(code):
     return DIAG_INFO[code - 1][0]
 
 
+def index_of(code, slot):
+    """Instance index of (code, slot); a bank-wide code has only slot BANK."""
+    return _K0[code - 1] + slot
+
+
+def code_of(k):
+    """Code of instance k (allocation-free)."""
+    c = 1
+    while _LO[c] <= k:
+        c += 1
+    return c
+
+
+def slot_of(k):
+    """Slot of instance k: the module slot, or BANK for a bank-wide code."""
+    return k - _K0[code_of(k) - 1]
+
+
 class _Instances:
     """The instance machine (module comment): one state per (code, slot); the arrays
     are allocated by Diagnoser.__init__."""
 
     def _judge(self, now, code, slot, cond, addr, a, b, hold_r, hold_c):
-        k = (code - 1) * _W + slot
+        k = _K0[code - 1] + slot
         self._judged[k] = 1
         if self.active[k]:
             self.ev_a[k] = a
@@ -190,17 +217,16 @@ class _Instances:
 
     def is_active(self, code, addr):
         """Is diagnosis `code` active for module address `addr` (-1: any / bank)?"""
-        base = (code - 1) * _W
-        for j in range(_W):
-            if self.active[base + j] and (addr == -1 or self.addr[base + j] == addr):
+        for k in range(_LO[code - 1], _LO[code]):
+            if self.active[k] and (addr == -1 or self.addr[k] == addr):
                 return True
         return False
 
     def next_active(self, k=-1):
         """Index of the next active instance after k, or -1 (allocation-free walk):
-        code = k // 17 + 1; addr, ev_a, ev_b, t_raised, acked are arrays at k."""
+        code_of(k), slot_of(k); addr, ev_a, ev_b, t_raised, acked are arrays at k."""
         k += 1
-        n = N_CODES * _W
+        n = N_INST
         while k < n:
             if self.active[k]:
                 return k
@@ -220,10 +246,8 @@ class _Instances:
                 return False
         if type(code) is not int or code < 1 or code > N_CODES:
             return False
-        base = (code - 1) * _W
         found = False
-        for j in range(_W):
-            k = base + j
+        for k in range(_LO[code - 1], _LO[code]):
             if self.active[k] and self.addr[k] == addr:
                 self.acked[k] = 1
                 found = True
@@ -234,7 +258,7 @@ class _Instances:
         out = []
         k = self.next_active()
         while k >= 0:
-            code = k // _W + 1
+            code = code_of(k)
             name, an, bn, advice, stop = DIAG_INFO[code - 1]
             out.append({
                 "code": code, "name": name, "addr": self.addr[k],
@@ -467,7 +491,7 @@ class _ModuleRules(_Instances):
         else:
             age = clock.diff(now, self._t_start)
         online = m.seen and age < self.d["offline_ms"]
-        k = (DG_MODULE_OFFLINE - 1) * _W + s
+        k = _K0[DG_MODULE_OFFLINE - 1] + s
         if not expected:
             cond = _CLEAR
             hc = 0
@@ -528,8 +552,8 @@ class Diagnoser(_ModuleRules):
         self.module_mv_min = g["module_mv_min"]
         self.r_loop = g["loop_resistance_mohm"]
         self.r_cfg = g["loop_resistance_mohm"]
-        n = N_CODES * _W
-        # instance state, index (code - 1) * 17 + slot (or BANK)
+        n = N_INST
+        # instance state, index index_of(code, slot) (module comment, _LO/_K0)
         self.active = bytearray(n)
         self.acked = bytearray(n)
         self._pend = bytearray(n)        # timer running (towards raise when idle, clear when active)
@@ -588,7 +612,7 @@ class Diagnoser(_ModuleRules):
         self._age_k = k + 1 if k < _W - 1 else 0
         clock.hold_range(now, self._pend_since, k, k + 1)
         clock.hold_range(now, self._alarm_t, k * _ALARM_RING, (k + 1) * _ALARM_RING)
-        clock.hold_range(now, self._t_pend, k * N_CODES, (k + 1) * N_CODES)
+        clock.hold_range(now, self._t_pend, k * _AGE_W, (k + 1) * _AGE_W)
 
     def step(self, now, admitted_mask, expected_mask, pending_mask=0):
         if clock.pass_due(now, self._t_aged):

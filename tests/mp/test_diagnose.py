@@ -203,7 +203,7 @@ def test_running_warm():
     env.run(20)
     _only(env, dg.DG_RUNNING_WARM)
     assert env.dg.is_active(dg.DG_RUNNING_WARM, 2)
-    k = (dg.DG_RUNNING_WARM - 1) * 17 + 0
+    k = dg.index_of(dg.DG_RUNNING_WARM, 0)
     assert env.dg.ev_a[k] == 53 and env.dg.ev_b[k] == 327   # body dev, body (mean of 2 sensors)
 
 
@@ -319,7 +319,7 @@ def test_circulating_current_at_rest():
     env.set(2, 52015, 300)
     env.run(20)
     _only(env, dg.DG_CIRCULATING_CURRENT)
-    assert env.dg.ev_a[(dg.DG_CIRCULATING_CURRENT - 1) * 17 + dg.BANK] == 6300
+    assert env.dg.ev_a[dg.index_of(dg.DG_CIRCULATING_CURRENT, dg.BANK)] == 6300
 
 
 def test_module_offline_and_back():
@@ -357,7 +357,7 @@ def test_reduced_capacity_when_a_module_is_left_out():
     assert env.active_codes() == []              # reduced_hold_ms is 60 s
     env.run(15)
     _only(env, dg.DG_REDUCED_CAPACITY)
-    k = (dg.DG_REDUCED_CAPACITY - 1) * 17 + dg.BANK
+    k = dg.index_of(dg.DG_REDUCED_CAPACITY, dg.BANK)
     assert env.dg.addr[k] == 4 and env.dg.ev_a[k] == 2 and env.dg.ev_b[k] == 3
 
 
@@ -493,7 +493,7 @@ def test_pending_too_long():
     assert env.active_codes() == []
     env.run(10)
     _only(env, dg.DG_PENDING_LONG)
-    k = (dg.DG_PENDING_LONG - 1) * 17 + 2
+    k = dg.index_of(dg.DG_PENDING_LONG, 2)
     assert env.dg.ev_a[k] >= 60 and env.dg.ev_b[k] == 700
 
 
@@ -564,6 +564,46 @@ def test_acknowledge_keeps_the_diagnosis():
     env.run(5)
     snap = env.dg.snapshot()
     assert len(snap) == 1 and snap[0]["acked"] is True and snap[0]["addr"] == 2
+
+
+_BANK_CODES = (dg.DG_CIRCULATING_CURRENT, dg.DG_SOC_DRIFT_CYCLE, dg.DG_REDUCED_CAPACITY,
+               dg.DG_STARTUP_VOLTAGE_DIFF)
+
+
+def test_instance_layout_per_module_codes_x16_bank_codes_x1():
+    # heap: a bank-wide code keeps only its BANK instance (not 17); every (code, slot) has its
+    # own index, and code_of/slot_of give it back
+    seen = {}
+    for code in range(1, dg.N_CODES + 1):
+        slots = (dg.BANK,) if code in _BANK_CODES else range(16)
+        for slot in slots:
+            k = dg.index_of(code, slot)
+            assert 0 <= k < dg.N_INST and k not in seen, (code, slot, k)
+            seen[k] = (code, slot)
+            assert dg.code_of(k) == code and dg.slot_of(k) == slot, (code, slot, k)
+    assert len(seen) == dg.N_INST == 12 * 16 + 4
+    env = Env()
+    for a in (env.dg.active, env.dg.acked, env.dg.addr, env.dg.ev_a, env.dg.ev_b, env.dg.t_raised):
+        assert len(a) == dg.N_INST
+    mptest.no_alloc(dg.code_of, dg.N_INST - 1)
+
+
+def test_bank_and_last_slot_instances_do_not_touch_their_neighbours():
+    # a bank code between two per-module codes, and the last slot of the last code
+    env = Env()
+    d = env.dg
+    k = dg.index_of(dg.DG_SOC_DRIFT_CYCLE, dg.BANK)
+    d._judge(env.now, dg.DG_SOC_DRIFT_CYCLE, dg.BANK, 1, 3, 7, 8, 0, 0)
+    d._judge(env.now, dg.DG_LOOP_R_BELOW_CONFIG, 15, 1, 17, 5, 6, 0, 0)
+    d._judge(env.now, dg.DG_MODULE_OFFLINE, 15, 1, 9, 1, 2, 0, 0)
+    assert d.active[k] and d.n_active == 3
+    got = [(r["code"], r["addr"]) for r in d.snapshot()]
+    assert got == [(dg.DG_MODULE_OFFLINE, 9), (dg.DG_SOC_DRIFT_CYCLE, 3), (dg.DG_LOOP_R_BELOW_CONFIG, 17)]
+    assert d.is_active(dg.DG_SOC_DRIFT_CYCLE, 3) and not d.is_active(dg.DG_REDUCED_CAPACITY, -1)
+    assert not d.is_active(dg.DG_MODULE_OFFLINE, 3) and not d.is_active(dg.DG_SOC_DRIFT_CYCLE, 9)
+    assert d.acknowledge("soc_drift_cycle", 3) and d.acked[k] and not d.acknowledge(dg.DG_REDUCED_CAPACITY, 3)
+    assert d.acknowledge(dg.DG_LOOP_R_BELOW_CONFIG, 17)
+    assert [r["acked"] for r in d.snapshot()] == [False, True, True]
 
 
 def test_config_cross_checks():

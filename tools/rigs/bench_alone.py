@@ -154,6 +154,7 @@ def main(n=16, steps=4000, want_parts=False):
         gc.collect()
         c0 = gc.mem_alloc()
         cfg = benchrig.bench_config(n, True)
+        config.board_defaults(cfg, {}, {"psram": "none"})   # a plain ESP32, as firmware.load() does
         if RING_BYTES:
             cfg["mqtt"]["ring_bytes"] = RING_BYTES      # what-if figure (`ring=N` argument)
         gc.collect()
