@@ -6,7 +6,6 @@
 # data - stays inside the bound the config validator checked.  Priorities and the
 # one-per-slot-and-sweep rule: bankgate/poller.py, "Schedule".  State lives on the
 # Poller (this is a mixin); allocation-free after _init_slow.
-import array
 
 from micropython import const
 
@@ -53,7 +52,8 @@ class SlowReads:
                 cost[c] = pollplan.tx_us(fname, c, b["baud"], b["cells"], self.gap_ms)
             if p is not None:
                 budget = p["slow_budget_ms"] * 1000
-        self._cost = array.array("i", [cost.get(c, 0) for c in range(256)])
+        self._cost = cost                    # {cmd: wire time, us}: a few entries (a 256-entry
+                                             # array took 1 KB of the ESP32's heap)
         self._slow_budget = budget
         self._slow_left = budget
         ma = cfg["gating"]["max_age_ms"]
@@ -105,7 +105,7 @@ class SlowReads:
                 k = 0
                 self._id_pending &= ~(1 << s)
             self._id_idx[s] = k
-        self._slow_left -= self._cost[cmd]
+        self._slow_left -= self._cost.get(cmd, 0)
         self._slow_n += 1
         self._start(kind, self.bank.modules[s].addr, s, cmd, now)
 
@@ -136,7 +136,7 @@ class SlowReads:
             j += 1
         if bs < 0:
             return False
-        if self._slow_n and self._cost[bc] > self._slow_left:
+        if self._slow_n and self._cost.get(bc, 0) > self._slow_left:
             return False                      # no room left in this sweep
         self._sp = bs + 1
         self._slow_done = done | (1 << bs)
