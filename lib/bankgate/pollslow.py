@@ -6,7 +6,6 @@
 # data - stays inside the bound the config validator checked.  Priorities and the
 # one-per-slot-and-sweep rule: bankgate/poller.py, "Schedule".  State lives on the
 # Poller (this is a mixin); allocation-free after _init_slow.
-
 from micropython import const
 
 from bankgate import clock
