@@ -102,6 +102,15 @@ _OVERFLOW = const(-3)
 _NOISE = const(-4)
 
 
+def _cat_of(code):
+    """Error category of a transaction result code (driver failures are framing)."""
+    if code >= 0 or code == _E_BUS_TIMEOUT:
+        return perr.CAT_NONE
+    if code <= _E_BUS_GAP:
+        return perr.CAT_FRAMING
+    return perr.category(code)
+
+
 class Poller(CanReception, SlowReads):
     """The module-bus poller (see the notes above).  CAN module-bus reception is in
     bankgate.pollcan (CanReception), the slow reads of the RS485 cycle in
@@ -182,8 +191,6 @@ class Poller(CanReception, SlowReads):
 
     def _init_state(self):
         # transaction state
-        self._code = 0                                 # result code / error category of
-        self._cat = 0                                  # the last transaction (_result)
         self._tx = bytearray(64)
         self._busy = False
         self._t_next = 0
@@ -387,7 +394,9 @@ class Poller(CanReception, SlowReads):
         kind = self._t_kind
         slot = self._t_slot
         m = self.bank.modules[slot] if slot >= 0 else None
-        outcome = self._result(r, m, now)
+        code = self._result(r, m, now)
+        cat = _cat_of(code)
+        outcome = dsc.R_TIMEOUT if code == _E_BUS_TIMEOUT else outcome_of(code, cat)
         self._count_cmd(self._t_cmd, outcome, kind)
         if kind == _K_GROUP:
             if outcome == dsc.R_GOOD:
@@ -397,7 +406,7 @@ class Poller(CanReception, SlowReads):
                 self.discovery.recount(now)
             return -1
         if m is not None:
-            self._count(m, outcome, self._cat, self._code, now)
+            self._count(m, outcome, cat, code, now)
         if kind == _K_PROBE:
             addr = self._t_addr
             self.discovery.probe_result(addr, outcome)
@@ -408,34 +417,21 @@ class Poller(CanReception, SlowReads):
         return self._routine_done(slot, outcome, now)
 
     def _result(self, r, m, now):
-        """Outcome of the transaction that ended with driver result r: decodes a
+        """Result code of the transaction that ended with driver result r: decodes a
         complete reply (into m, the scratch record, or the bank for a group answer);
-        the result code and its error category in self._code / self._cat."""
-        code = perr.E_OK
-        cat = perr.CAT_NONE
+        a timeout is _E_BUS_TIMEOUT, a driver failure E_BUS_* (framing)."""
         if r == _DONE:
             rs = self.rs
             try:
                 if self._t_kind == _K_GROUP:
-                    code = self.fam.decode_group(self._t_cmd, rs.rx, rs.n, self.bank, self._t_addr, now)
-                else:
-                    code = self.fam.decode(self._t_cmd, rs.rx, rs.n, self._t_addr,
-                                           m if m is not None else self._scratch, now)
+                    return self.fam.decode_group(self._t_cmd, rs.rx, rs.n, self.bank, self._t_addr, now)
+                return self.fam.decode(self._t_cmd, rs.rx, rs.n, self._t_addr,
+                                       m if m is not None else self._scratch, now)
             except Exception:
-                code = perr.E_TRUNCATED     # a decoder bug must not stop the bus
-            if code < 0:
-                cat = perr.category(code)
-            outcome = outcome_of(code, cat)
-        elif r == _TIMEOUT:
-            outcome = dsc.R_TIMEOUT
-            code = _E_BUS_TIMEOUT
-        else:
-            outcome = dsc.R_CORRUPT
-            cat = perr.CAT_FRAMING
-            code = _E_BUS_GAP if r == _GAP else (E_BUS_OVERFLOW if r == _OVERFLOW else E_BUS_NOISE)
-        self._code = code
-        self._cat = cat
-        return outcome
+                return perr.E_TRUNCATED     # a decoder bug must not stop the bus
+        if r == _TIMEOUT:
+            return _E_BUS_TIMEOUT
+        return _E_BUS_GAP if r == _GAP else (E_BUS_OVERFLOW if r == _OVERFLOW else E_BUS_NOISE)
 
     def _count_cmd(self, cmd, outcome, kind):
         ci = self._cmd_index(cmd)
