@@ -64,14 +64,14 @@ from micropython import const
 from bankgate import clock
 from bankgate import discovery as dsc
 from bankgate.model import Module
-# can_id_for / can_id_to_addr: re-exported (callers import them from here)
-from bankgate.pollcan import CanReception, can_id_for, can_id_to_addr, outcome_of  # noqa: F401
 from bankgate.pollslow import IDENT_PERIOD_MS, SlowReads
 from bankgate.proto import errors as perr
 from bankgate.proto import registry
 
 REPROBE_MS = const(5000)         # a lost/missing module is asked this often
 LOST_AFTER = const(3)            # consecutive timeouts that make a module "lost"
+CAN_MOD_BASE = const(0x400)
+CAN_FRAME_MS = const(1000)       # modules send their frame set once a second (Pylontech CAN)
 _CAN_WAIT_MS = const(10)          # CAN: idle at most this long (hw.idle wakes on input anyway)
 
 # last_error codes for bus-level failures (the proto codes stop at -21)
@@ -102,19 +102,36 @@ _OVERFLOW = const(-3)
 _NOISE = const(-4)
 
 
-def _cat_of(code):
-    """Error category of a transaction result code (driver failures are framing)."""
-    if code >= 0 or code == _E_BUS_TIMEOUT:
-        return perr.CAT_NONE
-    if code <= _E_BUS_GAP:
-        return perr.CAT_FRAMING
-    return perr.category(code)
+def can_id_to_addr(can_id):
+    """Module address of a module-bus CAN id, -1 if the id is not a module frame."""
+    if 0x350 <= can_id <= 0x35F:
+        return 0
+    if CAN_MOD_BASE <= can_id <= 0x7FF:
+        return (can_id - CAN_MOD_BASE) >> 4
+    return -1
 
 
-class Poller(CanReception, SlowReads):
-    """The module-bus poller (see the notes above).  CAN module-bus reception is in
-    bankgate.pollcan (CanReception), the slow reads of the RS485 cycle in
-    bankgate.pollslow (SlowReads); all state lives on this object."""
+def can_id_for(addr, pylon_id):
+    """CAN id a module at `addr` uses for Pylontech frame `pylon_id` (0x351 ...)."""
+    return CAN_MOD_BASE + (addr << 4) + (pylon_id & 0xF)
+
+
+def outcome_of(code, cat):
+    """Discovery outcome (R_GOOD / R_CORRUPT / R_REJECT) of a decoder result `code`
+    whose error category (bankgate.proto.errors.category) is `cat`: a checksum or
+    framing error is line corruption, any other error a rejected answer.  The one
+    classification of RS485 and CAN frames (Poller._finish, pollcan)."""
+    if code >= 0:
+        return dsc.R_GOOD
+    if cat == perr.CAT_CHECKSUM or cat == perr.CAT_FRAMING:
+        return dsc.R_CORRUPT
+    return dsc.R_REJECT
+
+
+class Poller(SlowReads):
+    """The module-bus poller (see the notes above).  CAN module-bus reception is a
+    bankgate.pollcan.CanReception (self._canrx, CAN only), the sweeps and slow reads
+    of the RS485 cycle are bankgate.pollslow.SlowReads (state on this object)."""
 
     def __init__(self, hw, cfg, bank, events):
         b = cfg["bank"]
@@ -155,12 +172,36 @@ class Poller(CanReception, SlowReads):
         self._t_ident = 0
         self._init_slow(cfg, n)
         self._scratch = Module(-1)                     # decode target for unassigned addresses
-        self._init_state()
+        # transaction state
+        self._tx = bytearray(64)
+        self._busy = False
+        self._t_next = 0
+        self._t_kind = 0
+        self._t_addr = 0
+        self._t_slot = -1
+        self._t_cmd = 0
+        self._t_tries = 0
+        self._phase = _PH_SCAN
+        self._pi = 0                                   # probe list index
+        self._cur = 0                                  # current slot in the cycle
+        self._ci = 0                                   # index into the current command list
+        self._ident_run = False                        # the current slot visit reads identity
+        self._rescan = False
+        self.hold = False          # set by BusHealth's terminator check: start nothing new
+        self.sweep_count = 0
+        self.transactions = 0
+        self._started = False
+        self._t_aged = 0                               # last aging pass (_age)
+        self._age_k = 0
         self.rs = None
         self.can = None
         self.can_recovery = None   # bankgate.bus.can.BusOffRecovery (CAN module bus)
         if self.is_can:
-            self._init_can(hw, cfg, events, n)
+            self.can = hw.can_modules
+            from bankgate.bus.can import BUS_MODULES, BusOffRecovery
+            from bankgate.pollcan import CanReception
+            self.can_recovery = BusOffRecovery(self.can, events, BUS_MODULES, cfg["bank"]["baud"])
+            self._canrx = CanReception(self, n)
         else:
             from bankgate.bus.rs485 import Rs485Master
             # room for the longest reply of the family (a 16-pack group answer)
@@ -189,29 +230,6 @@ class Poller(CanReception, SlowReads):
         self.cmd_bad = array.array("i", bytes(4 * k))   # corrupt replies (checksum/framing/driver)
         self.cmd_len = array.array("i", bytes(4 * k))   # bytes of the last good reply frame
 
-    def _init_state(self):
-        # transaction state
-        self._tx = bytearray(64)
-        self._busy = False
-        self._t_next = 0
-        self._t_kind = 0
-        self._t_addr = 0
-        self._t_slot = -1
-        self._t_cmd = 0
-        self._t_tries = 0
-        self._phase = _PH_SCAN
-        self._pi = 0                                   # probe list index
-        self._cur = 0                                  # current slot in the cycle
-        self._ci = 0                                   # index into the current command list
-        self._ident_run = False                        # the current slot visit reads identity
-        self._rescan = False
-        self.hold = False          # set by BusHealth's terminator check: start nothing new
-        self.sweep_count = 0
-        self.transactions = 0
-        self._started = False
-        self._t_aged = 0                               # last aging pass (_age)
-        self._age_k = 0
-
     # ------------------------------------------------------------------ public
     def rescan(self):
         """Start a new discovery after the transaction in flight."""
@@ -237,7 +255,7 @@ class Poller(CanReception, SlowReads):
             self._age(now)
         if self.is_can:
             self.can_recovery.service(now)     # bus-off: restart with backoff (bus/can.py)
-            return self._service_can(now)
+            return self._canrx.service(now)
         if not self._started:
             self._started = True
             self.discovery.begin_scan(now)
@@ -267,8 +285,7 @@ class Poller(CanReception, SlowReads):
         self._age_k = k + 1 if k + 1 < len(self._t_reprobe) else 0
         clock.hold_range(now, self._t_reprobe, k, k + 1)
         if self.is_can:
-            self._t_listen = clock.hold(now, self._t_listen)
-            clock.hold_range(now, self._t_can, k, k + 1)
+            self._canrx.age(now, k)
         self.discovery.age(now, k)
 
     # ------------------------------------------------------------------ scheduling
@@ -395,9 +412,22 @@ class Poller(CanReception, SlowReads):
         slot = self._t_slot
         m = self.bank.modules[slot] if slot >= 0 else None
         code = self._result(r, m, now)
-        cat = _cat_of(code)
-        outcome = dsc.R_TIMEOUT if code == _E_BUS_TIMEOUT else outcome_of(code, cat)
-        self._count_cmd(self._t_cmd, outcome, kind)
+        cat = perr.CAT_NONE
+        if code == _E_BUS_TIMEOUT:
+            outcome = dsc.R_TIMEOUT
+        else:
+            if code <= _E_BUS_GAP:
+                cat = perr.CAT_FRAMING             # driver failures (E_BUS_*)
+            elif code < 0:
+                cat = perr.category(code)
+            outcome = outcome_of(code, cat)
+        ci = self._cmd_index(self._t_cmd)
+        if ci >= 0:
+            self.cmd_req[ci] = (self.cmd_req[ci] + 1) & _CMASK
+            if outcome == dsc.R_CORRUPT:
+                self.cmd_bad[ci] = (self.cmd_bad[ci] + 1) & _CMASK
+            elif outcome == dsc.R_GOOD and kind != _K_GROUP:
+                self.cmd_len[ci] = self.rs.n
         if kind == _K_GROUP:
             if outcome == dsc.R_GOOD:
                 # decode_group returns the packs it wrote (those with a slot); the
@@ -432,15 +462,6 @@ class Poller(CanReception, SlowReads):
         if r == _TIMEOUT:
             return _E_BUS_TIMEOUT
         return _E_BUS_GAP if r == _GAP else (E_BUS_OVERFLOW if r == _OVERFLOW else E_BUS_NOISE)
-
-    def _count_cmd(self, cmd, outcome, kind):
-        ci = self._cmd_index(cmd)
-        if ci >= 0:
-            self.cmd_req[ci] = (self.cmd_req[ci] + 1) & _CMASK
-            if outcome == dsc.R_CORRUPT:
-                self.cmd_bad[ci] = (self.cmd_bad[ci] + 1) & _CMASK
-            elif outcome == dsc.R_GOOD and kind != _K_GROUP:
-                self.cmd_len[ci] = self.rs.n
 
     def _routine_done(self, slot, outcome, now):
         """A routine transaction of an assigned slot ended: misses, lost/back."""
