@@ -11,7 +11,6 @@ from micropython import const
 
 from bankgate import clock
 from bankgate import discovery as dsc
-from bankgate.poller import can_id_to_addr, outcome_of
 from bankgate.proto import errors as perr
 
 CAN_LISTEN_MS = const(3000)       # CAN discovery listening window
@@ -21,8 +20,10 @@ _E_BUS_TIMEOUT = const(-101)      # (bankgate.poller's last_error code of a time
 
 
 class CanReception:
-    def __init__(self, p, n):
+    def __init__(self, p, n, outcome_of, can_id_to_addr):
         self.p = p                    # the Poller
+        self.outcome_of = outcome_of  # bankgate.poller's (one classification; passed in, as
+        self.addr_of = can_id_to_addr  # this module must not import the poller: no cycle)
         self._canbuf = bytearray(8)
         self._t_can = array.array("i", bytes(4 * n))     # last frame per slot
         self._t_listen = 0
@@ -65,7 +66,7 @@ class CanReception:
         p = self.p
         d = p.discovery
         cid = r >> 4
-        addr = can_id_to_addr(cid)
+        addr = self.addr_of(cid)
         if addr < 0:
             return False                       # not a module frame (counted nowhere)
         slot = d.slot_of(addr)
@@ -83,7 +84,7 @@ class CanReception:
         except Exception:
             code = perr.E_TRUNCATED
         cat = perr.category(code) if code < 0 else perr.CAT_NONE
-        outcome = outcome_of(code, cat)
+        outcome = self.outcome_of(code, cat)
         p.transactions += 1
         p._count(m, outcome, cat, code, now)
         self._t_can[slot] = now

@@ -120,7 +120,7 @@ def outcome_of(code, cat):
     """Discovery outcome (R_GOOD / R_CORRUPT / R_REJECT) of a decoder result `code`
     whose error category (bankgate.proto.errors.category) is `cat`: a checksum or
     framing error is line corruption, any other error a rejected answer.  The one
-    classification of RS485 and CAN frames (Poller._finish, pollcan)."""
+    classification of RS485 and CAN frames (Poller._finish, pollcan.CanReception)."""
     if code >= 0:
         return dsc.R_GOOD
     if cat == perr.CAT_CHECKSUM or cat == perr.CAT_FRAMING:
@@ -201,7 +201,7 @@ class Poller(SlowReads):
             from bankgate.bus.can import BUS_MODULES, BusOffRecovery
             from bankgate.pollcan import CanReception
             self.can_recovery = BusOffRecovery(self.can, events, BUS_MODULES, cfg["bank"]["baud"])
-            self._canrx = CanReception(self, n)
+            self._canrx = CanReception(self, n, outcome_of, can_id_to_addr)
         else:
             from bankgate.bus.rs485 import Rs485Master
             # room for the longest reply of the family (a 16-pack group answer)

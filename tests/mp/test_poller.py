@@ -201,8 +201,9 @@ def test_one_outcome_classification_for_rs485_and_can():
     from bankgate import pollcan
     from bankgate import poller as pl
     from bankgate.proto import errors as perr
-    assert pl.outcome_of is pollcan.outcome_of
-    f = pollcan.outcome_of
+    rx = pollcan.CanReception(None, 2, pl.outcome_of, pl.can_id_to_addr)
+    assert rx.outcome_of is pl.outcome_of
+    f = pl.outcome_of
     assert f(0, perr.CAT_NONE) == dsc.R_GOOD and f(3, perr.CAT_NONE) == dsc.R_GOOD
     for code, want in ((perr.E_CHKSUM, dsc.R_CORRUPT), (perr.E_EOI, dsc.R_CORRUPT),
                        (perr.E_RTN_CID2, dsc.R_REJECT), (perr.E_PLAUSIBLE, dsc.R_REJECT),
