@@ -19,11 +19,12 @@ MP32     ?= $(abspath $(dir $(abspath $(firstword $(MAKEFILE_LIST))))../shared/m
 # (not on 32 bits: the bench and the frozen-heap test, which pick their binaries themselves)
 LANE32_TESTS ?= tests/mp tests/host --ignore=tests/host/test_bench.py --ignore=tests/host/test_heap32.py
 
-.PHONY: help setup test test-32 test-all demo commission-demo fuzz soak longrun bench deploy config status clean
+.PHONY: help setup test test-32 test-all test-days demo commission-demo fuzz soak longrun bench deploy config status clean
 
 help:
 	@echo "make test     run the whole test suite (sets up .venv first)"
 	@echo "make test-32  the MicroPython-side tests again on the 32-bit port (MP32=...)"
+	@echo "make test-days  the slow ordinary-day scenarios (DAYS='pytest -k expression', default all)"
 	@echo "make demo     firmware on the unix port + simulated bank + embedded broker"
 	@echo "make commission-demo   commissioning assistant on the simulated bank + HTML report"
 	@echo "make bench | fuzz | soak     measurements and long runs"
@@ -47,6 +48,12 @@ test: setup
 test-32: setup
 	@test -x "$(MP32)" || { echo "make test-32: no 32-bit MicroPython at $(MP32) (set MP32=/path/to/micropython)"; exit 2; }
 	BANKGATE_MICROPYTHON="$(MP32)" $(BIN)/pytest -n $(JOBS) --dist loadfile -m "not slow" $(LANE32_TESTS) $(PYTEST_ARGS)
+
+# the slow ordinary-day scenarios (tests/scenarios/day/slow, issue 15), one simulation per
+# worker; DAYS narrows them by pytest -k (.ci/run passes the subset that fits CI's time)
+DAYS ?= day
+test-days: setup
+	$(BIN)/pytest -n $(JOBS) --dist load -m slow -k "$(DAYS)" tests/host/test_day_scenarios.py $(PYTEST_ARGS)
 
 test-all: setup
 	$(BIN)/pytest -n $(JOBS) --dist loadfile $(PYTEST_ARGS)

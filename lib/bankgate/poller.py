@@ -63,20 +63,15 @@ from micropython import const
 
 from bankgate import clock
 from bankgate import discovery as dsc
-from bankgate import pollplan
 from bankgate.model import Module
+from bankgate.pollslow import IDENT_PERIOD_MS, SlowReads
 from bankgate.proto import errors as perr
-from bankgate.proto import frame
 from bankgate.proto import registry
 
-IDENT_PERIOD_MS = const(60000)   # routine identity re-read (swap detection)
 REPROBE_MS = const(5000)         # a lost/missing module is asked this often
 LOST_AFTER = const(3)            # consecutive timeouts that make a module "lost"
-_CAN_LISTEN_MS = const(3000)      # CAN discovery listening window
-CAN_SILENT_MS = const(3000)      # CAN: no frame this long counts one timeout
 CAN_MOD_BASE = const(0x400)
 CAN_FRAME_MS = const(1000)       # modules send their frame set once a second (Pylontech CAN)
-CAN_MAX_FRAMES = const(16)       # frames handled per service() call (bounded work)
 _CAN_WAIT_MS = const(10)          # CAN: idle at most this long (hw.idle wakes on input anyway)
 
 # last_error codes for bus-level failures (the proto codes stop at -21)
@@ -88,8 +83,6 @@ E_BUS_NOISE = const(-104)
 _PH_SCAN = const(0)
 _PH_GROUP = const(1)
 _PH_RUN = const(2)
-_PH_CAN_LISTEN = const(3)
-_PH_CAN_RUN = const(4)
 
 _K_PROBE = const(0)
 _K_GROUP = const(1)
@@ -123,7 +116,23 @@ def can_id_for(addr, pylon_id):
     return CAN_MOD_BASE + (addr << 4) + (pylon_id & 0xF)
 
 
-class Poller:
+def outcome_of(code, cat):
+    """Discovery outcome (R_GOOD / R_CORRUPT / R_REJECT) of a decoder result `code`
+    whose error category (bankgate.proto.errors.category) is `cat`: a checksum or
+    framing error is line corruption, any other error a rejected answer.  The one
+    classification of RS485 and CAN frames (Poller._finish, pollcan.CanReception)."""
+    if code >= 0:
+        return dsc.R_GOOD
+    if cat == perr.CAT_CHECKSUM or cat == perr.CAT_FRAMING:
+        return dsc.R_CORRUPT
+    return dsc.R_REJECT
+
+
+class Poller(SlowReads):
+    """The module-bus poller (see the notes above).  CAN module-bus reception is a
+    bankgate.pollcan.CanReception (self._canrx, CAN only), the sweeps and slow reads
+    of the RS485 cycle are bankgate.pollslow.SlowReads (state on this object)."""
+
     def __init__(self, hw, cfg, bank, events):
         b = cfg["bank"]
         c = cfg["control"]
@@ -154,26 +163,7 @@ class Poller:
             bank.modules[i].addr = a
         bank.n_used = len(b["addresses"])
         self.discovery = dsc.Discovery(cfg, bank, events)
-        # commands (RS485 families; the CAN family has none: modules send unasked)
-        self._poll_cmds = bytes(getattr(fam, "POLL_CMDS", ()))
-        self._ident_cmds = bytes(getattr(fam, "IDENT_CMDS", ()))
-        vcmd = getattr(fam, "CMD_VERSION", 0)
-        if vcmd in self._ident_cmds or not self._ident_cmds:
-            self.probe_cmd = vcmd
-        else:
-            self.probe_cmd = self._ident_cmds[0]
-        self._serial_cmd = getattr(fam, "CMD_SERIAL", -1)
-        self._group = bool(getattr(fam, "SUPPORTS_GROUP", False)) and \
-            hasattr(fam, "encode_group_request")
-        cmds = []
-        for x in tuple(self._poll_cmds) + tuple(self._ident_cmds) + (self.probe_cmd,):
-            if x not in cmds:
-                cmds.append(x)
-        self.cmd_ids = bytes(cmds[:_MAX_CMDS])
-        k = len(self.cmd_ids)
-        self.cmd_req = array.array("i", bytes(4 * k))   # transactions per command
-        self.cmd_bad = array.array("i", bytes(4 * k))   # corrupt replies (checksum/framing/driver)
-        self.cmd_len = array.array("i", bytes(4 * k))   # bytes of the last good reply frame
+        self._init_cmds(fam, n)
         # per-slot schedule state
         self._miss = bytearray(n)                      # consecutive timeouts
         self.lost_mask = 0                             # slots currently lost (not answering)
@@ -209,16 +199,36 @@ class Poller:
         if self.is_can:
             self.can = hw.can_modules
             from bankgate.bus.can import BUS_MODULES, BusOffRecovery
+            from bankgate.pollcan import CanReception
             self.can_recovery = BusOffRecovery(self.can, events, BUS_MODULES, cfg["bank"]["baud"])
-            self._canbuf = bytearray(8)
-            self._t_can = array.array("i", bytes(4 * n))     # last frame per slot
-            self._t_listen = 0
-            self._phase = _PH_CAN_LISTEN
+            self._canrx = CanReception(self, n, outcome_of, can_id_to_addr)
         else:
             from bankgate.bus.rs485 import Rs485Master
             # room for the longest reply of the family (a 16-pack group answer)
             self.rs = Rs485Master(hw.uart, hw.de_pin, hw.clock, self.timeout_ms,
                                   rxbuf_size=getattr(fam, "MAX_FRAME", 512))
+
+    def _init_cmds(self, fam, n):
+        # commands (RS485 families; the CAN family has none: modules send unasked)
+        self._poll_cmds = bytes(getattr(fam, "POLL_CMDS", ()))
+        self._ident_cmds = bytes(getattr(fam, "IDENT_CMDS", ()))
+        vcmd = getattr(fam, "CMD_VERSION", 0)
+        if vcmd in self._ident_cmds or not self._ident_cmds:
+            self.probe_cmd = vcmd
+        else:
+            self.probe_cmd = self._ident_cmds[0]
+        self._serial_cmd = getattr(fam, "CMD_SERIAL", -1)
+        self._group = bool(getattr(fam, "SUPPORTS_GROUP", False)) and \
+            hasattr(fam, "encode_group_request")
+        cmds = []
+        for x in tuple(self._poll_cmds) + tuple(self._ident_cmds) + (self.probe_cmd,):
+            if x not in cmds:
+                cmds.append(x)
+        self.cmd_ids = bytes(cmds[:_MAX_CMDS])
+        k = len(self.cmd_ids)
+        self.cmd_req = array.array("i", bytes(4 * k))   # transactions per command
+        self.cmd_bad = array.array("i", bytes(4 * k))   # corrupt replies (checksum/framing/driver)
+        self.cmd_len = array.array("i", bytes(4 * k))   # bytes of the last good reply frame
 
     # ------------------------------------------------------------------ public
     def rescan(self):
@@ -245,7 +255,7 @@ class Poller:
             self._age(now)
         if self.is_can:
             self.can_recovery.service(now)     # bus-off: restart with backoff (bus/can.py)
-            return self._service_can(now)
+            return self._canrx.service(now)
         if not self._started:
             self._started = True
             self.discovery.begin_scan(now)
@@ -275,8 +285,7 @@ class Poller:
         self._age_k = k + 1 if k + 1 < len(self._t_reprobe) else 0
         clock.hold_range(now, self._t_reprobe, k, k + 1)
         if self.is_can:
-            self._t_listen = clock.hold(now, self._t_listen)
-            clock.hold_range(now, self._t_can, k, k + 1)
+            self._canrx.age(now, k)
         self.discovery.age(now, k)
 
     # ------------------------------------------------------------------ scheduling
@@ -388,164 +397,6 @@ class Poller:
                 t = self._t_reprobe[s]
         self._t_next = t
 
-    def _new_sweep(self, now):
-        self.sweep_count += 1
-        self._slow_left = self._slow_budget
-        self._slow_n = 0
-        self._slow_done = 0
-        mods = self.bank.modules
-        if clock.due(now, self._t_ident):
-            self._t_ident = clock.add(now, IDENT_PERIOD_MS)
-            for s in range(self.bank.n_used):
-                if mods[s].seen:
-                    self._id_pending |= 1 << s
-        self._id_pending |= self.discovery.id_fast_mask
-
-    # ------------------------------------------------------------------ slow data (issue 15)
-    def _init_slow(self, cfg, n):
-        fam = self.fam
-        mg = getattr(fam, "CMD_MGMT", -1)
-        self._mgmt_cmd = mg if mg in self._poll_cmds else -1
-        self._fast_cmds = bytes([c for c in self._poll_cmds if c != self._mgmt_cmd])
-        self._id_idx = bytearray(n)          # next identity command per slot
-        # identity reads in slow order: the command carrying model + firmware first, so
-        # no check judges a half-read identity (0x4F alone marks it valid)
-        mfr = getattr(fam, "CMD_MFR", -1)
-        order = [c for c in self._ident_cmds if c == mfr] + [c for c in self._ident_cmds if c != mfr]
-        self._slow_ident = bytes(order)
-        if cfg["bank"]["family"] == "pace":  # PACE sends no limits: stand-in rating/chemistry
-            from bankgate import familycaps
-            familycaps.configure_pace(cfg["gating"]["max_limit_ma"], cfg["bank"]["chemistry"])
-        self._lim_half = cfg["gating"]["limits_max_age_ms"] // 2
-        self._v_mgmt = False                 # a slow transaction followed this slot visit
-        self._v_ident = 0                    # identity reads during this slot visit
-        self._sp = 0                         # rotating slow pointer
-        self._pc = 0                         # command of the last _slow_prio()
-        self._pfast = False                  # ... a serial-only (swap confirmation) read
-        self._slow_n = 0
-        self._slow_done = 0                  # slots served a slow read this sweep (one each)
-        self.plan = None
-        cost = {}
-        budget = 0
-        if not self.is_can:
-            p = pollplan.plan(cfg)
-            self.plan = p
-            b = cfg["bank"]
-            fname = b["family"]
-            for c in tuple(self._ident_cmds) + ((self._mgmt_cmd,) if self._mgmt_cmd >= 0 else ()):
-                cost[c] = pollplan.tx_us(fname, c, b["baud"], b["cells"], self.gap_ms)
-            if p is not None:
-                budget = p["slow_budget_ms"] * 1000
-        self._cost = cost                    # {cmd: wire time, us}: a few entries (a 256-entry
-                                             # array took 1 KB of the ESP32's heap)
-        self._slow_budget = budget
-        self._slow_left = budget
-        ma = cfg["gating"]["max_age_ms"]
-        f = self.plan["worst_age_ms"] if self.plan is not None else 2 * CAN_FRAME_MS + 500
-        self._fresh_ms = f if f < ma else ma
-
-    def _slow_prio(self, s, now):
-        """Priority (0 = nothing) of slot s's next slow read; its command in self._pc."""
-        bit = 1 << s
-        if (self.lost_mask & bit) or s >= self.bank.n_used:
-            return 0
-        m = self.bank.modules[s]
-        if not m.seen:
-            return 0
-        mg = self._mgmt_cmd
-        idp = (self._id_pending & bit) != 0 and len(self._slow_ident) > 0
-        if mg >= 0 and not m.mgmt_valid:
-            self._pc = mg
-            return 5
-        self._pfast = False
-        if idp and not m.id_valid:
-            self._pc = self._slow_ident[self._id_idx[s]]
-            return 4
-        if idp and self._serial_cmd >= 0 and (self.discovery.id_fast_mask >> s) & 1:
-            self._pc = self._serial_cmd         # swap confirmation: only the serial number
-            self._pfast = True
-            return 4
-        if mg >= 0 and clock.diff(now, m.t_mgmt) >= self._lim_half:
-            self._pc = mg
-            return 3
-        if idp:
-            self._pc = self._slow_ident[self._id_idx[s]]
-            return 2
-        if mg >= 0:
-            self._pc = mg
-            return 1
-        return 0
-
-    def _slow_start(self, s, cmd, now, serial_only=False):
-        if cmd == self._mgmt_cmd:
-            kind = _K_POLL
-        elif serial_only:
-            kind = _K_IDENT
-            self._id_pending &= ~(1 << s)
-        else:
-            kind = _K_IDENT
-            k = self._id_idx[s] + 1
-            if k >= len(self._slow_ident):
-                k = 0
-                self._id_pending &= ~(1 << s)
-            self._id_idx[s] = k
-        self._slow_left -= self._cost.get(cmd, 0)
-        self._slow_n += 1
-        self._start(kind, self.bank.modules[s].addr, s, cmd, now)
-
-    def _slow_after(self, s, now):
-        """After slot s's fast commands: start one slow transaction if one is due and
-        fits this sweep's budget (True when a transaction was started)."""
-        if self._v_mgmt or self._v_ident:
-            return False                      # one slow transaction per slot visit
-        n = self.bank.n_used
-        best = 0
-        bs = -1
-        bc = 0
-        bf = False
-        j = self._sp
-        done = self._slow_done
-        for _ in range(n):
-            if j >= n:
-                j = 0
-            if (done >> j) & 1:
-                j += 1
-                continue
-            p = self._slow_prio(j, now)
-            if p > best:
-                best = p
-                bs = j
-                bc = self._pc
-                bf = self._pfast
-            j += 1
-        if bs < 0:
-            return False
-        if self._slow_n and self._cost.get(bc, 0) > self._slow_left:
-            return False                      # no room left in this sweep
-        self._sp = bs + 1
-        self._slow_done = done | (1 << bs)
-        self._v_mgmt = True
-        self._slow_start(bs, bc, now, bf)
-        return self._busy
-
-    def fresh_mask(self, now):
-        """Slots whose data is fresh by the poll plan (issue 15, aggregates to the
-        inverter): answering (no missed reply since the last good one, not lost) and
-        analog data no older than one planned worst-case sweep (RS485) or two CAN
-        frame periods.  Zero allocation."""
-        lim = self._fresh_ms
-        mods = self.bank.modules
-        out = 0
-        for s in range(self.bank.n_used):
-            m = mods[s]
-            if not m.analog_valid or (self.lost_mask >> s) & 1:
-                continue
-            if not self.is_can and self._miss[s]:
-                continue
-            if clock.diff(now, m.t_analog) <= lim:
-                out |= 1 << s
-        return out
-
     # ------------------------------------------------------------------ completion
     def _cmd_index(self, cmd):
         ids = self.cmd_ids
@@ -559,58 +410,61 @@ class Poller:
         self.transactions += 1
         kind = self._t_kind
         slot = self._t_slot
-        cmd = self._t_cmd
-        addr = self._t_addr
-        rs = self.rs
         m = self.bank.modules[slot] if slot >= 0 else None
-        code = perr.E_OK
+        code = self._result(r, m, now)
         cat = perr.CAT_NONE
-        if r == _DONE:
-            try:
-                if kind == _K_GROUP:
-                    code = self.fam.decode_group(cmd, rs.rx, rs.n, self.bank, addr, now)
-                else:
-                    code = self.fam.decode(cmd, rs.rx, rs.n, addr,
-                                           m if m is not None else self._scratch, now)
-            except Exception:
-                code = perr.E_TRUNCATED     # a decoder bug must not stop the bus
-            if code >= 0:
-                outcome = dsc.R_GOOD
-            else:
-                cat = perr.category(code)
-                outcome = dsc.R_CORRUPT if (cat == perr.CAT_CHECKSUM or cat == perr.CAT_FRAMING) \
-                    else dsc.R_REJECT
-        elif r == _TIMEOUT:
+        if code == _E_BUS_TIMEOUT:
             outcome = dsc.R_TIMEOUT
-            code = _E_BUS_TIMEOUT
         else:
-            outcome = dsc.R_CORRUPT
-            cat = perr.CAT_FRAMING
-            code = _E_BUS_GAP if r == _GAP else (E_BUS_OVERFLOW if r == _OVERFLOW else E_BUS_NOISE)
-        ci = self._cmd_index(cmd)
+            if code <= _E_BUS_GAP:
+                cat = perr.CAT_FRAMING             # driver failures (E_BUS_*)
+            elif code < 0:
+                cat = perr.category(code)
+            outcome = outcome_of(code, cat)
+        ci = self._cmd_index(self._t_cmd)
         if ci >= 0:
             self.cmd_req[ci] = (self.cmd_req[ci] + 1) & _CMASK
             if outcome == dsc.R_CORRUPT:
                 self.cmd_bad[ci] = (self.cmd_bad[ci] + 1) & _CMASK
             elif outcome == dsc.R_GOOD and kind != _K_GROUP:
-                self.cmd_len[ci] = rs.n
+                self.cmd_len[ci] = self.rs.n
         if kind == _K_GROUP:
             if outcome == dsc.R_GOOD:
                 # decode_group returns the packs it wrote (those with a slot); the
-                # count the master reported is the command value, INFO[1]
-                self.discovery.set_group_count(frame.INFO[1])
+                # count the master reported comes from the family (group_count)
+                self.discovery.set_group_count(self.fam.group_count())
                 self.discovery.recount(now)
             return -1
         if m is not None:
             self._count(m, outcome, cat, code, now)
         if kind == _K_PROBE:
+            addr = self._t_addr
             self.discovery.probe_result(addr, outcome)
-            if self.discovery.probe_needs_retry(addr, self._t_tries):
-                return slot if (outcome == dsc.R_GOOD and m is not None) else -1
-            self._pi += 1
-            self._t_tries = 0
+            if not self.discovery.probe_needs_retry(addr, self._t_tries):
+                self._pi += 1
+                self._t_tries = 0
             return slot if (outcome == dsc.R_GOOD and m is not None) else -1
-        # routine transaction of an assigned slot
+        return self._routine_done(slot, outcome, now)
+
+    def _result(self, r, m, now):
+        """Result code of the transaction that ended with driver result r: decodes a
+        complete reply (into m, the scratch record, or the bank for a group answer);
+        a timeout is _E_BUS_TIMEOUT, a driver failure E_BUS_* (framing)."""
+        if r == _DONE:
+            rs = self.rs
+            try:
+                if self._t_kind == _K_GROUP:
+                    return self.fam.decode_group(self._t_cmd, rs.rx, rs.n, self.bank, self._t_addr, now)
+                return self.fam.decode(self._t_cmd, rs.rx, rs.n, self._t_addr,
+                                       m if m is not None else self._scratch, now)
+            except Exception:
+                return perr.E_TRUNCATED     # a decoder bug must not stop the bus
+        if r == _TIMEOUT:
+            return _E_BUS_TIMEOUT
+        return _E_BUS_GAP if r == _GAP else (E_BUS_OVERFLOW if r == _OVERFLOW else E_BUS_NOISE)
+
+    def _routine_done(self, slot, outcome, now):
+        """A routine transaction of an assigned slot ended: misses, lost/back."""
         d = self.discovery
         d.note(slot, outcome, now)
         bit = 1 << slot
@@ -633,7 +487,7 @@ class Poller:
             self._id_pending |= bit
         if outcome != dsc.R_GOOD:
             return -1
-        if kind == _K_IDENT and cmd == self._serial_cmd:
+        if self._t_kind == _K_IDENT and self._t_cmd == self._serial_cmd:
             d.identity(slot, now)
         return slot
 
@@ -661,76 +515,3 @@ class Poller:
         else:
             m.st_invalid = (m.st_invalid + 1) & _CMASK
             m.t_last_reply = now
-
-    # ------------------------------------------------------------------ CAN
-    def _service_can(self, now):
-        can = self.can
-        d = self.discovery
-        if not self._started or self._rescan:
-            self._started = True
-            self._rescan = False
-            self._t_listen = clock.add(now, _CAN_LISTEN_MS)
-            d.begin_scan(now)
-            self._phase = _PH_CAN_LISTEN
-        changed = -1
-        buf = self._canbuf
-        mods = self.bank.modules
-        for _ in range(CAN_MAX_FRAMES):
-            r = can.recv(buf)
-            if r < 0:
-                break
-            cid = r >> 4
-            addr = can_id_to_addr(cid)
-            if addr < 0:
-                continue                       # not a module frame (counted nowhere)
-            slot = d.slot_of(addr)
-            if slot < 0:
-                if self._phase == _PH_CAN_LISTEN:
-                    d.probe_result(addr, dsc.R_GOOD)   # slot assigned when listening ends
-                    continue
-                slot = d.late_arrival(addr, now)
-                if slot < 0:
-                    continue
-            m = mods[slot]
-            pid = 0x350 | (cid & 0xF)
-            try:
-                code = self.fam.decode(pid, buf, r & 0xF, m, now)
-            except Exception:
-                code = perr.E_TRUNCATED
-            cat = perr.CAT_NONE
-            if code >= 0:
-                outcome = dsc.R_GOOD
-            else:
-                cat = perr.category(code)
-                outcome = dsc.R_CORRUPT if (cat == perr.CAT_CHECKSUM or cat == perr.CAT_FRAMING) \
-                    else dsc.R_REJECT
-            self.transactions += 1
-            self._count(m, outcome, cat, code, now)
-            self._t_can[slot] = now
-            self.lost_mask &= ~(1 << slot)
-            if self._phase == _PH_CAN_LISTEN:
-                d.probe_result(addr, outcome)
-            else:
-                d.note(slot, outcome, now)
-                d.can_frame(slot, pid, now)
-            if outcome == dsc.R_GOOD:
-                changed = slot
-                break                          # one changed record per call: the caller checks it
-        if self._phase == _PH_CAN_LISTEN:
-            if clock.due(now, self._t_listen):
-                d.end_scan(now, 0, 63)
-                self._phase = _PH_CAN_RUN
-                for s in range(self.bank.n_used):
-                    self._t_can[s] = now
-                    if not d.answered(mods[s].addr):
-                        self.lost_mask |= 1 << s
-                self.sweep_count += 1
-        else:
-            for s in range(self.bank.n_used):
-                if clock.diff(now, self._t_can[s]) >= CAN_SILENT_MS:
-                    # silence: one timeout per CAN_SILENT_MS, and the module is lost
-                    self._t_can[s] = now
-                    self.transactions += 1
-                    self._count(mods[s], dsc.R_TIMEOUT, perr.CAT_NONE, _E_BUS_TIMEOUT, now)
-                    self.lost_mask |= 1 << s
-        return changed

@@ -124,14 +124,23 @@ def plan(cfg):
             longest_reply = r
     fast_us = n * fast_one
     # the same fast data by the group query (0x42/0x44 INFO FF to the master), where the
-    # family has one: reported for comparison, not used (docs/bus_health.md: a silent
+    # family has one: reported for comparison, not used (docs/protocols.md "Group query":
+    # a lost answer costs its whole reply time and ages every module at once, a silent
     # slave shifts every later pack onto the wrong slot)
     group_us = 0
+    group_miss_us = 0
     if fam == "pylontech":
         for cmd in fast_cmds(fam):
             ch = 2 * _FRAME_OVERHEAD + 2 * (1 + 2 + n * (reply_info(fam, cmd, cells) - 2))
             group_us += ch * char_us(baud) + TURNAROUND_US + _LOOP_SLACK_US + gap * 1000
+            # a lost group answer holds the bus for its whole-frame timeout (>= its reply)
+            r = (_FRAME_OVERHEAD + 2 * (1 + 2 + n * (reply_info(fam, cmd, cells) - 2))) * char_us(baud) \
+                + TURNAROUND_US + _LOOP_SLACK_US + gap * 1000
+            if r > group_miss_us:
+                group_miss_us = r
     miss_us = c["poll_timeout_ms"] * 1000 + _LOOP_SLACK_US + gap * 1000
+    # the same bound by the group query (comparison only, docs/protocols.md "Group query")
+    group_age_us = group_us + group_miss_us + c["period_ms"] * 1000 if group_us else 0
     target_us = max_age * (1000 * _AGE_SHARE // _AGE_DEN) - c["period_ms"] * 1000   # < 2**30
     budget_us = target_us - fast_us - miss_us
     if budget_us > n * slow_max:
@@ -140,6 +149,8 @@ def plan(cfg):
     slow_us = budget_us if ok else slow_max  # the poller always does at least one
     sweep_us = fast_us + slow_us
     worst_age_us = sweep_us + miss_us + c["period_ms"] * 1000
+    if group_age_us:
+        group_age_us += slow_max
     # slow turns: a slot gets a slow transaction every `turn` sweeps
     per_sweep = slow_us // slow_max if slow_max else 0
     if per_sweep < 1:
@@ -148,6 +159,7 @@ def plan(cfg):
     return {
         "family": fam, "baud": baud, "modules": n, "cells": cells,
         "fast_tx_us": fast_one, "fast_cycle_ms": fast_us // 1000, "group_cycle_ms": group_us // 1000,
+        "group_worst_age_ms": (group_age_us + 999) // 1000,
         "slow_tx_max_ms": slow_max // 1000, "slow_budget_ms": slow_us // 1000,
         "slow_per_sweep": per_sweep, "slow_turn_sweeps": turn,
         "sweep_ms": sweep_us // 1000, "miss_ms": miss_us // 1000,

@@ -192,3 +192,24 @@ def test_overflow_and_exceptions_counted_as_framing():
     assert m.st_framing > f0 and m.last_error == pl.E_BUS_OVERFLOW
     assert _data(m)[:12] == before[:12]
     assert _stats_consistent(m)
+
+
+def test_one_outcome_classification_for_rs485_and_can():
+    # issue 20: the outcome of a decoded frame was classified twice (RS485 _finish and
+    # CAN reception); both use pollcan.outcome_of now
+    from bankgate import discovery as dsc
+    from bankgate import pollcan
+    from bankgate import poller as pl
+    from bankgate.proto import errors as perr
+    rx = pollcan.CanReception(None, 2, pl.outcome_of, pl.can_id_to_addr)
+    assert rx.outcome_of is pl.outcome_of
+    f = pl.outcome_of
+    assert f(0, perr.CAT_NONE) == dsc.R_GOOD and f(3, perr.CAT_NONE) == dsc.R_GOOD
+    for code, want in ((perr.E_CHKSUM, dsc.R_CORRUPT), (perr.E_EOI, dsc.R_CORRUPT),
+                       (perr.E_RTN_CID2, dsc.R_REJECT), (perr.E_PLAUSIBLE, dsc.R_REJECT),
+                       (perr.E_ADDR, dsc.R_REJECT), (perr.E_TRUNCATED, None)):
+        cat = perr.category(code)
+        got = f(code, cat)
+        if want is None:        # framing-class codes are corruption, the rest rejections
+            want = dsc.R_CORRUPT if cat in (perr.CAT_CHECKSUM, perr.CAT_FRAMING) else dsc.R_REJECT
+        assert got == want, (code, cat, got)

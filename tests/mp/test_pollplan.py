@@ -143,6 +143,25 @@ def test_plan_figures_follow_baud_and_count():
     assert p(4, 9600, 100)["fast_cycle_ms"] >= a["fast_cycle_ms"] + 4 * 2 * 100
 
 
+def test_group_query_cannot_bring_sixteen_modules_at_9600_under_the_default_bound():
+    # issue 15 part 2: the group query (0x42/0x44 INFO FF) shortens the fast cycle of 16
+    # modules at 9600 baud, but a lost group answer holds the bus for its whole reply,
+    # so its worst-case age still misses 9/10 of the default max_age_ms 5000 (and one
+    # lost answer ages every module at once): the plan reports it, the poller does not
+    # use it, and the validator keeps its advice (docs/protocols.md, "Group query")
+    raw = {"bank": {"addresses": list(range(2, 18)), "expected_modules": 16, "baud": 9600},
+           "contactors": {"outputs": ["k%d" % i for i in range(16)]},
+           "gating": {"max_age_ms": 8000}}
+    p = pollplan.plan(config.validate(raw))
+    assert p["group_cycle_ms"] * 10 < p["fast_cycle_ms"] * 7, p      # ~3.5 s instead of ~5.1 s
+    assert p["group_worst_age_ms"] > 5000 * 9 // 10, p
+    assert p["group_worst_age_ms"] > p["group_cycle_ms"] + 2000, p    # the 16-pack 0x42 answer
+    raw["bank"]["family"] = "pace"                                    # no group query
+    raw["bank"]["approved_models"] = []
+    q = pollplan.plan(config.validate(raw))
+    assert q["group_cycle_ms"] == 0 and q["group_worst_age_ms"] == 0, q
+
+
 def test_fresh_mask_drops_a_silent_module_at_its_first_missed_reply():
     # issue 15: for up to max_age_ms after a module left, the 0x356 current still
     # included its last reading; the aggregates now use poller.fresh_mask()

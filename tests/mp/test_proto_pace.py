@@ -220,3 +220,11 @@ def test_warning2_bit_order_differs_from_protection2():
         st = [0] * 8 + [bit]
         r, m = dec(P.CMD_ALARM, bmsproto.alarm_response("pace", 1, dict(ALARM, status=st)))
         assert r == E_OK and m.alarms == alm and m.protections == 0, (bit, m.alarms)
+
+
+def test_shares_pylontech_helpers_through_public_names():
+    # issue 20: pace.py called pylontech's private _serial; the serial-number parser is
+    # public now (parse_serial) and the private name is gone; no group query on PACE
+    from bankgate.proto import pylontech
+    assert hasattr(pylontech, "parse_serial") and not hasattr(pylontech, "_serial")
+    assert P.group_count() == 0 and not P.SUPPORTS_GROUP

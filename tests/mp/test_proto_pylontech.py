@@ -155,6 +155,21 @@ def test_group_rejected_as_a_whole():
     assert [snap(m) for m in bank.modules] == before
 
 
+def test_group_count_is_the_masters_count_of_the_last_accepted_answer():
+    # the poller takes the count through this function, not from the parser's INFO buffer
+    bank = model.Bank(2)
+    bank.modules[0].addr = 2
+    f = bytearray(bmsproto.analog_group_response(2, [PACK, PACK, PACK]))
+    assert P.decode_group(P.CMD_ANALOG, f, len(f), bank, 2, 1) == 1   # one pack has a slot
+    assert P.group_count() == 3
+    bad = bytearray(bmsproto.analog_group_response(2, [PACK, dict(BIG, voltage_mv=0)]))
+    assert P.decode_group(P.CMD_ANALOG, bad, len(bad), bank, 2, 1) == errors.E_PLAUSIBLE
+    assert P.group_count() == 3                 # a rejected answer leaves it
+    one = bytearray(bmsproto.analog_group_response(2, [PACK]))
+    assert P.decode_group(P.CMD_ANALOG, one, len(one), bank, 2, 1) == 1
+    assert P.group_count() == 1
+
+
 ALARM = {"cell_flags": [0] * 15, "temp_flags": [0] * 5, "status": [0, 0x06, 0x40, 0, 0]}
 
 

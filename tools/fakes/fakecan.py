@@ -90,6 +90,7 @@ class _CanNode:
         self.bus_off_count += 1
         self.hold_bus_off = hold
         if self.bus is not None:
+            self.bus.mark()
             self.t_recover = self.bus.now_us() + 128 * 11 * self.bus.bit_ns // 1000
         self.cn_on_bus_off()
 
@@ -121,6 +122,10 @@ class FakeCanBus:
         self._data = bytearray(8)
         self._cmp = bytearray(8)
         self._updating = False
+        self._done_us = -1          # update() evaluated the bus up to this time
+        self._quiet = False         # update(): nothing can happen up to _quiet_until
+        self._quiet_until = -1
+        self._plain = True          # every node is a FakeCan (marks the bus on changes)
         self.frames_ok = 0
         self.frames_err = 0
         self.ack_errors = 0
@@ -129,6 +134,10 @@ class FakeCanBus:
 
     def attach(self, node):
         self.nodes.append(node)
+        self._done_us = -1
+        self._quiet = False
+        if not isinstance(node, FakeCan):
+            self._plain = False
 
     def now_us(self):
         return self.clock.now_us
@@ -142,8 +151,17 @@ class FakeCanBus:
     def update(self):
         if self._updating:
             return
-        self._updating = True
         now = self.clock.now_us
+        if now == self._done_us:
+            # already evaluated up to this instant: what a node did since (send, restart,
+            # bus-off) takes effect only once time passes (a frame queued now joins the
+            # arbitration at `now`, which starts when the clock moves on), so a second
+            # evaluation at the same time changes nothing (the firmware reads every
+            # controller several times per loop iteration)
+            return
+        if self._quiet_until >= now and self._quiet:
+            return                  # nothing can happen before _quiet_until (see below)
+        self._updating = True
         nodes = self.nodes
         while True:
             for nd in nodes:
@@ -151,6 +169,7 @@ class FakeCanBus:
                     nd.cn_recover()
             if self._busy:
                 if self._end > now:
+                    self._set_quiet(self._end - 1)
                     break
                 self._resolve()
                 continue
@@ -162,12 +181,14 @@ class FakeCanBus:
                 if t >= 0 and (t0 < 0 or t < t0):
                     t0 = t
             if t0 < 0:
+                self._set_quiet(1 << 62)
                 break
             if t0 < self._free:
                 t0 = self._free
             if t0 >= now:
                 # not before time has passed: frames queued at this same instant
                 # by other nodes still join this arbitration (start time stays t0)
+                self._set_quiet(t0)
                 break
             best = -1
             for nd in nodes:
@@ -189,7 +210,29 @@ class FakeCanBus:
             self._dlc = first.cn_frame(self._data)
             self._busy = True
             self._end = t0 + self.frame_us[self._dlc]
+        self._done_us = now
         self._updating = False
+
+    @micropython.native
+    def _set_quiet(self, t):
+        # Fast path of update(): when every node is a FakeCan (whose send/restart/
+        # force_bus_off mark the bus dirty) and none is bus-off (recovery runs on time),
+        # nothing happens on the bus before t (the next frame start or end), so update()
+        # can return at once until then.  Other node types (FakeMcp2515) change their TX
+        # state through registers: no fast path.
+        self._quiet_until = t
+        q = self._plain
+        if q:
+            for nd in self.nodes:
+                if nd.bus_off:
+                    q = False
+                    break
+        self._quiet = q
+
+    def mark(self):
+        """A node changed what it sends (queued, dropped, went bus-off): update() must
+        evaluate the bus again."""
+        self._quiet = False
 
     @micropython.native
     def _resolve(self):
@@ -368,6 +411,8 @@ class FakeCan(_CanNode):
                 self._tx_dlc[i] = n
                 self._tx_t[i] = self.bus.now_us() if self.bus is not None else 0
                 self._tx_id[i] = can_id
+                if self.bus is not None:
+                    self.bus.mark()
                 return True
         self.rejected += 1
         return False
@@ -425,6 +470,7 @@ class FakeCan(_CanNode):
         if self.bus is not None:
             self.bus.update()
         self.restarts += 1
+        self.bus.mark() if self.bus is not None else None
         for i in range(self._q):
             self._tx_id[i] = -1
         if self.bus_off and self.bus is not None:

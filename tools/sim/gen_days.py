@@ -122,6 +122,11 @@ def scenario(name, n, bus="rs485", family="pylontech", baud=115200, topology="br
          "timeline": timeline, "expect": ex}
     if bus == "rs485" and family == "pace":
         s["bus"] = {"family": "pace"}
+    if k == 1 and slow:
+        # full days: the physics steps once a simulated second (the load changes by the
+        # hour; coil changes and link-voltage reads are still exact), the BMS values
+        # change once a second as a real BMS's do (docs/scenarios.md, "Speed")
+        s["step_ms"] = 1000
     return s, slow
 
 

@@ -289,7 +289,7 @@ def decode(cmd, buf, n, addr, mod, now):
         _commit_hwver(mod, s, now)
         return E_OK
     if cmd == CMD_SERIAL:
-        r = _py._serial(ln, s, 0, ln)
+        r = _py.parse_serial(ln, s, 0, ln)
         if r:
             return r
         _py.commit_serial(mod, s, now)
@@ -300,3 +300,8 @@ def decode(cmd, buf, n, addr, mod, now):
 
 def decode_group(cmd, buf, n, bank, first_addr, now):
     return E_UNSUPPORTED
+
+
+def group_count():
+    """No whole-group query on PACE (SUPPORTS_GROUP False)."""
+    return 0

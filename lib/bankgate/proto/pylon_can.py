@@ -95,6 +95,47 @@ def _bits_v_t(b):
     return r
 
 
+def _decode_alarms(buf, dlc, mod, now):
+    """0x359: protection and alarm flags -> ALM_* bits (status bytes kept)."""
+    if dlc < 5:
+        return E_TRUNCATED
+    pr = _bits_v_t(buf[0])
+    if buf[1] & 0x01:
+        pr |= ALM_CHG_OC
+    if buf[1] & 0x88:           # system error: b3 (spec) or b7 (some implementations)
+        pr |= ALM_INTERNAL
+    al = _bits_v_t(buf[2])
+    if buf[3] & 0x01:
+        al |= ALM_CHG_OC
+    if buf[3] & 0x08:
+        al |= ALM_INTERNAL
+    mod.protections = pr
+    mod.alarms = al
+    for k in range(5):
+        mod.status[k] = buf[k]
+    mod.alarm_valid = True
+    mod.t_alarm = now
+    return E_OK
+
+
+def _decode_name(buf, dlc, mod, now):
+    """0x35E: the manufacturer name (printable ASCII, trailing blanks trimmed)."""
+    if dlc < 1:
+        return E_TRUNCATED
+    end = dlc
+    while end > 0 and (buf[end - 1] == 0x20 or buf[end - 1] == 0):
+        end -= 1
+    for k in range(end):
+        if buf[k] < 0x20 or buf[k] > 0x7E:
+            return E_PLAUSIBLE
+    for k in range(end):
+        mod.manufacturer[k] = buf[k]
+    mod.manufacturer_len = end
+    mod.id_valid = True
+    mod.t_id = now
+    return E_OK
+
+
 def decode(can_id, buf, dlc, mod, now):
     """Decode one CAN frame (data buf[0:dlc]) into `mod`.  E_OK or a negative
     code with mod untouched.  Never raises; allocates nothing."""
@@ -143,45 +184,14 @@ def decode(can_id, buf, dlc, mod, now):
         mod.t_analog = now
         return E_OK
     if can_id == ID_ALARMS:
-        if dlc < 5:
-            return E_TRUNCATED
-        pr = _bits_v_t(buf[0])
-        if buf[1] & 0x01:
-            pr |= ALM_CHG_OC
-        if buf[1] & 0x88:           # system error: b3 (spec) or b7 (some implementations)
-            pr |= ALM_INTERNAL
-        al = _bits_v_t(buf[2])
-        if buf[3] & 0x01:
-            al |= ALM_CHG_OC
-        if buf[3] & 0x08:
-            al |= ALM_INTERNAL
-        mod.protections = pr
-        mod.alarms = al
-        for k in range(5):
-            mod.status[k] = buf[k]
-        mod.alarm_valid = True
-        mod.t_alarm = now
-        return E_OK
+        return _decode_alarms(buf, dlc, mod, now)
     if can_id == ID_REQUEST:
         if dlc < 1:
             return E_TRUNCATED
         mod.mgmt_flags = buf[0]
         return E_OK
     if can_id == ID_NAME:
-        if dlc < 1:
-            return E_TRUNCATED
-        end = dlc
-        while end > 0 and (buf[end - 1] == 0x20 or buf[end - 1] == 0):
-            end -= 1
-        for k in range(end):
-            if buf[k] < 0x20 or buf[k] > 0x7E:
-                return E_PLAUSIBLE
-        for k in range(end):
-            mod.manufacturer[k] = buf[k]
-        mod.manufacturer_len = end
-        mod.id_valid = True
-        mod.t_id = now
-        return E_OK
+        return _decode_name(buf, dlc, mod, now)
     return E_UNSUPPORTED
 
 

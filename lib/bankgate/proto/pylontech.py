@@ -364,7 +364,10 @@ def commit_mfr(d, s, now):
     d.t_id = now
 
 
-def _serial(ln, s, start, count):
+def parse_serial(ln, s, start, count):
+    """Serial number text INFO[start:start+count] into scratch s (s.serial,
+    s.serial_len); E_OK or an error code.  Shared with the other families that use
+    this frame format (bankgate.proto.pace)."""
     if ln < start + count:
         return E_TRUNCATED
     n = text_field(s.serial, start, count, 16)
@@ -429,7 +432,7 @@ def decode(cmd, buf, n, addr, mod, now):
         commit_mfr(mod, s, now)
         return E_OK
     if cmd == CMD_SERIAL:
-        r = _serial(ln, s, 1, 16)      # command value, 16 ASCII characters
+        r = parse_serial(ln, s, 1, 16)      # command value, 16 ASCII characters
         if r:
             return r
         commit_serial(mod, s, now)
@@ -438,6 +441,9 @@ def decode(cmd, buf, n, addr, mod, now):
         commit_version(mod, frame.HDR[frame.VER], now)
         return E_OK
     return E_UNSUPPORTED
+
+
+_group_n = 0                          # packs in the last accepted group answer (group_count)
 
 
 def _group_walk(cmd, ln, count, bank, first_addr, now, commit):
@@ -484,4 +490,12 @@ def decode_group(cmd, buf, n, bank, first_addr, now):
     r = _group_walk(cmd, ln, count, bank, first_addr, now, False)
     if r < 0:
         return r
+    global _group_n
+    _group_n = count
     return _group_walk(cmd, ln, count, bank, first_addr, now, True)
+
+
+def group_count():
+    """Packs the master reported in the last group answer decode_group accepted
+    (its command value), 0 before the first."""
+    return _group_n

@@ -249,6 +249,7 @@ class Simulation:
         self.is_can = b["bus"] == "can"
         self.wire = None
         self.mod_can = []
+        self._can_cache = [None] * len(self.bmses)   # per module: ((gen, addr), frame set)
         if self.is_can:
             model = fakebus.ElectricalModel(terminators=bus["terminators"], length_m=bus["cable_m"],
                                             bitrate=baud, noise_ppm=int(bus["noise"] * 1e6),
@@ -450,12 +451,20 @@ class Simulation:
             self.inv_can.send(0x305, bytes(8), 8)
         self.clock.after_us(_HEARTBEAT_US, self._heartbeat)
 
+    @micropython.native
     def _can_module_tick(self, i):
+        # The frame set carries the BMS's state of the latest physics step (as an RS485
+        # answer does: bgsim.emu.Rs485Bms), built once per change of the BMS's integers
+        # (Bms.gen) and address, not per send.
         bm = self.bmses[i]
         if bm.plugged:
-            self.advance()
+            r = bm.report(self.t_phys_us)
+            key = (bm.gen, bm.addr)
+            c = self._can_cache[i]
+            if c is None or c[0] != key:
+                c = self._can_cache[i] = (key, emu.can_frames(r, bm.addr))
             node = self.mod_can[i]
-            for cid, data in emu.can_frames(bm.report(), bm.addr):
+            for cid, data in c[1]:
                 node.send(cid, data, len(data))
         self.clock.after_us(_CAN_MOD_PERIOD_US, self._can_module_tick, i)
 
