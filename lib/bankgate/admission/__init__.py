@@ -3,7 +3,9 @@
 # (docs/admission.md; docs/architecture.md, "Admission").  The package:
 #   checks.py   bank/module states and check codes (names + numbers): the one copy
 #   rules.py    the read-only checks, shared by step() and urgent()
-#   core.py     AdmissionCore: state, events, latches, aging, bank state, limits, view
+#   latches.py  Latches: latched faults, their persistence, the local reset
+#   core.py     AdmissionCore(Latches): state, events, step skeleton, aging, bank state,
+#               limits, the read-only view
 #   branch.py   BranchAdmission: one contactor per module
 #   mainbus.py  MainAdmission: main contactor + precharge (common bus)
 # Admission() builds the configured topology and imports only that module, so a device

@@ -36,16 +36,15 @@ from bankgate.admission.checks import (
     STATE_NAMES, MOD_ABSENT, MOD_CHECKING, MOD_PENDING, MOD_DWELL, MOD_CLOSING, MOD_ADMITTED,
     MOD_OPENING, MOD_BLOCKED, MOD_FAULT, MOD_STATE_NAMES, CHK_ABSENT, CHK_FAULT, CHK_NO_ALARM_DATA,
     CHK_NO_LIMITS, CHK_NO_ID, CHK_BOOT_HOLD, CHECK_NAMES)
+from bankgate.admission.latches import Latches
 from bankgate.admission.rules import Rules
-from bankgate.contactor import Contactors, F_LATCH_STORE, FAULT_NAMES
-from bankgate.events import (
-    EV_BANK_STATE, EV_MODULE_STATE, EV_CHECK_FAIL, EV_CHECK_CLEAR, EV_FAULT_LATCHED,
-    EV_FAULT_CLEARED, EV_PENDING_LONG)
+from bankgate.contactor import Contactors, FAULT_NAMES
+from bankgate.events import EV_BANK_STATE, EV_MODULE_STATE, EV_CHECK_FAIL, EV_CHECK_CLEAR, EV_PENDING_LONG
 
 _LINK_MAX_MV = const(200000)
 
 
-class AdmissionCore:
+class AdmissionCore(Latches):
     branch = False                    # set by the topology subclass
     topology = ""
 
@@ -183,28 +182,6 @@ class AdmissionCore:
         r.idm = id_fault_mask            # what step() is about to use anyway
         return r.check(i, self.bank.modules[i], now, self._joining(i)) != self._codes[i]
 
-    def reset_faults(self, now):
-        """Clear latched faults.  LOCAL ONLY: the USB console and the reset input
-        call this; nothing on the network may.  Outputs stay open; modules go
-        through every check and the dwell again.  Returns True if anything cleared."""
-        f = self.faults
-        if not f:
-            return False
-        for bit, _ in FAULT_NAMES:
-            if f & bit:
-                self.events.emit(now, EV_FAULT_CLEARED, -1, bit, 0)
-        self.faults = 0
-        self.fault_slot = -1
-        self.fault_value = 0
-        for i in range(self.n_slots + 1):
-            self.weld_on[i] = 0
-        self.link_on = 0
-        for i in range(self.ct.n):
-            self.ct.bad[i] = 0
-        self._forget()
-        self._persist()
-        return True
-
     def use_measured_loop(self, me, conf_min):
         """After Metrics.update() (me): slot i's confident loop-resistance estimate
         replaces gating.loop_resistance_mohm in its join limit (loop_mohm[i]) whenever
@@ -275,9 +252,6 @@ class AdmissionCore:
     def _soc_set(self):
         """Bit i: slot i's SOC is in the reference range of the SOC spread check."""
         raise NotImplementedError
-
-    def _forget(self):
-        """Outputs were released or faults reset: forget any close in progress."""
 
     def _weld(self, now):
         raise NotImplementedError
@@ -370,41 +344,6 @@ class AdmissionCore:
 
     def _age_topo(self, now):
         """The topology's own time stamps (aging pass)."""
-
-    def _latch(self, bit, slot, value, now):
-        if self.faults & bit:
-            return
-        if not self.faults:
-            self.fault_slot = slot
-            self.fault_value = value
-        self.faults |= bit
-        self.ct.open_all(now)
-        addr = self._addr[slot] if slot >= 0 else -1
-        self.events.emit(now, EV_FAULT_LATCHED, addr, bit, value)
-        self._persist()
-
-    # ---- persisted latches (bankgate.latchstore; docs/safety.md, "Across resets")
-    def _persist(self):
-        """Write the latched set to the device filesystem if it changed (outputs are
-        already open).  Rare: a fault latching or a local reset.  Never raises."""
-        if self.store is not None:
-            self.store.save(self.faults, self.fault_slot, self.fault_value)
-
-    def _restore(self, now):
-        from bankgate import latchstore
-        st = self.store = latchstore.LatchStore(self.hw.fs)
-        v = st.load()
-        if v == latchstore.OK and st.faults:
-            slot = st.slot if -1 <= st.slot < self.n_exp else -1
-            self.faults = st.faults
-            self.fault_slot = slot
-            self.fault_value = st.value
-            addr = self._addr[slot] if slot >= 0 else -1
-            for bit, _ in FAULT_NAMES:
-                if st.faults & bit:
-                    self.events.emit(now, EV_FAULT_LATCHED, addr, bit, st.value)
-        elif v == latchstore.CORRUPT or v == latchstore.UNREADABLE:
-            self._latch(F_LATCH_STORE, -1, v, now)
 
     def _state_for(self, code, i):
         if code == CHK_ABSENT:
