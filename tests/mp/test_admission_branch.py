@@ -1,15 +1,15 @@
 # Admission, branch topology (bankgate.admission.branch): the gate (dV, hysteresis,
 # dwell, inrush, module limits, join order), joining under load, and the opening rules
-# of a closed branch (critical at once, otherwise ramp first).  The Rig is test_admission.py's.
+# of a closed branch (critical at once, otherwise ramp first).  The Rig is tests/support/admrig.py.
 # mpy-timeout: 900
 # mpy-heapsize: 512k
 import random
 
 import mptest
 import records
+from admrig import (Rig, _blocks, _closed_branch, _main_rig, _no_alloc_run, _quiet, all_closed,
+                    healthy, set_mv)
 from fakehw import FakeAdc, FakeHardware, SimClock
-from test_admission import (Rig, _blocks, _closed_branch, _main_rig, _no_alloc_run, _quiet,
-                            all_closed, healthy, set_mv)
 
 from bankgate import admission as adm
 from bankgate import clock, config

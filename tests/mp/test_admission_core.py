@@ -1,16 +1,16 @@
 # Admission core (bankgate.admission.core and the package face): robustness (exceptions,
 # external release, watchdog reset), the read-only view, the pending mask, hold_joins,
 # and the topology factory importing only the configured topology.
-# The Rig is test_admission.py's.
+# The Rig is tests/support/admrig.py.
 # mpy-timeout: 900
 # mpy-heapsize: 512k
 import random
 
 import mptest
 import records
+from admrig import (Rig, _blocks, _closed_branch, _main_rig, _no_alloc_run, _quiet, all_closed,
+                    healthy, set_mv)
 from fakehw import FakeAdc, FakeHardware, SimClock
-from test_admission import (Rig, _blocks, _closed_branch, _main_rig, _no_alloc_run, _quiet,
-                            all_closed, healthy, set_mv)
 
 from bankgate import admission as adm
 from bankgate import clock, config

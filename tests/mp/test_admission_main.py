@@ -1,14 +1,14 @@
 # Admission, main topology (bankgate.admission.mainbus): all or nothing, precharge,
-# main, spread, opening under load.  The Rig is test_admission.py's.
+# main, spread, opening under load.  The Rig is tests/support/admrig.py.
 # mpy-timeout: 900
 # mpy-heapsize: 512k
 import random
 
 import mptest
 import records
+from admrig import (Rig, _blocks, _closed_branch, _main_rig, _no_alloc_run, _quiet, all_closed,
+                    healthy, set_mv)
 from fakehw import FakeAdc, FakeHardware, SimClock
-from test_admission import (Rig, _blocks, _closed_branch, _main_rig, _no_alloc_run, _quiet,
-                            all_closed, healthy, set_mv)
 
 from bankgate import admission as adm
 from bankgate import clock, config
