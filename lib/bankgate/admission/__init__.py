@@ -11,17 +11,26 @@
 # Admission() builds the configured topology and imports only that module, so a device
 # with one topology never loads the other.  The interlock (bankgate.contactor) and the
 # combined limits (bankgate.limits) stay beside the package.
-from bankgate.admission.checks import (  # noqa: F401  (the public names)
-    BANK_BOOT, BANK_WAITING, BANK_JOINING, BANK_CLOSED, BANK_DEGRADED, BANK_OPENING, BANK_FAULT,
-    STATE_NAMES, MOD_ABSENT, MOD_CHECKING, MOD_PENDING, MOD_DWELL, MOD_CLOSING, MOD_ADMITTED,
-    MOD_OPENING, MOD_BLOCKED, MOD_FAULT, MOD_STATE_NAMES, CHECK_NAMES,
-    CHK_ABSENT, CHK_ADDR, CHK_STALE, CHK_ID_FAULT, CHK_NO_ALARM_DATA, CHK_ALARM, CHK_FAULT,
-    CHK_BUS, CHK_INVERTER, CHK_NO_LIMITS, CHK_LIMITS, CHK_NO_ID, CHK_MODEL, CHK_FIRMWARE_MIN,
-    CHK_FIRMWARE_SAME, CHK_CELLS, CHK_CHEMISTRY, CHK_NOMINAL, CHK_PARALLEL, CHK_BOOT_HOLD,
-    CHK_VOLTAGE, CHK_SOC, CHK_SOC_SPREAD, CHK_LINK, CHK_BANK_WAIT, CHK_DV, CHK_INRUSH,
-    CHK_MOD_LIMIT, CHK_SPREAD, CHK_FROZEN, CHK_CELL_SUM, CHK_CURRENT_RANGE, CHK_JOIN_HOLD)
-from bankgate.contactor import (  # noqa: F401  (the latched fault bits, as before)
-    F_WELDED, F_FAIL_CLOSE, F_WELD_CURRENT, F_WELD_LINK, F_PRECHARGE, F_LATCH_STORE, FAULT_NAMES)
+
+
+def __getattr__(name):
+    """The codes of bankgate.admission.checks (CHK_*, MOD_*, BANK_*, the names) and the
+    latched fault bits of bankgate.contactor (F_*, FAULT_NAMES) as attributes of the
+    package (adm.CHK_DV), looked up on use: no second dictionary of them in RAM."""
+    if name[:1] == "_" or name in _SUBMODULES:
+        raise AttributeError(name)            # (never recurse into an import in progress)
+    import sys
+    import bankgate.admission.checks  # noqa: F401 (loaded; not looked up on this package)
+    checks = sys.modules["bankgate.admission.checks"]
+    if hasattr(checks, name):
+        return getattr(checks, name)
+    if name[:2] == "F_" or name == "FAULT_NAMES":
+        from bankgate import contactor
+        return getattr(contactor, name)
+    raise AttributeError(name)
+
+
+_SUBMODULES = ("checks", "rules", "latches", "core", "branch", "mainbus")
 
 
 def Admission(hw, cfg, bank, events):
