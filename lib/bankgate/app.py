@@ -24,7 +24,7 @@ _DATA_PERIOD_MS = const(1000)   # metrics/diagnoses period: they describe trends
                                 # they run once a second on the newest data; admission, the
                                 # safety decision, runs every control period and at once when
                                 # a decoded frame changes a module's check result (_urgent)
-_MAX_IDLE_MS = const(20)      # never idle longer than this (device: keeps the console responsive)
+_MAX_IDLE_MS = const(20)        # never idle longer than this (device: keeps the console responsive)
 _CAN_BURST = const(63)          # CAN: further changed frames decoded per iteration (_drain_can)
 # the codes the control step passes on, from their one home (not copied)
 from bankgate.bushealth import DUPLICATE_ADDRESS as _BUS_DUPLICATE
