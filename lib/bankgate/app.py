@@ -24,12 +24,13 @@ _DATA_PERIOD_MS = const(1000)   # metrics/diagnoses period: they describe trends
                                 # they run once a second on the newest data; admission, the
                                 # safety decision, runs every control period and at once when
                                 # a decoded frame changes a module's check result (_urgent)
-_MAX_IDLE_MS = const(20)
+_MAX_IDLE_MS = const(20)        # never idle longer than this (device: keeps the console responsive)
 _CAN_BURST = const(63)          # CAN: further changed frames decoded per iteration (_drain_can)
-_F_DUPLICATE = const(1)         # bankgate.discovery.F_DUPLICATE
-_BUS_DUPLICATE = const(3)       # bankgate.bushealth.DUPLICATE_ADDRESS
-_BUS_TERMINATION = const(1)     # bankgate.bushealth.TERMINATION_SUSPECT
-_BUS_NOISE = const(2)           # bankgate.bushealth.WIRING_NOISE        # never idle longer than this (device: keeps the console responsive)
+# the codes the control step passes on, from their one home (not copied)
+from bankgate.bushealth import DUPLICATE_ADDRESS as _BUS_DUPLICATE
+from bankgate.bushealth import TERMINATION_SUSPECT as _BUS_TERMINATION
+from bankgate.bushealth import WIRING_NOISE as _BUS_NOISE
+from bankgate.discovery import F_DUPLICATE as _F_DUPLICATE
 
 
 class Gateway:
@@ -157,12 +158,7 @@ class Gateway:
             self.next_data = tk.add(now, _DATA_PERIOD_MS)
             self.metrics.update(now, adm.admitted_mask)
             adm.use_measured_loop(self.metrics, self.r_conf_min)   # measured loop R below the configured
-            pending = 0
-            ps = adm.pending_since
-            for i in range(adm.n_exp):
-                if ps[i] != -1:
-                    pending |= 1 << i
-            self.diagnoser.step(now, adm.admitted_mask, adm.expected_mask, pending)
+            self.diagnoser.step(now, adm.admitted_mask, adm.expected_mask, adm.pending_mask())
         self.next_control = tk.add(now, self.period_ms)
         self.control_steps += 1
         wdt = self.hw.wdt
@@ -227,12 +223,11 @@ class Gateway:
 
     def module_snapshot(self, m):
         """One module as JSON-able integers and names (allocates)."""
-        from bankgate.admission import CHECK_NAMES, MOD_STATE_NAMES
-        adm = self.admission
+        from bankgate.admission.checks import CHECK_NAMES, MOD_STATE_NAMES
         s = m.slot
-        if s < adm.n_exp:
-            state, reason, value = MOD_STATE_NAMES[adm.mod_state[s]], CHECK_NAMES[adm.mod_reason[s]], adm.mod_value[s]
-            dv = adm.dv_mv[s]
+        v = self.admission.view(s)
+        if v is not None:
+            state, reason, value, dv = MOD_STATE_NAMES[v[0]], CHECK_NAMES[v[1]], v[2], v[4]
         else:
             state, reason, value, dv = "unexpected", "not_configured", m.addr, 0
         return {

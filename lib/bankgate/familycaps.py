@@ -21,11 +21,8 @@
 #                                            (the 0x35E name is the identity)
 from micropython import const
 
-# check codes (bankgate.admission; not imported: admission imports this module)
-CHK_MODEL = const(13)
-CHK_FIRMWARE_MIN = const(14)
-CHK_FIRMWARE_SAME = const(15)
-CHK_CELLS = const(16)
+# check codes: the one copy (bankgate.admission.checks imports nothing of bankgate)
+from bankgate.admission.checks import CHK_MODEL, CHK_FIRMWARE_MIN, CHK_FIRMWARE_SAME, CHK_CELLS
 
 NA_FIRMWARE = const(1)        # checks 14, 15
 NA_CELLS = const(2)           # check 16 (and the join-time per-cell chemistry window)

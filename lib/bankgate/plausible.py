@@ -44,6 +44,7 @@ import array
 from micropython import const
 
 from bankgate import clock
+from bankgate.admission.checks import CHK_FROZEN, CHK_CELL_SUM, CHK_CURRENT_RANGE
 
 _AMS_PER_MAH = const(3600)      # 1 mAh = 3.6 A s = 3600 A ms
 _MAX_DT = const(1000)
@@ -127,7 +128,3 @@ class DataChecks:
         return 0
 
 
-# the codes, as bankgate.admission numbers them (kept here to avoid an import cycle)
-CHK_FROZEN = const(30)
-CHK_CELL_SUM = const(31)
-CHK_CURRENT_RANGE = const(32)

@@ -43,7 +43,7 @@ def step():
     if v:
         rec["was_closed"] = True
     if rec["t_visible"] is None:
-        if kind == "alarm" and (mod.alarms | mod.protections) & adm.crit:
+        if kind == "alarm" and (mod.alarms | mod.protections) & adm.rules.crit:
             rec["t_visible"] = now
             rec["pin_at_visible"] = v
         elif kind == "stale" and rec["was_closed"]:

@@ -3,7 +3,7 @@ it (and not the others), and a healthy bank over 24 simulated hours produces non
 
 - the shipped scenario set (tests/scenarios/*.json, run end to end by
   tests/host/test_simulate_cli.py) is checked here for COVERAGE: every diagnosis
-  code of bankgate.diagnose has a scenario whose enforced (non-optional)
+  code of bankgate.diagnose has a scenario whose
   expectation requires it present and that requires every other code absent
   over its whole run; the healthy commissioning requires all absent;
 - the healthy soak (tests/scenarios/soak/healthy_24h.json) runs all 24 simulated
@@ -39,7 +39,7 @@ def _scenarios():
 
 
 def _enforced(s):
-    return [e for e in s["expect"] if "diagnosis" in e and not e.get("optional")]
+    return [e for e in s["expect"] if "diagnosis" in e]
 
 
 def _absent_all_run(s, name):

@@ -56,7 +56,7 @@ def test_the_shipped_set_is_complete():
 @pytest.mark.parametrize("path", SCENARIOS, ids=[os.path.basename(p)[:-5] for p in SCENARIOS])
 def test_shipped_scenario_passes(path, shipped_results):
     rc, lines, err = shipped_results[path]
-    failed = [x for x in lines if x.get("type") == "expect" and x.get("ok") is False and not x.get("optional")]
+    failed = [x for x in lines if x.get("type") == "expect" and x.get("ok") is False]
     result = [x for x in lines if x.get("type") == "result"]
     assert rc == 0, "exit %s\nfailed expectations: %s\nresult: %s\nstderr: %s" % (
         rc, json.dumps(failed, indent=1), result, err[-3000:])
@@ -116,6 +116,9 @@ def test_until_stops_early_and_leaves_later_expectations_unjudged(tmp_path):
     ({"modules": [{"colour": "red"}]}, "colour"),
     ({"timeline": [{"at": 1, "do": "explode"}]}, "timeline[0].do"),
     ({"expect": [{"at": 1}]}, "expect[0]"),
+    # no expectation can be parked as "optional" (a known defect is fixed, not reported)
+    ({"expect": [{"at": 1.5, "sim": "conducting", "module": 1, "eq": False, "optional": True}]},
+     "expect[0].optional"),
     ({"config": {"bank": {"expected_modules": 99}}}, "bank.expected_modules"),
 ])
 def test_invalid_scenario_is_rejected_before_running(tmp_path, bad, field):

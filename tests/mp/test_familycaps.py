@@ -32,7 +32,8 @@ def test_can_module_bus_bank_closes_with_na_checks_reported():
     r2 = Rig()
     _can_like(r2)
     r2.run(15000)
-    assert r2.a.admitted == 0 and r2.a.mod_reason[0] == adm.CHK_FIRMWARE_MIN
+    # (model and firmware were never read: no_identity, not a wrong firmware)
+    assert r2.a.admitted == 0 and r2.a.mod_reason[0] == adm.CHK_NO_ID
     assert r2.a.snapshot()["na_checks"] == []
 
 

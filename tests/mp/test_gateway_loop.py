@@ -84,7 +84,7 @@ def test_urgent_is_read_only_and_allocation_free():
     assert not adm.urgent(N + 3, now, 0)                 # beyond the expected slots
     assert mptest.no_alloc(gw._urgent, 1, now) is False
     m = gw.bank.modules[1]
-    m.protections |= adm.crit & -adm.crit               # one critical bit
+    m.protections |= adm.rules.crit & -adm.rules.crit               # one critical bit
     assert adm.urgent(1, now, 0)
     assert (bytes(adm.mod_state), bytes(adm.mod_reason), adm.state, gw.events.seq) == before
 
@@ -107,7 +107,7 @@ def _can_gw():
     # the Pylontech CAN frame set reports no cells: a CAN module cannot pass the
     # cell-count check (a limitation of the CAN family today, reported); this test is
     # about frame scheduling, so admission is told to expect the 0 cells CAN reports
-    gw.admission.cells = 0
+    gw.admission.rules.cells = 0
     for t in range(60000):
         if t % 1000 == 0:
             can.arm()

@@ -79,9 +79,11 @@ def instrument(sim):
     wrap(fam, "decode", "fam.decode")
     wrap(gw.health, "update", "health.update")
     wrap(gw.admission, "step", "admission.step")
-    for k in ("_bank_checks", "_weld_branch", "_step_branch", "_step_main", "_pending", "_bank_state",
-              "_check", "_set", "_gate"):
-        wrap(gw.admission, k, "admission." + k)
+    for k in ("_weld", "_decide", "_pending", "_bank_state", "_set", "_gate"):
+        if hasattr(gw.admission, k):
+            wrap(gw.admission, k, "admission." + k)
+    wrap(gw.admission.rules, "bank", "admission.rules.bank")
+    wrap(gw.admission.rules, "check", "admission.rules.check")
     wrap(gw.admission.ct, "check", "contactor.check")
     wrap(gw.admission.ct, "sync", "contactor.sync")
     from bankgate import limits

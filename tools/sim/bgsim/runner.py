@@ -1050,8 +1050,6 @@ class Simulation:
         e["_state"] = ok
         e["_detail"] = detail
         line = {"t": self.t(), "type": "expect", "index": e["_i"], "ok": ok, "detail": detail}
-        if e.get("optional"):
-            line["optional"] = True
         if "note" in e:
             line["note"] = e["note"]
         self.out(line)
@@ -1128,14 +1126,13 @@ class Simulation:
     def _finish(self, until_s, wall_s):
         self.report()
         self.check(final=True)
-        failed = [e for e in self.expect if e["_state"] is False and not e.get("optional")]
-        optional_failed = [e for e in self.expect if e["_state"] is False and e.get("optional")]
+        failed = [e for e in self.expect if e["_state"] is False]
         ok = not failed and self.failed_start is None
         speed = until_s / wall_s if wall_s > 0 else None
         passed = [e for e in self.expect if e["_state"] is True]
         res = {"t": self.t(), "type": "result", "ok": ok, "expectations": len(self.expect),
-               "passed": len(passed), "failed": len(failed), "optional_failed": len(optional_failed),
-               "not_reached": len(self.expect) - len(passed) - len(failed) - len(optional_failed),
+               "passed": len(passed), "failed": len(failed),
+               "not_reached": len(self.expect) - len(passed) - len(failed),
                "sim_s": _r(self.t()), "wall_s": _r(wall_s), "speed": _r(speed, 1) if speed else None}
         if self.gw is not None:
             res["cycles"] = self.gw.cycles

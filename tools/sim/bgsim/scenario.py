@@ -276,7 +276,7 @@ def validate(raw):
             raise ScenarioError(p, "nothing to check (bank_state, module, output, diagnosis, event, "
                                    "sim or path)")
         for k in ex:
-            if k not in STATE_KEYS and k not in ("at", "by", "during", "note", "field", "optional"):
+            if k not in STATE_KEYS and k not in ("at", "by", "during", "note", "field"):
                 raise ScenarioError(p + "." + k, "unknown key")
         if "module" in ex and not (type(ex["module"]) is int and 0 <= ex["module"] < n):
             raise ScenarioError(p + ".module", "a module index 0 .. %d" % (n - 1))
