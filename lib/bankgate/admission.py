@@ -95,12 +95,13 @@ CHK_SPREAD = const(29)        # main topology: module voltage spread too large  
 CHK_FROZEN = const(30)        # analog content unchanged while frozen_mah flowed   value: mAh
 CHK_CELL_SUM = const(31)      # sum of cells - module voltage beyond cell_sum_tol_mv   value: mV
 CHK_CURRENT_RANGE = const(32) # |I| above twice the module's rating   value: mA
+CHK_HOLD = const(33)          # joins held by the hold_joins derate control (bankgate.derate)
 CHECK_NAMES = (
     "ok", "absent", "address", "stale", "identity", "no_alarm_data", "alarm", "fault", "bus",
     "inverter", "no_limits", "limits", "no_identity", "model", "firmware_min", "firmware_same",
     "cells", "chemistry", "nominal", "parallel", "boot_hold", "voltage", "soc", "soc_spread",
     "link_unknown", "bank_wait", "dv", "inrush", "module_limit", "spread",
-    "frozen", "cell_sum", "current_range")
+    "frozen", "cell_sum", "current_range", "hold_joins")
 _LAST_IMMEDIATE = const(7)    # codes 1..7 open a closed output at once
 _LAST_STAY = const(18)        # codes 8..18 open after a ramp-down; >18 only gate joins
 
@@ -180,6 +181,7 @@ class Admission:
         # not healthy but not severe (termination suspect, wiring noise) blocks new joins;
         # closed modules stay while their data is fresh (severe faults come as bus_fault)
         self.bus_join_block = 0
+        self.hold_joins = False       # derate control (bankgate.derate): no module joins while set
         self.fw_min = b["firmware_min"]
         self.fw_same = b["firmware_same"]
         self.models = [m.encode().rstrip(b" \x00") for m in b["approved_models"]]
@@ -517,6 +519,9 @@ class Admission:
         elif el < self.boot_hold:
             self._join_code = CHK_BOOT_HOLD
             self._join_val = self.boot_hold - el
+        elif self.hold_joins:
+            self._join_code = CHK_HOLD
+            self._join_val = 0
         else:
             self._join_code = 0
             self._join_val = 0

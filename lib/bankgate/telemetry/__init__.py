@@ -101,6 +101,7 @@ class Telemetry:
         self.t_diag = (base + "/diagnoses").encode()
         self.t_event = (base + "/event").encode()
         self.t_reply = (base + "/cmd_result").encode()
+        self.t_derate = (base + "/derate").encode()
         self.t_module = base + "/module/%d"
         self.t_cmd = (base + "/cmd/").encode()
         self.t_cmd_sub = (base + "/cmd/+").encode()
@@ -140,6 +141,8 @@ class Telemetry:
         self._mod_i = 0
         self._metrics_snap = None       # snapshot whose metrics/diagnoses are still to encode
         self._diag_pending = False
+        self._derate_sent = -1          # derate.version last put in the ring (-1: publish now)
+        self._next_derate = None        # also republished every metrics period (retained state)
         ev = self.events
         self._ev_next = ev.oldest() if ev.seq else 1
         self._evrec = [0, 0, 0, 0, 0]
@@ -242,6 +245,8 @@ class Telemetry:
 
     def _produce(self, now):
         """At most one snapshot or one encoded message per call (bounded cost)."""
+        if self._produce_derate(now):
+            return
         if self._live:
             self._produce_live(now)
             return
@@ -283,6 +288,22 @@ class Telemetry:
             d = {"t_ms": snap.get("t_ms", now), "metrics": snap.get("metrics"),
                  "bus": snap.get("bus"), "inverter": snap.get("inverter"), "mqtt": self.stats()}
             self.ring.append(rg.K_METRICS, json.dumps(d, separators=_J).encode())
+
+    def _produce_derate(self, now):
+        """The retained <base>/derate state (docs/mqtt.md): at boot (overwrites the state a
+        previous boot left on the broker: controls do not survive a reboot), after every
+        change (command, expiry), after each (re)connect and every metrics period.  True when
+        a message was produced."""
+        d = getattr(self.gw, "derate", None)
+        if d is None:
+            return False
+        if d.version == self._derate_sent and self._next_derate is not None \
+                and not tk.due(now, self._next_derate):
+            return False
+        self._derate_sent = d.version
+        self._next_derate = tk.add(now, self.metrics_period)
+        self._put(rg.K_DERATE, d.snapshot(now))
+        return True
 
     def _put(self, kind, d, tag=0):
         """Encode d as JSON into a new ring record: one pass to count, one to write in place."""
@@ -414,7 +435,7 @@ class Telemetry:
                     r.dropped_telemetry += 1
                     return True
                 return False
-            c.publish(topic, r.payload(off), False, 0)
+            c.publish(topic, r.payload(off), kind == rg.K_DERATE, 0)    # derate state: retained
             r.mark_sent(off, 0)
         self.published += 1
         return True
@@ -430,6 +451,8 @@ class Telemetry:
             return self.t_reply
         if kind == rg.K_LOSS:
             return (self.base + "/telemetry_loss").encode()
+        if kind == rg.K_DERATE:
+            return self.t_derate
         return (self.t_module % r.tag(off)).encode()
 
     def _event_json(self, r, off):
@@ -443,6 +466,7 @@ class Telemetry:
             self.reconnects += 1
         self._session = 3
         self._inflight = 0
+        self._derate_sent = -1          # the derate state again on every session
         if self.disc is not None:
             self._disc_i = 0
         self.events.emit(now, EV_MQTT, -1, 1, self.client.connects)
@@ -479,7 +503,7 @@ class Telemetry:
             return
         code, args, reason = cmds.parse(topic[len(p):], payload)
         if reason == cmds.OK:
-            reason = cmds.execute(self.gw, code, args, self.republish_discovery)
+            reason = cmds.execute(self.gw, code, args, self.republish_discovery, self._now())
         if reason != cmds.OK:
             self._reject(code, reason)
             return
