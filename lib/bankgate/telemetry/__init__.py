@@ -1,7 +1,11 @@
 # Telemetry: MQTT publishing, Home Assistant discovery, store-and-forward and commands
 # (docs/mqtt.md documents every topic and payload).
 #
-#   tel = Telemetry(net, cfg, gateway)      gateway: snapshot(), events (EventLog), poller.rescan(),
+#   tel = Telemetry(net, cfg, gateway, clock=None)
+#                                           clock: ticks_ms()/ticks_us() (default gateway.hw.clock,
+#                                           else bankgate.clock.PortTicks); every time telemetry
+#                                           reads comes from it
+#                                           gateway: snapshot(), events (EventLog), poller.rescan(),
 #                                           diagnoser.acknowledge(code, addr), cfg
 #   tel.service(now, budget_ms)             once per loop iteration; returns within about budget_ms
 #   tel.online, tel.published, tel.dropped, tel.reconnects, tel.rejected_commands, tel.stats()
@@ -27,7 +31,6 @@
 # PUBACK; telemetry at QoS 0.  Discovery and the status topic are sent directly after each CONNACK.
 import io
 import json
-import time
 
 from micropython import const
 
@@ -86,8 +89,11 @@ def bank_fields(gw, now):
 
 
 class Telemetry:
-    def __init__(self, net, cfg, gateway, discovery_version=VERSION):
+    def __init__(self, net, cfg, gateway, discovery_version=VERSION, clock=None):
         m = cfg["mqtt"]
+        if clock is None:
+            clock = getattr(getattr(gateway, "hw", None), "clock", None)
+        self.clock = clock if clock is not None else tk.PortTicks()
         self.cfg = cfg
         self.gw = gateway
         self.events = gateway.events
@@ -189,7 +195,8 @@ class Telemetry:
                 "rx_qos_refused": c.rx_qos_refused, "loss_cause": self.loss.cause_name()}
 
     def service(self, now, budget_ms=5):
-        t0 = time.ticks_us()
+        clk = self.clock
+        t0 = clk.ticks_us()
         budget_us = budget_ms * 1000
         c = self.client
         try:
@@ -197,9 +204,9 @@ class Telemetry:
             self._copy_events(now)
             self._produce(now)
             self.loss.watch(now, self)
-            if time.ticks_diff(time.ticks_us(), t0) < budget_us:
+            if tk.diff(clk.ticks_us(), t0) < budget_us:
                 c.service(now)
-                while c.online and time.ticks_diff(time.ticks_us(), t0) < budget_us:
+                while c.online and tk.diff(clk.ticks_us(), t0) < budget_us:
                     if not self._send_one(now):
                         break
                 c.flush(now)
@@ -212,7 +219,7 @@ class Telemetry:
                 c._lost(now, R_INTERNAL)
             except Exception:  # noqa: BLE001
                 pass
-        dt = time.ticks_diff(time.ticks_us(), t0)
+        dt = tk.diff(clk.ticks_us(), t0)
         if dt > self.service_max_us:
             self.service_max_us = dt
         if dt > budget_us:
@@ -435,7 +442,7 @@ class Telemetry:
                     r.dropped_telemetry += 1
                     return True
                 return False
-            c.publish(topic, r.payload(off), kind == rg.K_DERATE, 0)    # derate state: retained
+            c.publish(topic, r.payload(off), kind != rg.K_REPLY and kind != rg.K_LOSS, 0)  # retained state
             r.mark_sent(off, 0)
         self.published += 1
         return True
@@ -531,7 +538,4 @@ class Telemetry:
         self.ring.append(rg.K_REPLY, d.encode())
 
     def _now(self):
-        hw = getattr(self.gw, "hw", None)
-        if hw is not None:
-            return hw.clock.ticks_ms()
-        return time.ticks_ms() & 0x3FFFFFFF
+        return self.clock.ticks_ms()
