@@ -186,21 +186,59 @@ def test_hold_joins_keeps_modules_out_and_leaves_admitted_ones_in():
     assert not a.hold_joins
 
 
+class MainRig:
+    """Admission alone, main topology (precharge + main contactor), 3 healthy modules whose
+    records are refreshed every step, and a DC-link sensor the test sets."""
+
+    def __init__(self):
+        import records
+        from bankgate.admission import Admission
+        from bankgate.events import EventLog
+        from bankgate.model import Bank
+        from fakehw import FakeAdc
+        self.cfg = config.validate({"bank": {"expected_modules": 3, "addresses": [2, 3, 4]},
+                                    "gating": {"topology": "main"},
+                                    "contactors": {"outputs": ["main", "pre"]}})
+        self.clock = SimClock()
+        self.hw = FakeHardware(self.clock, outputs=["main", "pre"])
+        self.hw.link_sensor = FakeAdc(0)
+        self.bank = Bank()
+        for i in range(3):
+            records.healthy(self.bank.modules[i], 2 + i, 52000, self.clock.ticks_ms())
+        self.a = Admission(self.hw, self.cfg, self.bank, EventLog(64))
+
+    def out(self, name):
+        return self.hw.outputs[name].value()
+
+    def run(self, ms, until=None):
+        end = self.clock.now_us + ms * 1000
+        while self.clock.now_us < end:
+            self.clock.advance_us(50000)
+            t = self.clock.ticks_ms()
+            for i in range(3):
+                m = self.bank.modules[i]
+                m.t_analog = m.t_alarm = m.t_mgmt = t
+            self.a.step(t, 0, 0, True)
+            if until is not None and until():
+                return True
+        return False
+
+
 def test_main_topology_hold_joins_keeps_the_bank_open_and_a_closed_bank_closed():
-    from test_admission import _main_rig
-    r = _main_rig()
+    r = MainRig()
     r.a.hold_joins = True
     r.run(8000)                                   # boot hold 2 s + dwell 3 s: long past
-    assert r.out(0) == 0 and r.out(1) == 0 and r.a.admitted == 0
+    assert r.out("main") == 0 and r.out("pre") == 0 and r.a.admitted == 0
     assert r.a.check_names[r.a.bank_reason] == "hold_joins"
     assert r.a.check_names[r.a.mod_reason[0]] == "hold_joins"
     r.a.hold_joins = False
-    r.run(3200)
+    assert r.run(4000, until=lambda: r.out("pre") == 1)      # dwell, then precharge
     r.hw.link_sensor.mv = 51800
-    assert r.run(2000, until=lambda: r.a.admitted == 3)
+    assert r.run(3000, until=lambda: r.a.admitted == 3)
+    assert r.out("main") == 1
     r.a.hold_joins = True                         # a closed bank stays closed
     r.run(5000)
-    assert r.a.admitted == 3 and r.out(0) == 1
+    assert r.a.admitted == 3 and r.out("main") == 1
 
 
 # ------------------------------------------------------------ refused, nothing changes
