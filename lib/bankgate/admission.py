@@ -95,13 +95,13 @@ CHK_SPREAD = const(29)        # main topology: module voltage spread too large  
 CHK_FROZEN = const(30)        # analog content unchanged while frozen_mah flowed   value: mAh
 CHK_CELL_SUM = const(31)      # sum of cells - module voltage beyond cell_sum_tol_mv   value: mV
 CHK_CURRENT_RANGE = const(32) # |I| above twice the module's rating   value: mA
-CHK_HOLD = const(33)          # joins held by the hold_joins derate control (bankgate.derate)
+CHK_JOIN_HOLD = const(33)     # joins held (Admission.hold_joins, the derate control)
 CHECK_NAMES = (
     "ok", "absent", "address", "stale", "identity", "no_alarm_data", "alarm", "fault", "bus",
     "inverter", "no_limits", "limits", "no_identity", "model", "firmware_min", "firmware_same",
     "cells", "chemistry", "nominal", "parallel", "boot_hold", "voltage", "soc", "soc_spread",
     "link_unknown", "bank_wait", "dv", "inrush", "module_limit", "spread",
-    "frozen", "cell_sum", "current_range", "hold_joins")
+    "frozen", "cell_sum", "current_range", "join_hold")
 _LAST_IMMEDIATE = const(7)    # codes 1..7 open a closed output at once
 _LAST_STAY = const(18)        # codes 8..18 open after a ramp-down; >18 only gate joins
 
@@ -520,7 +520,7 @@ class Admission:
             self._join_code = CHK_BOOT_HOLD
             self._join_val = self.boot_hold - el
         elif self.hold_joins:
-            self._join_code = CHK_HOLD
+            self._join_code = CHK_JOIN_HOLD
             self._join_val = 0
         else:
             self._join_code = 0
