@@ -43,6 +43,8 @@ class Gateway:
         self.bank = Bank()
         self.events = EventLog(64)
         self.events.emit(now, EV_BOOT)
+        from bankgate.derate import Derate
+        self.derate = Derate(cfg)     # derate-only remote controls (MQTT); RAM only, off at boot
         # telemetry first: its ring and MQTT buffers are the largest blocks the firmware
         # allocates (8 KiB + 4 KiB + 1 KiB), and a heap still empty has them contiguous; built
         # last they need a larger heap (docs/performance.md).  It reads only bank and events here.
@@ -151,9 +153,11 @@ class Gateway:
         adm = self.admission
         v = self.health.verdict
         adm.bus_join_block = v if (v == _BUS_TERMINATION or v == _BUS_NOISE) else 0
+        self.derate.step(now, adm)    # expiry; hold_joins for this step
         adm.step(now, bus_fault, self.poller.discovery.slot_fault_mask(), inv_ok)
         # issue 15: what the inverter sees counts only admitted modules with fresh data
         aggregate.update(self.bank, adm.admitted_mask & self.poller.fresh_mask(now))
+        self.derate.limit(adm, self.bank.soc_pm)   # only lowers the limits just computed
         if tk.due(now, self.next_data):
             self.next_data = tk.add(now, _DATA_PERIOD_MS)
             self.metrics.update(now, adm.admitted_mask)

@@ -94,3 +94,20 @@ def pass_due(now, t_last):
     or t_last lies ahead: the clock restarted or was never set)."""
     d = diff(now, t_last)
     return d >= AGE_PASS_MS or d < 0
+
+
+class PortTicks:
+    """The port's own tick counters (time.ticks_ms / ticks_us, period 2**30) behind the
+    hardware clock's interface (ticks_ms(), ticks_us()): for code built without an injected
+    clock (unit-test stand-ins).  The firmware passes hw.clock everywhere instead, so the
+    simulator's SimClock governs everything the control loop and telemetry time."""
+
+    def __init__(self):
+        import time
+        self._t = time
+
+    def ticks_ms(self):
+        return self._t.ticks_ms() & _MASK
+
+    def ticks_us(self):
+        return self._t.ticks_us() & _MASK

@@ -122,6 +122,8 @@ SCHEMA = {
                                "Name lookup + TCP + TLS + CONNACK must complete within this time."),
         "reconnect_max_ms": ("int", 30000, 1000, 600000,
                              "Cap of the exponential reconnect backoff (starts at 0.5 s, +-25 % jitter)."),
+        "control_ttl_s": ("int", 600, 10, 86400,
+                          "Derate controls (cmd/chg_cap_a ...) return to off this long after their last command."),
     },
     # Diagnosis and metrics thresholds (docs/diagnoses.md, docs/metrics.md).  Every
     # *_raise_* must be above its *_clear_* (bankgate.diagnose.check_config).

@@ -18,6 +18,9 @@ class _Clock:
     def ticks_ms(self):
         return self.ms
 
+    def ticks_us(self):                 # the hardware clock's interface (telemetry's budget)
+        return (self.ms * 1000) & 0x3FFFFFFF
+
 
 class _Hw:
     def __init__(self, clock):

@@ -1,7 +1,11 @@
 # Telemetry: MQTT publishing, Home Assistant discovery, store-and-forward and commands
 # (docs/mqtt.md documents every topic and payload).
 #
-#   tel = Telemetry(net, cfg, gateway)      gateway: snapshot(), events (EventLog), poller.rescan(),
+#   tel = Telemetry(net, cfg, gateway, clock=None)
+#                                           clock: ticks_ms()/ticks_us() (default gateway.hw.clock,
+#                                           else bankgate.clock.PortTicks); every time telemetry
+#                                           reads comes from it
+#                                           gateway: snapshot(), events (EventLog), poller.rescan(),
 #                                           diagnoser.acknowledge(code, addr), cfg
 #   tel.service(now, budget_ms)             once per loop iteration; returns within about budget_ms
 #   tel.online, tel.published, tel.dropped, tel.reconnects, tel.rejected_commands, tel.stats()
@@ -27,7 +31,6 @@
 # PUBACK; telemetry at QoS 0.  Discovery and the status topic are sent directly after each CONNACK.
 import io
 import json
-import time
 
 from micropython import const
 
@@ -117,8 +120,11 @@ def bank_fields(gw, now):
 
 
 class Telemetry:
-    def __init__(self, net, cfg, gateway, discovery_version=VERSION):
+    def __init__(self, net, cfg, gateway, discovery_version=VERSION, clock=None):
         m = cfg["mqtt"]
+        if clock is None:
+            clock = getattr(getattr(gateway, "hw", None), "clock", None)
+        self.clock = clock if clock is not None else tk.PortTicks()
         self.cfg = cfg
         self.gw = gateway
         self.events = gateway.events
@@ -132,6 +138,7 @@ class Telemetry:
         self.t_diag = (base + "/diagnoses").encode()
         self.t_event = (base + "/event").encode()
         self.t_reply = (base + "/cmd_result").encode()
+        self.t_derate = (base + "/derate").encode()
         self.t_module = base + "/module/%d"
         self.t_cmd = (base + "/cmd/").encode()
         self.t_cmd_sub = (base + "/cmd/+").encode()
@@ -171,6 +178,8 @@ class Telemetry:
         self._mod_i = 0
         self._metrics_snap = None       # snapshot whose metrics/diagnoses are still to encode
         self._diag_pending = False
+        self._derate_sent = -1          # derate.version last put in the ring (-1: publish now)
+        self._next_derate = None        # also republished every metrics period (retained state)
         ev = self.events
         self._ev_next = ev.oldest() if ev.seq else 1
         self._evrec = [0, 0, 0, 0, 0]
@@ -217,7 +226,8 @@ class Telemetry:
                 "rx_qos_refused": c.rx_qos_refused, "loss_cause": self.loss.cause_name()}
 
     def service(self, now, budget_ms=5):
-        t0 = time.ticks_us()
+        clk = self.clock
+        t0 = clk.ticks_us()
         budget_us = budget_ms * 1000
         c = self.client
         try:
@@ -225,9 +235,9 @@ class Telemetry:
             self._copy_events(now)
             self._produce(now)
             self.loss.watch(now, self)
-            if time.ticks_diff(time.ticks_us(), t0) < budget_us:
+            if tk.diff(clk.ticks_us(), t0) < budget_us:
                 c.service(now)
-                while c.online and time.ticks_diff(time.ticks_us(), t0) < budget_us:
+                while c.online and tk.diff(clk.ticks_us(), t0) < budget_us:
                     if not self._send_one(now):
                         break
                 c.flush(now)
@@ -240,7 +250,7 @@ class Telemetry:
                 c._lost(now, R_INTERNAL)
             except Exception:  # noqa: BLE001
                 pass
-        dt = time.ticks_diff(time.ticks_us(), t0)
+        dt = tk.diff(clk.ticks_us(), t0)
         if dt > self.service_max_us:
             self.service_max_us = dt
         if dt > budget_us:
@@ -273,6 +283,8 @@ class Telemetry:
 
     def _produce(self, now):
         """At most one snapshot or one encoded message per call (bounded cost)."""
+        if self._produce_derate(now):
+            return
         if self._live:
             self._produce_live(now)
             return
@@ -314,6 +326,22 @@ class Telemetry:
             d = {"t_ms": snap.get("t_ms", now), "metrics": snap.get("metrics"),
                  "bus": snap.get("bus"), "inverter": snap.get("inverter"), "mqtt": self.stats()}
             self.ring.append(rg.K_METRICS, json.dumps(d, separators=_J).encode())
+
+    def _produce_derate(self, now):
+        """The retained <base>/derate state (docs/mqtt.md): at boot (overwrites the state a
+        previous boot left on the broker: controls do not survive a reboot), after every
+        change (command, expiry), after each (re)connect and every metrics period.  True when
+        a message was produced."""
+        d = getattr(self.gw, "derate", None)
+        if d is None:
+            return False
+        if d.version == self._derate_sent and self._next_derate is not None \
+                and not tk.due(now, self._next_derate):
+            return False
+        self._derate_sent = d.version
+        self._next_derate = tk.add(now, self.metrics_period)
+        self._put(rg.K_DERATE, d.snapshot(now))
+        return True
 
     def _put(self, kind, d, tag=0):
         """Encode d as JSON into a new ring record: one pass to count, one to write in place."""
@@ -466,7 +494,7 @@ class Telemetry:
                     r.dropped_telemetry += 1
                     return True
                 return False
-            c.publish(topic, r.payload(off), False, 0)
+            c.publish(topic, r.payload(off), kind != rg.K_REPLY and kind != rg.K_LOSS, 0)  # retained state
             r.mark_sent(off, 0)
         self.published += 1
         return True
@@ -482,6 +510,8 @@ class Telemetry:
             return self.t_reply
         if kind == rg.K_LOSS:
             return (self.base + "/telemetry_loss").encode()
+        if kind == rg.K_DERATE:
+            return self.t_derate
         return (self.t_module % r.tag(off)).encode()
 
     def _event_json(self, r, off):
@@ -495,6 +525,7 @@ class Telemetry:
             self.reconnects += 1
         self._session = 3
         self._inflight = 0
+        self._derate_sent = -1          # the derate state again on every session
         if self.disc is not None:
             self._disc_i = 0
         self.events.emit(now, EV_MQTT, -1, 1, self.client.connects)
@@ -531,7 +562,7 @@ class Telemetry:
             return
         code, args, reason = cmds.parse(topic[len(p):], payload)
         if reason == cmds.OK:
-            reason = cmds.execute(self.gw, code, args, self.republish_discovery)
+            reason = cmds.execute(self.gw, code, args, self.republish_discovery, self._now())
         if reason != cmds.OK:
             self._reject(code, reason)
             return
@@ -559,7 +590,4 @@ class Telemetry:
         self.ring.append(rg.K_REPLY, d.encode())
 
     def _now(self):
-        hw = getattr(self.gw, "hw", None)
-        if hw is not None:
-            return hw.clock.ticks_ms()
-        return time.ticks_ms() & 0x3FFFFFFF
+        return self.clock.ticks_ms()

@@ -8,9 +8,9 @@
 #   - MQTTClient.sock is a _Stream: write() appends to the transport's preallocated tx buffer,
 #     read() raises _WouldBlock.  connect()/publish(qos=1)/subscribe() therefore return (through
 #     the exception) right after ENCODING their packet; nothing ever waits.
-#   - connect() creates its own socket via the module global `socket` of umqtt.simple; for the
-#     duration of that call the global is swapped for a shim whose socket() is the _Stream and whose
-#     getaddrinfo() does nothing.  DNS and the real socket belong to the transport.
+#   - CONNECT is encoded HERE (_encode_connect): umqtt's connect() makes its own socket through
+#     its module global `socket`, and using it as an encoder would mean swapping another module's
+#     global.  DNS and the real socket belong to the transport.
 #   - Incoming packets (CONNACK, PUBACK, SUBACK, PINGRESP, PUBLISH) are parsed HERE from the rx
 #     buffer, with explicit checks (no asserts), without allocating (memoryviews into rx).  A
 #     PUBLISH larger than the rx buffer is skipped byte by byte and counted (rx_oversize).
@@ -55,7 +55,9 @@ import random
 from micropython import const
 
 from bankgate import clock as tk
-from bankgate.telemetry import transport as tr
+from bankgate.telemetry.transport import (   # the submodule, never the package (no cycle)
+    R_CLOSED, R_LINK, R_NOACK, R_NONE, R_PROTOCOL, R_REFUSED, R_SILENCE, R_SLOW, R_STALL,
+    R_TIMEOUT, T_DOWN, T_UP, Transport)
 
 try:
     import umqtt.simple as _umqtt
@@ -111,17 +113,26 @@ class _Stream:
         pass
 
 
-class _SocketShim:
-    """Stands in for `usocket` inside umqtt.simple.connect()."""
+def _put_len(buf, k, n):
+    """MQTT remaining length (1..4 bytes, 7 bits each) at buf[k]; returns the next index."""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            buf[k] = b | 0x80
+            k += 1
+        else:
+            buf[k] = b
+            return k + 1
 
-    def __init__(self, stream):
-        self._stream = stream
 
-    def socket(self, *args):
-        return self._stream
-
-    def getaddrinfo(self, host, port, *args):
-        return ((0, 0, 0, "", None),)
+def _put_str(buf, k, s):
+    """A length-prefixed MQTT string/binary (bytes) at buf[k]; returns the next index."""
+    n = len(s)
+    buf[k] = n >> 8
+    buf[k + 1] = n & 0xFF
+    buf[k + 2:k + 2 + n] = s
+    return k + 2 + n
 
 
 def packet_size(topic_len, payload_len, qos):
@@ -144,14 +155,19 @@ class Client:
         if _umqtt is None:
             raise ImportError("umqtt.simple missing: run `make setup` (or `mip install umqtt.simple`)")
         self.net = net
-        self.t = tr.Transport(net, host, port, tls, tx_size, rx_size, connect_timeout_ms)
+        self.t = Transport(net, host, port, tls, tx_size, rx_size, connect_timeout_ms)
         self.stream = _Stream(self.t)
-        self._shim = _SocketShim(self.stream)
         self.mq = _umqtt.MQTTClient(client_id, host, port, user=user, password=password,
                                     keepalive=keepalive_s)
-        if will_topic:
-            self.mq.set_last_will(will_topic, will_msg, retain=True, qos=1)
         self.mq.set_callback(self._no_cb)
+        # what CONNECT carries (_encode_connect); the will is retained at QoS 1
+        if keepalive_s < 0 or keepalive_s > 0xFFFF:
+            raise ValueError("keepalive_s must be 0..65535")
+        self._cid = client_id
+        self._user = user
+        self._pswd = password
+        self._will_topic = will_topic
+        self._will_msg = will_msg
         self.mq.sock = self.stream
         self.keepalive_ms = keepalive_s * 1000
         self.min_backoff_ms = min_backoff_ms
@@ -190,7 +206,7 @@ class Client:
         self.pings = 0
         self.rx_oversize = 0
         self.protocol_errors = 0
-        self.last_error = tr.R_NONE
+        self.last_error = R_NONE
         self.last_connack = -1
         self.resends = 0               # QoS 1 PUBLISH sent again with DUP after puback_timeout_ms
         self.noack_drops = 0           # sessions declared dead for want of a PUBACK (R_NOACK)
@@ -221,7 +237,7 @@ class Client:
                 return
             if not self.net.up():
                 self._schedule_retry(now)
-                self.last_error = tr.R_LINK
+                self.last_error = R_LINK
                 return
             self.attempts += 1
             self._connack = False
@@ -230,12 +246,12 @@ class Client:
             self.state = _C_CONNECTING
             st = _C_CONNECTING
         t = self.t
-        was_up = t.state == tr.T_UP
+        was_up = t.state == T_UP
         ok = t.service(now)
-        if not ok and t.state == tr.T_DOWN:
+        if not ok and t.state == T_DOWN:
             self._lost(now, t.error)
             return
-        if st == _C_CONNECTING and t.state == tr.T_UP:
+        if st == _C_CONNECTING and t.state == T_UP:
             if not was_up:
                 self._send_connect()
                 ok = t.pump(now)
@@ -245,25 +261,51 @@ class Client:
             if tk.due(now, t._deadline) and not self._connack:
                 if t.bytes_in != self._bin0 or t.rx_len:
                     self.slow_connects += 1
-                    self._close(now, tr.R_SLOW)
+                    self._close(now, R_SLOW)
                 else:
-                    self._close(now, tr.R_TIMEOUT)
+                    self._close(now, R_TIMEOUT)
                 return
         self._parse(now)
         if self.state == C_ONLINE:
             self._keepalive(now)
 
     def _send_connect(self):
-        mq = self.mq
-        saved = _umqtt.socket
-        _umqtt.socket = self._shim
-        try:
-            mq.connect()
-        except _WouldBlock:
-            pass
-        finally:
-            _umqtt.socket = saved
-            mq.sock = self.stream
+        self._encode_connect(True)
+
+    def _encode_connect(self, clean):
+        """MQTT 3.1.1 CONNECT (section 3.1) into the tx buffer: protocol "MQTT" level 4, the
+        flags (clean session, will at QoS 1 retained, user name and password), keepalive,
+        then client id, will topic, will message, user name, password -- the bytes
+        umqtt.simple 1.3.4 would write.  A CONNECT that does not fit the tx buffer raises
+        OSError (the connection is retried after the backoff)."""
+        flags = 0x02 if clean else 0
+        rem = 10 + 2 + len(self._cid)
+        if self._will_topic:
+            flags |= 0x04 | 0x08 | 0x20
+            rem += 2 + len(self._will_topic) + 2 + len(self._will_msg)
+        if self._user is not None:
+            flags |= 0xC0
+            rem += 2 + len(self._user) + 2 + len(self._pswd or b"")
+        t = self.t
+        if packet_size(0, rem - 2, 0) > t.tx_free():
+            raise OSError(105)     # ENOBUFS
+        tx = t.tx
+        k = t.tx_len
+        tx[k] = 0x10
+        k = _put_len(tx, k + 1, rem)
+        tx[k:k + 7] = b"\x00\x04MQTT\x04"
+        tx[k + 7] = flags
+        ka = self.keepalive_ms // 1000
+        tx[k + 8] = ka >> 8
+        tx[k + 9] = ka & 0xFF
+        k = _put_str(tx, k + 10, self._cid)
+        if self._will_topic:
+            k = _put_str(tx, k, self._will_topic)
+            k = _put_str(tx, k, self._will_msg)
+        if self._user is not None:
+            k = _put_str(tx, k, self._user)
+            k = _put_str(tx, k, self._pswd or b"")
+        t.tx_len = k
 
     def _keepalive(self, now):
         t = self.t
@@ -281,14 +323,14 @@ class Client:
                     self._noack(now)
                     return
         if tk.diff(now, t.t_rx) > ka + ka // 2:
-            self._close(now, tr.R_SILENCE)
+            self._close(now, R_SILENCE)
             return
         if self._ping_out:
             if tk.diff(now, self._t_ping) > ka // 2:
-                self._close(now, tr.R_SILENCE)
+                self._close(now, R_SILENCE)
             return
         if t.tx_len and tk.diff(now, t.t_tx) > ka:
-            self._close(now, tr.R_STALL)
+            self._close(now, R_STALL)
             return
         if tk.diff(now, t.t_rx) >= ka // 2 or tk.diff(now, t.t_tx) >= ka // 2:
             if t.tx_free() >= 2:
@@ -303,9 +345,9 @@ class Client:
         self.noack_drops += 1
         if self.t.rx_len:
             self.slow_sessions += 1
-            self._close(now, tr.R_SLOW)
+            self._close(now, R_SLOW)
         else:
-            self._close(now, tr.R_NOACK)
+            self._close(now, R_NOACK)
 
     def _schedule_retry(self, now):
         b = self._backoff_ms
@@ -342,7 +384,7 @@ class Client:
                 self.t.pump(now)
             except Exception:
                 pass
-        self.t.close(tr.R_CLOSED)
+        self.t.close(R_CLOSED)
         self.state = _C_OFFLINE
         self._next_try = None
         self._clear_inflight()
@@ -476,7 +518,7 @@ class Client:
         return mq.pid
 
     def flush(self, now):
-        if self.t.state == tr.T_UP and self.t.tx_len:
+        if self.t.state == T_UP and self.t.tx_len:
             if not self.t.pump(now):
                 self._lost(now, self.t.error)
 
@@ -510,7 +552,7 @@ class Client:
                 shift += 7
                 if shift > 21:
                     self.protocol_errors += 1
-                    self._close(now, tr.R_PROTOCOL)
+                    self._close(now, R_PROTOCOL)
                     return
             total = i + rem
             op = rx[0] & 0xF0
@@ -522,7 +564,7 @@ class Client:
                         self.on_oversize()
                     continue
                 self.protocol_errors += 1
-                self._close(now, tr.R_PROTOCOL)
+                self._close(now, R_PROTOCOL)
                 return
             if have < total:
                 return
@@ -538,7 +580,7 @@ class Client:
             rc = rx[i + 1]
             self.last_connack = rc
             if rc != 0:
-                self._close(now, tr.R_REFUSED)
+                self._close(now, R_REFUSED)
                 return False
             self._connack = True
             self.state = C_ONLINE
@@ -626,5 +668,5 @@ class Client:
 
     def _bad(self, now):
         self.protocol_errors += 1
-        self._close(now, tr.R_PROTOCOL)
+        self._close(now, R_PROTOCOL)
         return False

@@ -4,15 +4,22 @@
 #   discovery   payload empty or {}                         -> republish Home Assistant discovery
 #   ack         {"code": "<diagnosis code>", "addr": n}     -> gateway.diagnoser.acknowledge(code, addr)
 #               (acknowledging silences a diagnosis notice; it does not clear a latched fault)
+#   chg_cap_a, dsg_cap_a, chg_stop_soc, dsg_stop_soc, hold_joins
+#               {"value": <int>}                            -> gateway.derate.set(i, value, now)
+#               DERATE-ONLY controls (bankgate.derate): each can only lower a limit or hold
+#               joins, and runs out after mqtt.control_ttl_s without a refresh.
 #
-# There is deliberately no command that closes a contactor, changes a limit or the configuration,
-# or clears a latched fault: those need the local reset (button/USB).  Any other name is "unknown".
+# There is deliberately no command that closes a contactor, raises a limit, changes the
+# configuration, or clears a latched fault: those need the local reset (button/USB).  Any other
+# name is "unknown".
 # Checks, in order, each with its own reason: name length and known, payload size (CMD_MAX_BYTES),
 # UTF-8, JSON, an object, exactly the expected fields with the expected types and ranges.  A
 # rejected command changes nothing.  The caller (Telemetry) counts, emits EV_COMMAND and replies.
 import json
 
 from micropython import const
+
+from bankgate import derate as _derate
 
 CMD_MAX_BYTES = const(256)     # larger payloads are rejected unread
 _NAME_MAX = const(16)
@@ -22,8 +29,10 @@ CMD_UNKNOWN = const(0)
 CMD_RESCAN = const(1)
 _CMD_DISCOVERY = const(2)
 _CMD_ACK = const(3)
+CMD_DERATE = const(4)         # 4..8: the derate controls, in bankgate.derate.NAMES order
 
-NAMES = ("?", "rescan", "discovery", "ack")
+NAMES = ("?", "rescan", "discovery", "ack",
+         "chg_cap_a", "dsg_cap_a", "chg_stop_soc", "dsg_stop_soc", "hold_joins")
 
 # rejection reasons (reply "reason")
 OK = "ok"
@@ -36,6 +45,7 @@ E_FIELD = "bad field"
 E_TARGET = "no such diagnosis"
 E_FAILED = "action failed"
 E_QOS = "QoS 2 refused"
+E_RANGE = _derate.E_RANGE    # "out of range" (bankgate.derate: the valid range is config-derived)
 
 
 def _name_code(name):
@@ -75,6 +85,13 @@ def parse(name_mv, payload_mv):
         return code, None, E_SHAPE
     if code in (CMD_RESCAN, _CMD_DISCOVERY):
         return (code, None, OK) if not obj else (code, None, E_SHAPE)
+    if code >= CMD_DERATE:
+        if len(obj) != 1 or "value" not in obj:
+            return code, None, E_SHAPE
+        v = obj["value"]
+        if type(v) is not int:
+            return code, None, E_FIELD
+        return code, (v,), OK
     # ack
     if len(obj) != 2 or "code" not in obj or "addr" not in obj:
         return code, None, E_SHAPE
@@ -85,9 +102,15 @@ def parse(name_mv, payload_mv):
     return code, (c, a), OK
 
 
-def execute(gateway, code, args, republish):
-    """Perform a validated command.  Returns OK or a rejection reason."""
+def execute(gateway, code, args, republish, now=0):
+    """Perform a validated command.  Returns OK or a rejection reason.  now: ticks_ms (the
+    derate controls' refresh time)."""
     try:
+        if code >= CMD_DERATE and code < len(NAMES):
+            d = getattr(gateway, "derate", None)
+            if d is None:
+                return E_UNKNOWN
+            return d.set(code - CMD_DERATE, args[0], now)      # OK or derate.E_RANGE
         if code == CMD_RESCAN:
             gateway.poller.rescan()
         elif code == _CMD_DISCOVERY:

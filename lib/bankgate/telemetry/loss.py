@@ -22,15 +22,16 @@
 # after each report.  Nothing here runs on the control path.
 from bankgate import clock as tk
 from bankgate.events import EV_TELEMETRY_LOSS
-from bankgate.telemetry import transport as tr
+from bankgate.telemetry.transport import (   # the submodule, never the package (no cycle)
+    REASON_NAMES, R_LINK, R_NOACK, R_SLOW)
 from bankgate.telemetry.ring import K_LOSS as _K_LOSS
 
 _TEXT = {
-    tr.R_NOACK: "broker took publishes but sent no PUBACK: check the broker (max inflight messages, "
-                "disk, ACLs, bridge); events were kept until the ring was full",
-    tr.R_SLOW: "broker answered too slowly to finish connecting (slowloris or overloaded broker / "
-               "link); events were kept until the ring was full",
-    tr.R_LINK: "Wi-Fi link down; events were kept until the ring was full",
+    R_NOACK: "broker took publishes but sent no PUBACK: check the broker (max inflight messages, "
+             "disk, ACLs, bridge); events were kept until the ring was full",
+    R_SLOW: "broker answered too slowly to finish connecting (slowloris or overloaded broker / "
+            "link); events were kept until the ring was full",
+    R_LINK: "Wi-Fi link down; events were kept until the ring was full",
     0: "events produced faster than the broker accepted them: raise mqtt.ring_bytes or check the "
        "link's throughput",
 }
@@ -40,7 +41,7 @@ _OFFLINE_TEXT = "broker unreachable (%s); events were kept until the ring was fu
 def cause_text(cause):
     t = _TEXT.get(cause)
     if t is None:
-        n = tr.REASON_NAMES[cause] if 0 <= cause < len(tr.REASON_NAMES) else "?"
+        n = REASON_NAMES[cause] if 0 <= cause < len(REASON_NAMES) else "?"
         t = _OFFLINE_TEXT % n
     return t
 
@@ -64,7 +65,7 @@ class LossWatch:
             return None
         if c == 0:
             return "backlog"
-        return tr.REASON_NAMES[c] if c < len(tr.REASON_NAMES) else "?"
+        return REASON_NAMES[c] if c < len(REASON_NAMES) else "?"
 
     def watch(self, now, tel):
         """After events were copied into the ring: attribute new drops to their cause."""
@@ -91,7 +92,7 @@ class LossWatch:
         c = tel.client
         if c.online:
             if self._oldest_wait_ms(now, c) >= c.puback_timeout_ms:
-                self.cause = tr.R_NOACK
+                self.cause = R_NOACK
             elif self.cause < 0:
                 self.cause = 0
                 self.seconds = 0
@@ -100,7 +101,7 @@ class LossWatch:
                 return                        # the backlog of the cause before: as it was
         else:
             self.cause = c.last_error
-        if self.cause == tr.R_NOACK:          # seconds since the broker last acknowledged
+        if self.cause == R_NOACK:          # seconds since the broker last acknowledged
             t0 = c.t_puback if c.t_puback >= 0 else self._t_start
         else:                                 # seconds offline
             t0 = self.t_offline if self.t_offline is not None else self._t_start

@@ -36,6 +36,7 @@ K_METRICS = const(3)
 K_DIAG = const(4)
 K_REPLY = const(5)
 K_LOSS = const(6)           # telemetry-loss diagnosis (bankgate.telemetry.loss)
+K_DERATE = const(7)         # derate controls in force (bankgate.derate), published retained
 K_MODULE = const(0x20)      # K_MODULE + slot (0..15)
 
 HDR = const(6)
