@@ -18,6 +18,7 @@ SUBCOMMANDS = [
     ("decode", "decode_cmd", "decode one BMS frame with the device decoder, print JSON"),
     ("config", "config_cmd", "check a configuration file / push it to a board"),
     ("deploy", "deploy_cmd", "compile and copy the firmware to a board with mpremote"),
+    ("flash", "flash_cmd", "write the official MicroPython image to a board with esptool"),
     ("status", "status_cmd", "read live state and latched faults over USB; local fault reset"),
     ("bench", "bench_cmd", "benchmarks: CPU vs wire time, allocations, heap, fixed vs float"),
     ("demo", "demo_cmd", "the demo: simulated 3-module bank, embedded broker, live view"),
