@@ -42,7 +42,7 @@ def ah(mah):
 _CHECK_UNITS = {
     "dv": volts, "dv_link": volts, "link": volts, "cell_dv": lambda v: "%d mV" % v,
     "soc": percent, "soc_gap": percent, "temp": degc, "temp_hi": degc, "temp_lo": degc,
-    "current": amps,
+    "current": amps, "spread": volts, "voltage": volts, "soc_spread": percent,
 }
 
 
