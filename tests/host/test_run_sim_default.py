@@ -21,8 +21,21 @@ def test_run_sim_without_a_scenario_runs_the_default_bank():
     assert run_cmd.DEFAULT_BANK == os.path.join(REPO, "examples", "run_sim_bank.json")
 
 
-def test_the_default_bank_closes_every_module_in_commissioning_order():
-    proc = subprocess.run([BANKGATE, "simulate", "--scenario", run_cmd.DEFAULT_BANK, "--until", "60"],
+# what a real installation shows: every module admitted before the installer closes the main
+# disconnect at 20 s, the bank closed with every branch contactor energised
+EXPECT = [{"by": 20, "module": 0, "state": "admitted"}, {"by": 20, "module": 1, "state": "admitted"},
+          {"by": 20, "module": 2, "state": "admitted"}, {"by": 60, "bank_state": "closed"},
+          {"by": 60, "output": "k3", "value": 1}]
+
+
+def test_the_default_bank_closes_every_module_in_commissioning_order(tmp_path):
+    with open(run_cmd.DEFAULT_BANK) as f:
+        scen = json.load(f)
+    assert "expect" not in scen          # a bank that runs until Ctrl-C has no deadlines
+    scen["expect"] = EXPECT
+    path = tmp_path / "run_default.json"
+    path.write_text(json.dumps(scen))
+    proc = subprocess.run([BANKGATE, "simulate", "--scenario", str(path), "--until", "60"],
                           capture_output=True, text=True, timeout=900)
     lines = [json.loads(ln) for ln in proc.stdout.splitlines()]
     res = [ln for ln in lines if ln["type"] == "result"][-1]
