@@ -136,3 +136,131 @@ def decode_text(obj, label=None):
         names = obj["alarm_names"] + ["protection: " + n for n in obj.get("protection_names") or []]
         out.append("  alarms: %s" % (", ".join(names) if names else "none"))
     return out
+
+
+# ------------------------------------------------------------------ device names
+_NAMES = None
+
+
+def device_names():
+    """The firmware's own name tables (STATE_NAMES, MOD_STATE_NAMES, CHECK_NAMES), read from
+    its source with ast (the admission code may be a module or a package), so the text views
+    never keep a copy that could drift."""
+    global _NAMES
+    if _NAMES is not None:
+        return _NAMES
+    import ast
+    import glob
+    import os
+    from . import REPO
+    want = ("STATE_NAMES", "MOD_STATE_NAMES", "CHECK_NAMES")
+    found = {}
+    lib = os.path.join(REPO, "lib", "bankgate")
+    paths = [os.path.join(lib, "admission.py")] + sorted(glob.glob(os.path.join(lib, "admission", "*.py")))
+    for path in paths:
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            try:
+                tree = ast.parse(f.read())
+            except SyntaxError:
+                continue
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
+                    isinstance(node.targets[0], ast.Name) and node.targets[0].id in want:
+                try:
+                    found[node.targets[0].id] = tuple(ast.literal_eval(node.value))
+                except ValueError:
+                    pass
+    _NAMES = found
+    return found
+
+
+def _name(table, code):
+    names = device_names().get(table) or ()
+    return names[code] if isinstance(code, int) and 0 <= code < len(names) else str(code)
+
+
+def event_text(e):
+    """A runner event line ({"name", "addr", "a", "b"}) in words."""
+    name, a, b, addr = e.get("name"), e.get("a"), e.get("b"), e.get("addr", -1)
+    who = " module %s" % addr if isinstance(addr, int) and addr >= 0 else ""
+    if name == "boot":
+        return "firmware started"
+    if name == "bank_state":
+        return "bank %s (was %s)" % (_name("STATE_NAMES", a), _name("STATE_NAMES", b))
+    if name == "module_state":
+        r = _name("CHECK_NAMES", b)
+        return "%s%s: %s%s" % (name.replace("_", " "), who, _name("MOD_STATE_NAMES", a),
+                               "" if r == "ok" else " (%s)" % r)
+    if name == "check_fail":
+        c = _name("CHECK_NAMES", a)
+        return "check failed%s: %s %s" % (who, c, check_value(c, b))
+    if name == "check_clear":
+        return "check passes again%s: %s" % (who, _name("CHECK_NAMES", a))
+    if name == "contactor":
+        return "contactor %s%s %s" % (a, who, "closed" if b else "opened")
+    if name == "inverter":
+        return "inverter heartbeat %s" % ("present" if a else "lost")
+    if name == "lost":
+        return "%s events lost (ring overrun)" % e.get("count")
+    return "%s%s (a=%s, b=%s)" % (name, who, a, b)
+
+
+def sim_line(d):
+    """One `bankgate simulate` / runner JSON line as text (None: nothing worth a line)."""
+    t = d.get("t")
+    ts = "%8.1f s  " % t if isinstance(t, (int, float)) else ""
+    typ = d.get("type")
+    if typ == "start":
+        return "scenario %s: %s modules, %s on %s, %s topology, %s s%s" % (
+            d.get("scenario"), d.get("modules"), d.get("family"), d.get("bus"), d.get("topology"),
+            d.get("duration_s"), "" if d.get("firmware", True) else " (firmware did not start)")
+    if typ == "event":
+        return ts + event_text(d)
+    if typ == "state":
+        sim = d.get("sim") or {}
+        gw = d.get("gw") or {}
+        outs = gw.get("outputs") or {}
+        closed = [k for k in natural_sorted(outs) if outs[k]]
+        head = ts + "bank %s: bus %s, %s, inverter %s; closed: %s" % (
+            d.get("bank"), "?" if sim.get("bus_v") is None else "%.2f V" % sim["bus_v"],
+            "?" if sim.get("bank_a") is None else "%.1f A" % sim["bank_a"],
+            "?" if sim.get("inverter_a") is None else "%.1f A" % sim["inverter_a"],
+            ", ".join(closed) or "none")
+        lines = [head]
+        for m in gw.get("modules") or []:
+            lines.append("           " + _module_summary(m))
+        return "\n".join(lines)
+    if typ == "expect":
+        return ts + "%s expectation %s: %s" % ("PASS" if d.get("ok") else "FAIL", d.get("index"), d.get("detail"))
+    if typ == "result":
+        return "result: %s, %s of %s expectations passed%s; %s simulated s in %s s (%sx)" % (
+            "PASS" if d.get("ok") else "FAIL", d.get("passed"), d.get("expectations"),
+            ", %s not reached" % d["not_reached"] if d.get("not_reached") else "",
+            d.get("sim_s"), d.get("wall_s"), d.get("speed"))
+    if typ == "error":
+        return ts + "ERROR " + str(d.get("error"))
+    if typ == "can":
+        return ts + "CAN to inverter %s %s" % (d.get("id"), d.get("data"))
+    if typ == "mqtt":
+        return ts + "MQTT %s" % (d.get("topic") or "")
+    rest = ", ".join("%s=%s" % (k, v) for k, v in d.items() if k not in ("t", "type"))
+    return ts + "%s %s" % (typ, rest)
+
+
+def _module_summary(m):
+    state = m.get("state")
+    text = "module %s: %s" % (m.get("addr"), state)
+    r = m.get("reason")
+    if state == "absent" or (m.get("online") is False and not m.get("mv")):
+        return text + " (no answer)"
+    if r and r != "ok":
+        val = m.get("dv_mv") if r == "dv" else m.get("value")
+        text += " (%s %s)" % (r, check_value(r, val)) if val is not None else " (%s)" % r
+    parts = [volts(m.get("mv")), amps(m.get("ma"))]
+    if m.get("soc_pm") is not None:
+        parts.append("SOC " + percent(m["soc_pm"]))
+    if m.get("temp_dc") is not None:
+        parts.append(degc(m["temp_dc"]))
+    return text + ": " + ", ".join(parts)
