@@ -8,7 +8,7 @@
 # Errors are bankgate.config.ConfigError with the path "<board>.<key>", e.g.
 #   devkitc.outputs.k1: expected a GPIO that can drive an output, found 34 (input-only)
 
-from bankgate.config import ConfigError
+from bankgate.jsonfile import MAX_CONFIG_BYTES, ConfigError, parse, read_file
 
 CHIPS = ("esp32", "esp32s3", "sim")
 TOPOLOGIES = ("branch", "main")
@@ -309,7 +309,18 @@ def validate(board, expect_name=None):
     rules = _RULES.get(chip)
     _pullups(p, board, rules)
 
-    rs = board.get("rs485")
+    _rs485(p, board.get("rs485"), pins, rules)
+    for key in ("can", "can_modules"):
+        if board.get(key) is not None:
+            _can(p + "." + key, board[key], pins, rules, chip, key)
+    pins.pin(p + ".terminator", board.get("terminator"), "out")
+    pins.pin(p + ".led", board.get("led"), "out")
+    pins.pin(p + ".idle_adc", board.get("idle_adc"), "adc")
+    _link_adc(p, board.get("link_adc"), pins, topo)
+    return board
+
+
+def _rs485(p, rs, pins, rules):
     if rs is not None:
         q = p + ".rs485"
         _obj(q, rs)
@@ -339,13 +350,8 @@ def validate(board, expect_name=None):
             raise _err(q + ".de", "null exactly when auto_direction is true",
                        repr(rs.get("de")))
 
-    for key in ("can", "can_modules"):
-        if board.get(key) is not None:
-            _can(p + "." + key, board[key], pins, rules, chip, key)
-    pins.pin(p + ".terminator", board.get("terminator"), "out")
-    pins.pin(p + ".led", board.get("led"), "out")
-    pins.pin(p + ".idle_adc", board.get("idle_adc"), "adc")
-    la = board.get("link_adc")
+
+def _link_adc(p, la, pins, topo):
     if la is not None:
         q = p + ".link_adc"
         _obj(q, la)
@@ -361,14 +367,11 @@ def validate(board, expect_name=None):
         # the main topology closes only on a measured DC link (docs/admission.md)
         raise _err(p + ".topologies", "no main without link_adc (the main topology closes only on a "
                    "measured DC link)", repr(topo))
-    return board
 
 
 def load(path, expect_name=None):
     """Read and validate a board file (device: /board.json)."""
-    from bankgate import config
-    return validate(config.parse(config.read_file(path, config.MAX_CONFIG_BYTES), path),
-                    expect_name)
+    return validate(parse(read_file(path, MAX_CONFIG_BYTES), path), expect_name)
 
 
 def find(name, boards_dir):

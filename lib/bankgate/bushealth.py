@@ -77,6 +77,7 @@ from micropython import const
 
 from bankgate import clock
 from bankgate.events import EV_BUS
+from bankgate.model import zeros
 
 HEALTHY = const(0)
 TERMINATION_SUSPECT = const(1)
@@ -144,6 +145,20 @@ _TERM_READS = const(4)
 _TERM_PERIOD_MS = const(600000)   # re-check every 10 minutes (and on demand)
 
 _F = const(5)                # per-slot fields in a sample: req, good, timeouts, corrupt, rejected
+# BusHealth._g: the window's totals (_window_sums) and the candidate's address (_candidate)
+_G_REQ = const(0)
+_G_BAD = const(1)
+_G_TO_ANS = const(2)         # timeouts of modules that otherwise answer
+_G_TO_ALL = const(3)
+_G_N_ANS = const(4)          # answering addresses in the window
+_G_N_ERR = const(5)          # answering addresses with errors
+_G_WORST = const(6)          # slot with the worst corrupt rate (-1 none), and that rate
+_G_WORST_PM = const(7)
+_G_N_OFF = const(8)
+_G_OFF_ADDR = const(9)
+_G_ADDR = const(10)
+_G_NADDR = const(11)
+_G_N = const(12)
 _MASK = const(0x3FFFFFFF)
 _TC_IDLE = const(0)
 _TC_WAIT_BUS = const(1)
@@ -151,7 +166,68 @@ _TC_OFF = const(2)
 _TC_ON = const(3)
 
 
-class BusHealth:
+class _Terminator:
+    """The terminator check (module comment): with the poller held at a bus pause,
+    the idle differential voltage with our terminator off and on; BusHealth holds
+    the state (hw, poller, evidence, term, _tc*)."""
+
+    def check_terminator(self):
+        """Ask for a terminator check at the next bus pause (no-op without hardware)."""
+        if self.can_check:
+            self._term_due = True
+
+    def _term_step(self, now):
+        tc = self._tc
+        p = self.poller
+        if tc == _TC_IDLE:
+            if not self._term_due and clock.diff(now, self._t_term) < _TERM_PERIOD_MS:
+                return
+            self._term_due = False
+            self._t_term = now
+            self._tc_prev = self.hw.terminator.value()
+            p.hold = True
+            self._tc = _TC_WAIT_BUS
+            return
+        if tc == _TC_WAIT_BUS:
+            if p.busy():
+                return
+            self.hw.terminator.value(0)
+            self._tc_t = now
+            self._tc = _TC_OFF
+            return
+        if clock.diff(now, self._tc_t) < _TERM_SETTLE_MS:
+            return
+        if tc == _TC_OFF:
+            self.evidence[EVI_IDLE_OFF_MV] = self._read_idle()
+            self.hw.terminator.value(1)
+            self._tc_t = now
+            self._tc = _TC_ON
+            return
+        # _TC_ON
+        v_off = self.evidence[EVI_IDLE_OFF_MV]
+        v_on = self._read_idle()
+        self.evidence[EVI_IDLE_ON_MV] = v_on
+        self.term = judge_termination(v_off, v_on)
+        self.evidence[_EVI_TERM] = self.term
+        if self.term == TERM_NONE or self.term == TERM_ONE:
+            want = 1
+        elif self.term == TERM_TWO or self.term == TERM_MANY:
+            want = 0
+        else:
+            want = self._tc_prev
+        self.hw.terminator.value(want)
+        p.hold = False
+        self._tc = _TC_IDLE
+
+    def _read_idle(self):
+        adc = self.hw.idle_adc
+        s = 0
+        for _ in range(_TERM_READS):
+            s += adc.read_mv()
+        return s // _TERM_READS
+
+
+class BusHealth(_Terminator):
     def __init__(self, hw, cfg, bank, poller, events):
         self.hw = hw
         self.bank = bank
@@ -165,8 +241,8 @@ class BusHealth:
         self._k = len(poller.cmd_ids)
         ring = _WINDOW_SAMPLES + 1
         self._ring = ring
-        self._s = array.array("i", bytes(4 * ring * n * _F))
-        self._c = array.array("i", bytes(4 * ring * 2 * max(self._k, 1)))
+        self._s = zeros("i", ring * n * _F)
+        self._c = zeros("i", ring * 2 * max(self._k, 1))
         self._junk = array.array("i", bytes(4 * ring))
         self._tec = array.array("i", bytes(4 * ring))
         self._rec = array.array("i", bytes(4 * ring))
@@ -175,10 +251,11 @@ class BusHealth:
         self._t_sample = 0
         self._tx_sample = 0
         # window deltas (per slot / per command), recomputed at each sample
-        self.w = array.array("i", bytes(4 * n * _F))
+        self.w = zeros("i", n * _F)
         self.wc_req = array.array("i", bytes(4 * max(self._k, 1)))
         self.wc_bad = array.array("i", bytes(4 * max(self._k, 1)))
         self.evidence = array.array("i", bytes(4 * _N_EVIDENCE))
+        self._g = array.array("i", bytes(4 * _G_N))
         self.evidence[EVI_ADDR] = -1
         self.evidence[EVI_IDLE_OFF_MV] = -1
         self.evidence[EVI_IDLE_ON_MV] = -1
@@ -225,11 +302,6 @@ class BusHealth:
             if rec.fault:
                 d["can_diagnosis"] = rec.diagnosis()
         return d
-
-    def check_terminator(self):
-        """Ask for a terminator check at the next bus pause (no-op without hardware)."""
-        if self.can_check:
-            self._term_due = True
 
     def update(self, now):
         """Sample / classify when due; run the terminator check state machine.
@@ -309,89 +381,19 @@ class BusHealth:
     def _classify(self, now):
         self.evaluations += 1
         ev = self.evidence
-        w = self.w
-        n = self.bank.n_used
-        lost = self.poller.lost_mask
-        req = 0
-        bad = 0
-        to_ans = 0            # timeouts of modules that otherwise answer
-        to_all = 0
-        n_ans = 0             # answering addresses in the window
-        n_err = 0             # answering addresses with errors
-        worst = -1
-        worst_pm = 0
-        n_off = 0
-        off_addr = -1
-        for i in range(n):
-            j = i * _F
-            r = w[j]
-            if (lost >> i) & 1:       # the poller gave up on it (only re-probed now)
-                n_off += 1
-                if off_addr < 0:
-                    off_addr = self.bank.modules[i].addr
-                req += r
-                to_all += w[j + 2]
-                continue
-            if r == 0:
-                continue
-            t = w[j + 2]
-            b = w[j + 3]
-            req += r
-            bad += b
-            to_all += t
-            answers = r - t
-            if answers * 1000 <= _OFFLINE_ANSWER_PM * r:
-                if b == 0:
-                    n_off += 1
-                    if off_addr < 0:
-                        off_addr = self.bank.modules[i].addr
-                    continue
-            n_ans += 1
-            to_ans += t
-            if b + t:
-                n_err += 1
-            if r >= _DUP_MIN_REQ:
-                pm = b * 1000 // r
-                if pm > worst_pm:
-                    worst_pm = pm
-                    worst = i
+        self._window_sums()
+        g = self._g
+        req = g[_G_REQ]
+        err_pm = (g[_G_BAD] + g[_G_TO_ANS]) * 1000 // req if req else 0
         ev[_EVI_REQUESTS] = req
-        ev[_EVI_TIMEOUTS] = to_all
-        err_pm = (bad + to_ans) * 1000 // req if req else 0
+        ev[_EVI_TIMEOUTS] = g[_G_TO_ALL]
         ev[EVI_ERR_PM] = err_pm
         self._length_rates()
-        cand = HEALTHY
-        main = err_pm
-        addr = -1
-        naddr = 0
-        # 1. duplicate address
         dup_slot = self._dup_finding()
-        if dup_slot >= 0:
-            cand = DUPLICATE_ADDRESS
-            addr = self.bank.modules[dup_slot].addr
-            naddr = 1
-        elif worst >= 0 and worst_pm >= _DUP_PM and req >= _MIN_REQUESTS:
-            j = worst * _F
-            rest_req = req - w[j]
-            rest_bad = bad - w[j + 3]
-            if rest_req >= _DUP_MIN_REQ and rest_bad * 1000 <= _CLEAN_PM * rest_req:
-                cand = DUPLICATE_ADDRESS
-                addr = self.bank.modules[worst].addr
-                naddr = 1
-        if cand == HEALTHY and self.is_can:
-            cand = self._can_verdict()
-        if cand == HEALTHY and (self.term == TERM_NONE or self.term == TERM_MANY):
-            cand = TERMINATION_SUSPECT
-        if cand == HEALTHY and req >= _MIN_REQUESTS and err_pm >= ERR_PM \
-                and n_err * 2 >= n_ans and n_ans > 0:
-            cand = self._spread_verdict(now)
-            naddr = n_err
-        if cand == HEALTHY and n_off > 0 and (n_ans > 0 or self.bank.n_used == n_off):
-            cand = MODULE_OFFLINE
-            addr = off_addr
-            naddr = n_off
-        if cand == DUPLICATE_ADDRESS or cand == MODULE_OFFLINE:
-            main = addr
+        cand = self._candidate(now, dup_slot, err_pm)
+        addr = g[_G_ADDR]
+        naddr = g[_G_NADDR]
+        main = addr if cand == DUPLICATE_ADDRESS or cand == MODULE_OFFLINE else err_pm
         if cand == HEALTHY and req < _MIN_REQUESTS and self.verdict != HEALTHY:
             cand = self.verdict         # too little data to clear a verdict
         fast = False
@@ -422,6 +424,90 @@ class BusHealth:
         ev[EVI_ADDR] = addr
         ev[EVI_N_ADDR] = naddr
         self.verdict_counts[self.verdict] += 1
+
+    def _window_sums(self):
+        """The window's totals over the slots into self._g: requests, corrupt replies,
+        timeouts (all, and of modules that otherwise answer), answering addresses and
+        those with errors, the address with the worst corrupt rate, the offline ones."""
+        w = self.w
+        g = self._g
+        for k in range(_G_N):
+            g[k] = 0
+        g[_G_WORST] = -1
+        g[_G_OFF_ADDR] = -1
+        lost = self.poller.lost_mask
+        for i in range(self.bank.n_used):
+            j = i * _F
+            r = w[j]
+            if (lost >> i) & 1:       # the poller gave up on it (only re-probed now)
+                self._offline(i)
+                g[_G_REQ] += r
+                g[_G_TO_ALL] += w[j + 2]
+                continue
+            if r == 0:
+                continue
+            t = w[j + 2]
+            b = w[j + 3]
+            g[_G_REQ] += r
+            g[_G_BAD] += b
+            g[_G_TO_ALL] += t
+            if (r - t) * 1000 <= _OFFLINE_ANSWER_PM * r and b == 0:
+                self._offline(i)
+                continue
+            g[_G_N_ANS] += 1
+            g[_G_TO_ANS] += t
+            if b + t:
+                g[_G_N_ERR] += 1
+            if r >= _DUP_MIN_REQ:
+                pm = b * 1000 // r
+                if pm > g[_G_WORST_PM]:
+                    g[_G_WORST_PM] = pm
+                    g[_G_WORST] = i
+
+    def _offline(self, i):
+        g = self._g
+        g[_G_N_OFF] += 1
+        if g[_G_OFF_ADDR] < 0:
+            g[_G_OFF_ADDR] = self.bank.modules[i].addr
+
+    def _candidate(self, now, dup_slot, err_pm):
+        """The verdict the window's evidence points to, in order of precedence; the
+        address behind it and the number of addresses go to self._g."""
+        g = self._g
+        w = self.w
+        req = g[_G_REQ]
+        cand = HEALTHY
+        g[_G_ADDR] = -1
+        g[_G_NADDR] = 0
+        # 1. duplicate address
+        worst = g[_G_WORST]
+        if dup_slot >= 0:
+            cand = DUPLICATE_ADDRESS
+            g[_G_ADDR] = self.bank.modules[dup_slot].addr
+            g[_G_NADDR] = 1
+        elif worst >= 0 and g[_G_WORST_PM] >= _DUP_PM and req >= _MIN_REQUESTS:
+            j = worst * _F
+            rest_req = req - w[j]
+            rest_bad = g[_G_BAD] - w[j + 3]
+            if rest_req >= _DUP_MIN_REQ and rest_bad * 1000 <= _CLEAN_PM * rest_req:
+                cand = DUPLICATE_ADDRESS
+                g[_G_ADDR] = self.bank.modules[worst].addr
+                g[_G_NADDR] = 1
+        if cand == HEALTHY and self.is_can:
+            cand = self._can_verdict()
+        if cand == HEALTHY and (self.term == TERM_NONE or self.term == TERM_MANY):
+            cand = TERMINATION_SUSPECT
+        n_ans = g[_G_N_ANS]
+        if cand == HEALTHY and req >= _MIN_REQUESTS and err_pm >= ERR_PM \
+                and g[_G_N_ERR] * 2 >= n_ans and n_ans > 0:
+            cand = self._spread_verdict(now)
+            g[_G_NADDR] = g[_G_N_ERR]
+        n_off = g[_G_N_OFF]
+        if cand == HEALTHY and n_off > 0 and (n_ans > 0 or self.bank.n_used == n_off):
+            cand = MODULE_OFFLINE
+            g[_G_ADDR] = g[_G_OFF_ADDR]
+            g[_G_NADDR] = n_off
+        return cand
 
     def _recent_clean(self):
         """The newest CLEAR_SAMPLES samples: >= MIN_REQUESTS transactions, not one error,
@@ -520,57 +606,6 @@ class BusHealth:
         return HEALTHY
 
     # ------------------------------------------------------------------ terminator check
-    def _term_step(self, now):
-        tc = self._tc
-        p = self.poller
-        if tc == _TC_IDLE:
-            if not self._term_due and clock.diff(now, self._t_term) < _TERM_PERIOD_MS:
-                return
-            self._term_due = False
-            self._t_term = now
-            self._tc_prev = self.hw.terminator.value()
-            p.hold = True
-            self._tc = _TC_WAIT_BUS
-            return
-        if tc == _TC_WAIT_BUS:
-            if p.busy():
-                return
-            self.hw.terminator.value(0)
-            self._tc_t = now
-            self._tc = _TC_OFF
-            return
-        if clock.diff(now, self._tc_t) < _TERM_SETTLE_MS:
-            return
-        if tc == _TC_OFF:
-            self.evidence[EVI_IDLE_OFF_MV] = self._read_idle()
-            self.hw.terminator.value(1)
-            self._tc_t = now
-            self._tc = _TC_ON
-            return
-        # _TC_ON
-        v_off = self.evidence[EVI_IDLE_OFF_MV]
-        v_on = self._read_idle()
-        self.evidence[EVI_IDLE_ON_MV] = v_on
-        self.term = judge_termination(v_off, v_on)
-        self.evidence[_EVI_TERM] = self.term
-        if self.term == TERM_NONE or self.term == TERM_ONE:
-            want = 1
-        elif self.term == TERM_TWO or self.term == TERM_MANY:
-            want = 0
-        else:
-            want = self._tc_prev
-        self.hw.terminator.value(want)
-        p.hold = False
-        self._tc = _TC_IDLE
-
-    def _read_idle(self):
-        adc = self.hw.idle_adc
-        s = 0
-        for _ in range(_TERM_READS):
-            s += adc.read_mv()
-        return s // _TERM_READS
-
-
 def judge_termination(v_off_mv, v_on_mv):
     """TERM_* from the idle differential voltage with our terminator off / on."""
     if v_off_mv < _IDLE_MIN_MV or v_on_mv < 0:

@@ -10,6 +10,10 @@
 #         "enum" (lo = tuple of allowed values), "ints" / "strs" (lists; lo/hi bound
 #         the length), "dict" (free-form JSON object, checked by its owner).
 
+# ConfigError, parse() and read_file() live in bankgate.jsonfile (shared with bankgate.boards
+# without an import cycle); they are re-exported here for the validator's callers.
+from bankgate.jsonfile import MAX_CONFIG_BYTES, MAX_JSON_DEPTH, ConfigError, parse, read_file  # noqa: F401 (re-exported)
+
 SCHEMA = {
     "gateway_id": ("str", "bankgate", 1, 32, "Name of this gateway in MQTT topics and Home Assistant."),
     "board": ("str", "sim", 1, 40, "Board definition name (boards/<name>.json)."),
@@ -178,16 +182,6 @@ ALARMS_KNOWN = 0x0FFF
 DERATE_ALLOWED = 0x0300
 
 
-class ConfigError(Exception):
-    """Invalid configuration: args[0] is the field path, str() the whole message."""
-
-    def __init__(self, path, expected, found):
-        super().__init__("%s: expected %s, found %s" % (path, expected, found))
-        self.path = path
-        self.expected = expected
-        self.found = found
-
-
 def _default(entry):
     if isinstance(entry, dict):
         return {k: _default(v) for k, v in entry.items()}
@@ -210,7 +204,6 @@ def defaults():
 # (only their kind and length).  Validation builds a new dict and touches nothing
 # else, so a rejected configuration changes no state.
 
-MAX_CONFIG_BYTES = 16384    # a complete config with every key is about 5 KiB
 MAX_SECRETS_BYTES = 2048
 
 # Settings without a safe default: they describe the installation, so a strict
@@ -235,7 +228,7 @@ SECRETS_SCHEMA = {
                       "TLS: verify the broker certificate (none: encrypt only)."),
     },
 }
-# The values config.mask() hides (the others in secrets.json are not secret).
+# The values console.mask() hides (the others in secrets.json are not secret).
 _SECRET_KEYS = (("wifi", "ssid"), ("wifi", "password"), ("mqtt", "user"), ("mqtt", "password"))
 
 # Nominal cell voltage bounds per chemistry (mV): catches a nominal_mv / cells
@@ -420,6 +413,14 @@ def _require(given):
 
 def _cross(cfg):
     """Rules that relate two or more settings (docs/configuration.md lists them)."""
+    _cross_bank(cfg)
+    _cross_gating(cfg)
+    _cross_contactors(cfg)
+    _cross_timing(cfg)
+    _cross_names(cfg)
+
+
+def _cross_bank(cfg):
     bank = cfg["bank"]
     n = bank["expected_modules"]
     addrs = bank["addresses"]
@@ -455,6 +456,8 @@ def _cross(cfg):
                           % (bank["cells"], lo, hi, bank["chemistry"], bank["cells"] * lo,
                              bank["cells"] * hi), bank["nominal_mv"])
 
+
+def _cross_gating(cfg):
     g = cfg["gating"]
     if g["module_mv_min"] >= g["module_mv_max"]:
         _fail("gating.module_mv_min", "below gating.module_mv_max (%d)"
@@ -481,6 +484,10 @@ def _cross(cfg):
         _fail("gating.derate_alarms", "bits of 0x%04X only (over-current warnings: only current can "
               "be carried by the bank limits)" % DERATE_ALLOWED, "0x%04X" % g["derate_alarms"])
 
+
+def _cross_contactors(cfg):
+    n = cfg["bank"]["expected_modules"]
+    g = cfg["gating"]
     c = cfg["contactors"]
     outs = c["outputs"]
     need = n if g["topology"] == "branch" else 2
@@ -506,6 +513,10 @@ def _cross(cfg):
         _fail("contactors.link_isolated_input", "another input than reset_input",
                           _show(c["reset_input"]))
 
+
+def _cross_timing(cfg):
+    n = cfg["bank"]["expected_modules"]
+    g = cfg["gating"]
     ctl = cfg["control"]
     if ctl["watchdog_ms"] < 2 * ctl["period_ms"]:
         _fail("control.watchdog_ms", "at least 2 x control.period_ms (%d)"
@@ -519,6 +530,8 @@ def _cross(cfg):
                           g["max_age_ms"])
     _bus_timing(cfg)
 
+
+def _cross_names(cfg):
     inv = cfg["inverter"]
     if inv["require_heartbeat"] and not inv["enabled"]:
         _fail("inverter.require_heartbeat", "false while inverter.enabled is false",
@@ -663,94 +676,7 @@ def secret_values(secrets):
     return out
 
 
-def mask_text(text, values):
-    from bankgate.console import mask_text as m
-    return m(text, values)
-
-
-def mask(obj, values):
-    """A copy of obj with every secret value inside strings replaced by '***'
-    (implemented in bankgate.console, which keeps it after this module is freed)."""
-    from bankgate.console import mask as m
-    return m(obj, values)
-
-
 # ------------------------------------------------------------- files on disk
-
-def parse(text, name="config.json", limit=MAX_CONFIG_BYTES):
-    """JSON text (str or bytes) -> object, or ConfigError naming the file.
-    The text itself is never quoted (it may hold secrets)."""
-    n = len(text)
-    if n > limit:
-        raise ConfigError(name, "at most %d bytes" % limit, "%d bytes" % n)
-    if type(text) is not str:
-        try:
-            text = bytes(text).decode("utf-8")
-        except Exception:
-            raise ConfigError(name, "UTF-8 text", "bytes that are not UTF-8")
-    if not text.strip():
-        raise ConfigError(name, "a JSON object", "an empty file")
-    d = _nesting(text)
-    if d > MAX_JSON_DEPTH:
-        raise ConfigError(name, "JSON nested at most %d levels deep" % MAX_JSON_DEPTH,
-                          "more than %d levels" % MAX_JSON_DEPTH)
-    import json
-    try:
-        return json.loads(text)
-    except ValueError as e:
-        raise ConfigError(name, "valid JSON (check quotes, commas and brackets)",
-                          "a syntax error (%s)" % (e,))
-    except MemoryError:
-        # e.g. thousands of list items: the text is within `limit` but the objects are not
-        raise ConfigError(name, "a document the heap can hold", "%d bytes too large to parse" % n)
-
-
-# MicroPython's json.loads needs heap per nesting level: 3000 nested '[' (6 KB, under
-# MAX_CONFIG_BYTES) exhausted a 256 KiB heap with MemoryError (tests/mp/test_fuzz_config.py).
-# Configurations nest 3 levels, boards 3, secrets 2.
-MAX_JSON_DEPTH = 16
-
-
-def _nesting(text):
-    """Deepest [ / { nesting of JSON text outside strings (stops counting past the limit)."""
-    depth = 0
-    deepest = 0
-    in_str = False
-    esc = False
-    for ch in text:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch == "[" or ch == "{":
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > MAX_JSON_DEPTH:
-                    return deepest
-        elif ch == "]" or ch == "}":
-            depth -= 1
-    return deepest
-
-
-def read_file(path, limit):
-    """The bytes of a small file; the size is checked before reading, so a huge
-    file cannot exhaust the heap.  Missing file: ConfigError."""
-    import os
-    try:
-        size = os.stat(path)[6]
-    except OSError:
-        raise ConfigError(path, "a file", "none (bankgate config push copies it)")
-    if size > limit:
-        raise ConfigError(path, "at most %d bytes" % limit, "%d bytes" % size)
-    with open(path, "rb") as f:
-        return f.read()
-
 
 def load_files(config_path, secrets_path=None, board=None, need_wifi=False):
     """What the device does at start: read, parse and strictly validate the

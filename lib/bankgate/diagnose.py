@@ -31,7 +31,7 @@ from micropython import const
 from bankgate import clock
 from bankgate.events import EV_DIAG_CLEARED, EV_DIAG_RAISED
 from bankgate.metrics import mdiv
-from bankgate.model import MAX_MODULES
+from bankgate.model import MAX_MODULES, zeros
 
 # ---- stable codes (never renumber: telemetry and installers key on them)
 DG_CURRENT_HIGH = const(1)
@@ -67,6 +67,18 @@ _CLEAR = const(-1)
 _NOT_JUDGED = const(-2)
 _SOC_EQ_PM = const(50)      # current_high: SOC deviation that explains an excess (it equalises)
 _ALARM_RING = const(8)      # remembered alarm onsets per module (config alarm_count <= 8)
+# Diagnoser._acc: what the module pass gathers for the bank rules
+_A_NADM = const(0)          # expected modules admitted
+_A_NEXP = const(1)          # expected modules
+_A_NMISS = const(2)         # expected, answering, left out without an excuse
+_A_MISSING = const(3)       # ... the first of them (address, -1 none)
+_A_BIG = const(4)           # address of the measured module with the largest |I|
+_A_FAR = const(5)           # address of the measured module farthest in SOC
+_A_VLO = const(6)           # expected modules' voltage range, sum and count
+_A_VHI = const(7)
+_A_VSUM = const(8)
+_A_VN = const(9)
+_A_N = const(10)
 
 # code -> (name, evidence a, evidence b, first check (seed tables), stop); index code - 1
 DIAG_INFO = (
@@ -127,9 +139,9 @@ def check_config(cfg):
     d = cfg["diagnosis"]
     for hi, lo in _PAIRS:
         if d[hi] <= d[lo]:
-            # imported here, on the error path only: firmware.load() frees the config
-            # validator, and importing it again costs ~25 KB of heap on the device
-            from bankgate.config import ConfigError
+            # imported here, on the error path only, from the small bankgate.jsonfile:
+            # firmware.load() frees the config validator (~25 KB of heap on the device)
+            from bankgate.jsonfile import ConfigError
             raise ConfigError("diagnosis." + lo, "below diagnosis.%s (%d)" % (hi, d[hi]), d[lo])
 
 
@@ -137,73 +149,10 @@ def name_of(code):
     return DIAG_INFO[code - 1][0]
 
 
-class Diagnoser:
-    def __init__(self, cfg, bank, metrics, events):
-        check_config(cfg)
-        self.bank = bank
-        self.metrics = metrics
-        self.events = events
-        d = cfg["diagnosis"]
-        g = cfg["gating"]
-        self.d = d
-        self.hold_r = d["hold_raise_ms"]
-        self.hold_c = d["hold_clear_ms"]
-        self.max_dv_mv = g["max_dv_mv"]
-        self.dv_clear_mv = g["max_dv_mv"] - g["hysteresis_mv"]
-        self.pending_ms = g["pending_event_ms"]
-        self.max_age_ms = g["max_age_ms"]
-        self.module_mv_min = g["module_mv_min"]
-        self.r_loop = g["loop_resistance_mohm"]
-        self.r_cfg = g["loop_resistance_mohm"]
-        n = N_CODES * _W
-        # instance state, index (code - 1) * 17 + slot (or BANK)
-        self.active = bytearray(n)
-        self.acked = bytearray(n)
-        self._pend = bytearray(n)        # timer running (towards raise when idle, clear when active)
-        self._judged = bytearray(n)      # judged in the current step
-        self._t_pend = array.array("i", bytes(4 * n))
-        self.t_raised = array.array("i", bytes(4 * n))
-        self.addr = array.array("h", bytes(2 * n))
-        self.ev_a = array.array("i", bytes(4 * n))
-        self.ev_b = array.array("i", bytes(4 * n))
-        self.n_active = 0
-        self.raised_total = 0
-        # per-slot rule memory
-        m = MAX_MODULES
-        self._soc_ref = array.array("i", bytes(4 * m))   # soc_dev_pm when the discharge began
-        self._soc_ref_mask = 0
-        self._dsg = False
-        self._r_base = array.array("i", bytes(4 * m))    # first confident resistance estimate
-        self._prev_alarms = array.array("i", bytes(4 * m))
-        self._alarm_t = array.array("i", bytes(4 * m * _ALARM_RING))
-        self._alarm_n = bytearray(m)                     # onsets recorded (saturates at ring size)
-        self._alarm_i = bytearray(m)                     # next ring position
-        self._offl_t = array.array("i", bytes(4 * m))    # t_last_reply when module_offline was raised
-        self._pend_mask = 0
-        self._pend_since = array.array("i", bytes(4 * m))
-        self._fl_min = array.array("i", bytes(4 * m))
-        self._fl_max = array.array("i", bytes(4 * m))
-        self._fl_piv = array.array("i", bytes(4 * m))    # last pivot of V - mean
-        self._fl_dir = bytearray(m)                      # 0 none, 1 rising, 2 falling
-        self._fl_rev = bytearray(m)                      # direction reversals this window
-        self._fl_mask = 0
-        self._rel = array.array("i", bytes(4 * m))       # current_high: relative excess, permille
-        self._exc = array.array("i", bytes(4 * m))       # ... absolute excess, mA
-        self._high_ok = False                            # ... the high modules are a minority
-        self._vsort = array.array("i", bytes(4 * m))     # scratch: sorted module voltages
-        self._v_med = 0                                  # median voltage of the measured modules
-        self._t_fl = 0
-        self._cycles_seen = 0
-        self._drift_run = 0
-        self._t_start = 0
-        self._t_aged = 0                                 # last aging pass (_age)
-        self._age_k = 0
-        self._started = False
-        self._ever_closed = False
-        self._start_mask = 0     # expected slots measured before the bank first closed (until admitted)
-        self._vout = 0           # ... of those, kept out by their voltage (last light-load judgement)
+class _Instances:
+    """The instance machine (module comment): one state per (code, slot); the arrays
+    are allocated by Diagnoser.__init__."""
 
-    # ------------------------------------------------------------ core machine
     def _judge(self, now, code, slot, cond, addr, a, b, hold_r, hold_c):
         k = (code - 1) * _W + slot
         self._judged[k] = 1
@@ -239,278 +188,83 @@ class Diagnoser:
         else:
             self._pend[k] = 0
 
-    # ------------------------------------------------------------------- rules
-    def _age(self, now):
-        """Aging pass of the time model (bankgate.clock.hold): every stamp the rules
-        compare is held within clock.AGE_MAX of now, so no age wraps (an alarm onset
-        weeks old never counts as recent again, a module never seen stays offline)."""
-        self._t_aged = now
-        self._t_start = clock.hold(now, self._t_start)
-        self._t_fl = clock.hold(now, self._t_fl)
-        k = self._age_k                   # one slice of 17 per pass (round robin)
-        self._age_k = k + 1 if k < _W - 1 else 0
-        clock.hold_range(now, self._pend_since, k, k + 1)
-        clock.hold_range(now, self._alarm_t, k * _ALARM_RING, (k + 1) * _ALARM_RING)
-        clock.hold_range(now, self._t_pend, k * N_CODES, (k + 1) * N_CODES)
+    def is_active(self, code, addr):
+        """Is diagnosis `code` active for module address `addr` (-1: any / bank)?"""
+        base = (code - 1) * _W
+        for j in range(_W):
+            if self.active[base + j] and (addr == -1 or self.addr[base + j] == addr):
+                return True
+        return False
 
-    def step(self, now, admitted_mask, expected_mask, pending_mask=0):
-        if clock.pass_due(now, self._t_aged):
-            self._age(now)
-        self._rules(now, admitted_mask, expected_mask, pending_mask)
-        # an idle instance whose raise hold was running but that could not be judged
-        # this step starts its hold again (module comment); the marks are cleared for
-        # the next step in the same pass
-        j = self._judged
-        p = self._pend
-        act = self.active
-        for k in range(len(j)):
-            if j[k]:
-                j[k] = 0
-            elif p[k] and not act[k]:
-                p[k] = 0
+    def next_active(self, k=-1):
+        """Index of the next active instance after k, or -1 (allocation-free walk):
+        code = k // 17 + 1; addr, ev_a, ev_b, t_raised, acked are arrays at k."""
+        k += 1
+        n = N_CODES * _W
+        while k < n:
+            if self.active[k]:
+                return k
+            k += 1
+        return -1
 
-    def _rules(self, now, admitted_mask, expected_mask, pending_mask):
-        if not self._started:
-            self._started = True
-            self._t_start = now
-            self._t_fl = now
-        d = self.d
-        me = self.metrics
-        mods = self.bank.modules
-        ns = len(mods)
-        if ns > MAX_MODULES:
-            ns = MAX_MODULES
-        hr = self.hold_r
-        hc = self.hold_c
-        inc = me.mask
-        n = me.n
-        bank_ma = me.bank_ma
-        load = bank_ma if bank_ma >= 0 else -bank_ma
-        sharing = me.shares_valid and load >= d["load_min_ma"]
-        if sharing:
-            # a branch carrying nothing (fuse, open contactor) makes the others
-            # carry more: that is branch_fuse_trip's finding, not unequal cables
-            fz = d["fuse_zero_ma"]
-            for s in range(ns):
-                if inc & (1 << s):
-                    i = mods[s].current_ma
-                    if i <= fz and i >= -fz:
-                        sharing = False
-                        break
-        if sharing:
-            # current_high pre-pass: relative and absolute excess over the capacity
-            # share; "one module much higher" only while the high ones are at most
-            # half of the measured modules (when most are "high", one module carries
-            # much LESS -- a module at another SOC just joined: not a cable finding)
-            n_high = 0
-            xm = d["share_excess_ma"]
-            for s in range(ns):
-                if inc & (1 << s):
-                    cs = me.cap_share_pm[s]
-                    if cs > 0:
-                        rel = mdiv(me.share_cap_dev_pm[s], 3, cs)
-                        # |I_i| - cs * load / 1000, mA (load <= 1.6e7 split: products <= 1.6e7)
-                        a = mods[s].current_ma if bank_ma >= 0 else -mods[s].current_ma
-                        exc = a - (cs * (load // 1000) + cs * (load % 1000) // 1000)
-                    else:
-                        rel = 0
-                        exc = 0
-                    self._rel[s] = rel
-                    self._exc[s] = exc
-                    if rel >= d["share_raise_pm"] and exc >= xm:
-                        n_high += 1
-            self._high_ok = 2 * n_high <= n
-        if n > 1:
-            # median module voltage (voltage_fluctuation's reference: one module
-            # going back and forth stands out fully, and the others do not swing
-            # with the mean it drags along -- nor with unsynchronised samples)
-            vs = self._vsort
-            k = 0
-            for s in range(ns):
-                if inc & (1 << s):
-                    x = mods[s].voltage_mv
-                    j = k
-                    while j > 0 and vs[j - 1] > x:
-                        vs[j] = vs[j - 1]
-                        j -= 1
-                    vs[j] = x
-                    k += 1
-            h = k >> 1
-            self._v_med = vs[h] if k & 1 else (vs[h - 1] + vs[h]) >> 1
-        dsg = n > 0 and bank_ma <= -d["load_min_ma"]
-        if dsg and not self._dsg:
-            self._soc_ref_mask = 0          # a new discharge: take fresh references
-        self._dsg = dsg
-        fl_end = clock.diff(now, self._t_fl) >= d["fluct_window_ms"]
-        closed = admitted_mask & expected_mask
-        # start modules kept out by their voltage (startup_voltage_diff's finding,
-        # so not reduced_capacity's): |V - bank mean| at least the raise level.
-        # Judged only at light load (|bank| < load_min_ma): under load the bank's
-        # voltages sit I*R below the OCV of a module that is not connected, which
-        # is no SOC difference.  A start module leaves the start set once admitted
-        # (a module dropped later -- alarm, trip -- is not a startup matter).
-        self._start_mask &= ~admitted_mask
-        quiet = load < d["load_min_ma"]
-        if closed and me.n > 0 and quiet:
-            left = self._start_mask & expected_mask & ~admitted_mask
-            ref = me.v_mean_mv
-            vout = 0
-            for s in range(ns):
-                if left & (1 << s) and mods[s].analog_valid:
-                    dv = mods[s].voltage_mv - ref
-                    if dv > self.max_dv_mv or dv < -self.max_dv_mv:
-                        vout |= 1 << s
-            self._vout = vout
-        vout = self._vout & self._start_mask
-        n_adm = 0
-        n_exp = 0
-        missing_addr = -1
-        n_missing = 0
-        big_addr = -1
-        big_i = -1
-        far_addr = -1
-        far_soc = -1
-        v_lo = 0
-        v_hi = 0
-        v_sum = 0
-        v_n = 0
-        for s in range(ns):
-            m = mods[s]
-            bit = 1 << s
-            addr = m.addr
-            if inc & bit:
-                self._module_rules(now, s, m, addr, n, load, sharing, dsg, fl_end, hr, hc)
-                i = m.current_ma
-                if i < 0:
-                    i = -i
-                if i > big_i:
-                    big_i = i
-                    big_addr = addr
-                sd = me.soc_dev_pm[s]
-                if sd < 0:
-                    sd = -sd
-                if sd > far_soc:
-                    far_soc = sd
-                    far_addr = addr
-            self._alarm_rule(now, s, m, addr, hc)
-            online = self._offline_rule(now, s, m, addr, expected_mask & bit, hc)
-            self._pending_rule(now, s, m, addr, pending_mask & bit, hc)
-            if expected_mask & bit:
-                n_exp += 1
-                if admitted_mask & bit:
-                    n_adm += 1
-                elif online and not (pending_mask | vout) & bit:
-                    n_missing += 1
-                    if missing_addr < 0:
-                        missing_addr = addr
-                if m.analog_valid:
-                    v = m.voltage_mv
-                    if v_n == 0 or v < v_lo:
-                        v_lo = v
-                    if v_n == 0 or v > v_hi:
-                        v_hi = v
-                    v_sum += v
-                    v_n += 1
-        if fl_end:
-            self._t_fl = now
-            self._fl_mask = 0
-        # circulating current at rest (bank-wide, addr = module with the largest |I|)
-        if me.at_rest:
-            c = me.circ_ma
-            cond = _RAISE if c >= d["circ_raise_ma"] else (_CLEAR if c < d["circ_clear_ma"] else _BAND)
-            self._judge(now, DG_CIRCULATING_CURRENT, BANK, cond, big_addr, c, me.v_spread_mv, hr, hc)
-        # SOC drift: judged once per completed full cycle.  drift = the larger of
-        # the cycle's SOC-deviation range of one module (cycle_range_pm: its SOC
-        # wandered from the bank's during the cycle) and the growth of the SOC
-        # spread between two cycle tops (soc_drift_pm)
-        if me.cycles != self._cycles_seen:
-            self._cycles_seen = me.cycles
-            dr = me.cycle_range_pm
-            if me.drift_valid and me.soc_drift_pm > dr:
-                dr = me.soc_drift_pm
-            rs = me.cycle_range_slot
-            if rs >= 0 and rs < ns:
-                far_addr = mods[rs].addr
-            if dr >= 0:
-                if dr >= d["drift_raise_pm"]:
-                    self._drift_run += 1
-                elif dr < d["drift_clear_pm"]:
-                    self._drift_run = 0
-                if self._drift_run >= d["drift_cycles"]:
-                    cond = _RAISE
-                elif dr < d["drift_clear_pm"]:
-                    cond = _CLEAR
-                else:
-                    cond = _BAND
-                self._judge(now, DG_SOC_DRIFT_CYCLE, BANK, cond, far_addr, dr, self._drift_run, 0, 0)
-        # reduced capacity: bank closed, an expected module answering but left out
-        # (neither offline, pending nor a start module kept out by its voltage:
-        # those have their own diagnoses)
-        if closed:
-            cond = _RAISE if n_missing > 0 else _CLEAR
-        else:
-            cond = _CLEAR
-        self._judge(now, DG_REDUCED_CAPACITY, BANK, cond, missing_addr, n_adm, n_exp,
-                    d["reduced_hold_ms"], hc)
-        # startup: the modules present before the bank first closed (start set)
-        # differ too much: nothing connected yet and their spread is above the
-        # gate, or the bank closed without a start module whose voltage is still
-        # too far from the bank's (mean of the admitted).  A module that arrives
-        # later is not a startup matter (pending / pending_long).
-        if not self._ever_closed:
-            if closed:
-                self._ever_closed = True
+    def acknowledge(self, code, addr):
+        """Mark active diagnosis (code, addr) acknowledged (it stays active until its
+        condition clears).  `code` is the int code or its stable snake name (what
+        telemetry shows and the MQTT `ack` command sends).  Returns True if one was found."""
+        if type(code) is str:
+            for i in range(N_CODES):
+                if DIAG_INFO[i][0] == code:
+                    code = i + 1
+                    break
             else:
-                for s in range(ns):
-                    if expected_mask & (1 << s) and mods[s].analog_valid:
-                        self._start_mask |= 1 << s
-        if closed and quiet:
-            far = -1
-            far_dv = -1
-            ref = me.v_mean_mv
-            left = self._start_mask & expected_mask & ~admitted_mask
-            if me.n > 0 and left:
-                for s in range(ns):
-                    m = mods[s]
-                    if left & (1 << s) and m.analog_valid and m.seen:
-                        dv = m.voltage_mv - ref
-                        if dv < 0:
-                            dv = -dv
-                        if dv > far_dv:
-                            far_dv = dv
-                            far = m.addr
-            if far_dv > self.max_dv_mv:
-                cond = _RAISE
-            elif far_dv < self.dv_clear_mv:
-                cond = _CLEAR
-            else:
-                cond = _BAND
-            if far_dv < 0:
-                far_dv = 0
-            self._judge(now, DG_STARTUP_VOLTAGE_DIFF, BANK, cond, far, far_dv, self.max_dv_mv, hr, hc)
-        elif not closed and v_n >= 2:
-            spread = v_hi - v_lo
-            mean = v_sum // v_n
-            far = -1
-            far_dv = -1
-            for s in range(ns):
-                m = mods[s]
-                if expected_mask & (1 << s) and m.analog_valid:
-                    dv = m.voltage_mv - mean
-                    if dv < 0:
-                        dv = -dv
-                    if dv > far_dv:
-                        far_dv = dv
-                        far = m.addr
-            if spread > self.max_dv_mv:
-                cond = _RAISE
-            elif spread < self.dv_clear_mv:
-                cond = _CLEAR
-            else:
-                cond = _BAND
-            self._judge(now, DG_STARTUP_VOLTAGE_DIFF, BANK, cond, far, spread, self.max_dv_mv, hr, hc)
+                return False
+        if type(code) is not int or code < 1 or code > N_CODES:
+            return False
+        base = (code - 1) * _W
+        found = False
+        for j in range(_W):
+            k = base + j
+            if self.active[k] and self.addr[k] == addr:
+                self.acked[k] = 1
+                found = True
+        return found
+
+    def snapshot(self):
+        """Active diagnoses as a list of dicts (allocates: telemetry only)."""
+        out = []
+        k = self.next_active()
+        while k >= 0:
+            code = k // _W + 1
+            name, an, bn, advice, stop = DIAG_INFO[code - 1]
+            out.append({
+                "code": code, "name": name, "addr": self.addr[k],
+                "evidence": {an: self.ev_a[k], bn: self.ev_b[k]},
+                "t_raised": self.t_raised[k], "acked": bool(self.acked[k]),
+                "first_check": advice, "stop": STOP_TEXT[stop], "stop_code": stop,
+            })
+            k = self.next_active(k)
+        return out
+
+
+class _ModuleRules(_Instances):
+    """The rules judged per module slot."""
 
     def _module_rules(self, now, s, m, addr, n, load, sharing, dsg, fl_end, hr, hc):
+        """The rules of one measured module (slot s), in a fixed order."""
+        self._share_rules(now, s, addr, sharing, dsg, hr, hc)
+        self._joint_rules(now, s, m, addr, n, hr, hc)
+        if n > 1:
+            self._fluct_track(s, m.voltage_mv - self._v_med)
+        if fl_end and self._fl_mask & (1 << s):
+            self._fluct_rule(now, s, addr)
+        # branch fuse trip: module voltage present, no BMS protection, ~0 current
+        # while the other modules carry load, AND the module's voltage does not follow
+        # the bus (see _fuse_rule)
+        if n > 1 and m.protections == 0 and m.voltage_mv >= self.module_mv_min:
+            self._fuse_rule(now, s, m, addr, n, hr, hc)
+
+    def _share_rules(self, now, s, addr, sharing, dsg, hr, hc):
+        """current_high, soc_falling_fast, running_warm."""
         d = self.d
         me = self.metrics
         bit = 1 << s
@@ -547,6 +301,12 @@ class Diagnoser:
             td = me.temp_body_dev_dc[s]
             cond = _RAISE if td >= d["temp_raise_dc"] else (_CLEAR if td < d["temp_clear_dc"] else _BAND)
             self._judge(now, DG_RUNNING_WARM, s, cond, addr, td, me.temp_body_dc[s], hr, hc)
+
+    def _joint_rules(self, now, s, m, addr, n, hr, hc):
+        """resistance_rising, loop_r_below_config, capacity_mismatch, voltage_imbalance."""
+        d = self.d
+        me = self.metrics
+        bit = 1 << s
         # hot terminal suspected: the loop resistance above the module's own first
         # confident estimate, or a local hot spot (hottest sensor far above the
         # module's median sensor).  Either raises; both must be clear to clear.
@@ -587,53 +347,52 @@ class Diagnoser:
             av = vd if vd >= 0 else -vd
             cond = _RAISE if av >= d["vimb_raise_mv"] else (_CLEAR if av < d["vimb_clear_mv"] else _BAND)
             self._judge(now, DG_VOLTAGE_IMBALANCE, s, cond, addr, vd, d["vimb_raise_mv"], hr, hc)
-        # voltage fluctuation: swing of (V - median V) within a window (seed: >= 1 V)
-        # and it must go back and forth (>= 2 reversals of at least half the raise
-        # level): a single step (a fuse blowing, a load step) is not a fluctuation
-        if n > 1:
-            vd = m.voltage_mv - self._v_med
-            if self._fl_mask & bit:
-                if vd < self._fl_min[s]:
-                    self._fl_min[s] = vd
-                if vd > self._fl_max[s]:
-                    self._fl_max[s] = vd
-                stp = d["fluct_raise_mv"] // 2
-                piv = self._fl_piv[s]
-                dr = self._fl_dir[s]
-                if dr != 1 and vd - piv >= stp:
-                    if dr == 2 and self._fl_rev[s] < 255:
-                        self._fl_rev[s] += 1
-                    self._fl_dir[s] = 1
-                    self._fl_piv[s] = vd
-                elif dr != 2 and piv - vd >= stp:
-                    if dr == 1 and self._fl_rev[s] < 255:
-                        self._fl_rev[s] += 1
-                    self._fl_dir[s] = 2
-                    self._fl_piv[s] = vd
-                elif (dr == 1 and vd > piv) or (dr == 2 and vd < piv):
-                    self._fl_piv[s] = vd
-            else:
+
+    def _fluct_track(self, s, vd):
+        """voltage_fluctuation's window: the swing of vd = V - median V (seed: >= 1 V),
+        and its reversals of at least half the raise level (it must go back and forth:
+        a single step -- a fuse blowing, a load step -- is not a fluctuation)."""
+        bit = 1 << s
+        if self._fl_mask & bit:
+            if vd < self._fl_min[s]:
                 self._fl_min[s] = vd
+            if vd > self._fl_max[s]:
                 self._fl_max[s] = vd
+            stp = self.d["fluct_raise_mv"] // 2
+            piv = self._fl_piv[s]
+            dr = self._fl_dir[s]
+            if dr != 1 and vd - piv >= stp:
+                if dr == 2 and self._fl_rev[s] < 255:
+                    self._fl_rev[s] += 1
+                self._fl_dir[s] = 1
                 self._fl_piv[s] = vd
-                self._fl_dir[s] = 0
-                self._fl_rev[s] = 0
-                self._fl_mask |= bit
-        if fl_end and self._fl_mask & bit:
-            sw = self._fl_max[s] - self._fl_min[s]
-            rv = self._fl_rev[s]
-            if sw >= d["fluct_raise_mv"] and rv >= 2:
-                cond = _RAISE
-            elif sw < d["fluct_clear_mv"] or rv == 0:
-                cond = _CLEAR
-            else:
-                cond = _BAND
-            self._judge(now, DG_VOLTAGE_FLUCTUATION, s, cond, addr, sw, d["fluct_window_ms"] // 1000, 0, 0)
-        # branch fuse trip: module voltage present, no BMS protection, ~0 current
-        # while the other modules carry load, AND the module's voltage does not follow
-        # the bus (see _fuse_rule)
-        if n > 1 and m.protections == 0 and m.voltage_mv >= self.module_mv_min:
-            self._fuse_rule(now, s, m, addr, n, hr, hc)
+            elif dr != 2 and piv - vd >= stp:
+                if dr == 1 and self._fl_rev[s] < 255:
+                    self._fl_rev[s] += 1
+                self._fl_dir[s] = 2
+                self._fl_piv[s] = vd
+            elif (dr == 1 and vd > piv) or (dr == 2 and vd < piv):
+                self._fl_piv[s] = vd
+        else:
+            self._fl_min[s] = vd
+            self._fl_max[s] = vd
+            self._fl_piv[s] = vd
+            self._fl_dir[s] = 0
+            self._fl_rev[s] = 0
+            self._fl_mask |= bit
+
+    def _fluct_rule(self, now, s, addr):
+        """voltage_fluctuation, judged at the end of each window."""
+        d = self.d
+        sw = self._fl_max[s] - self._fl_min[s]
+        rv = self._fl_rev[s]
+        if sw >= d["fluct_raise_mv"] and rv >= 2:
+            cond = _RAISE
+        elif sw < d["fluct_clear_mv"] or rv == 0:
+            cond = _CLEAR
+        else:
+            cond = _BAND
+        self._judge(now, DG_VOLTAGE_FLUCTUATION, s, cond, addr, sw, d["fluct_window_ms"] // 1000, 0, 0)
 
     def _fuse_rule(self, now, s, m, addr, n, hr, hc):
         """branch_fuse_trip.  ~0 A alone is no evidence: a connected module whose open
@@ -748,60 +507,384 @@ class Diagnoser:
         cond = _RAISE if t >= self.pending_ms else _BAND
         self._judge(now, DG_PENDING_LONG, s, cond, addr, t // 1000, dv, 0, hc)
 
-    # ------------------------------------------------------------- interface
-    def is_active(self, code, addr):
-        """Is diagnosis `code` active for module address `addr` (-1: any / bank)?"""
-        base = (code - 1) * _W
-        for j in range(_W):
-            if self.active[base + j] and (addr == -1 or self.addr[base + j] == addr):
-                return True
-        return False
 
-    def next_active(self, k=-1):
-        """Index of the next active instance after k, or -1 (allocation-free walk):
-        code = k // 17 + 1; addr, ev_a, ev_b, t_raised, acked are arrays at k."""
-        k += 1
+class Diagnoser(_ModuleRules):
+    """The diagnoser: configuration, per-step order, bank-wide rules."""
+
+    def __init__(self, cfg, bank, metrics, events):
+        check_config(cfg)
+        self.bank = bank
+        self.metrics = metrics
+        self.events = events
+        d = cfg["diagnosis"]
+        g = cfg["gating"]
+        self.d = d
+        self.hold_r = d["hold_raise_ms"]
+        self.hold_c = d["hold_clear_ms"]
+        self.max_dv_mv = g["max_dv_mv"]
+        self.dv_clear_mv = g["max_dv_mv"] - g["hysteresis_mv"]
+        self.pending_ms = g["pending_event_ms"]
+        self.max_age_ms = g["max_age_ms"]
+        self.module_mv_min = g["module_mv_min"]
+        self.r_loop = g["loop_resistance_mohm"]
+        self.r_cfg = g["loop_resistance_mohm"]
         n = N_CODES * _W
-        while k < n:
-            if self.active[k]:
-                return k
-            k += 1
-        return -1
+        # instance state, index (code - 1) * 17 + slot (or BANK)
+        self.active = bytearray(n)
+        self.acked = bytearray(n)
+        self._pend = bytearray(n)        # timer running (towards raise when idle, clear when active)
+        self._judged = bytearray(n)      # judged in the current step
+        self._t_pend = zeros("i", n)
+        self.t_raised = zeros("i", n)
+        self.addr = zeros("h", n)
+        self.ev_a = zeros("i", n)
+        self.ev_b = zeros("i", n)
+        self.n_active = 0
+        self.raised_total = 0
+        # per-slot rule memory
+        m = MAX_MODULES
+        self._soc_ref = array.array("i", bytes(4 * m))   # soc_dev_pm when the discharge began
+        self._soc_ref_mask = 0
+        self._dsg = False
+        self._r_base = array.array("i", bytes(4 * m))    # first confident resistance estimate
+        self._prev_alarms = array.array("i", bytes(4 * m))
+        self._alarm_t = zeros("i", m * _ALARM_RING)
+        self._alarm_n = bytearray(m)                     # onsets recorded (saturates at ring size)
+        self._alarm_i = bytearray(m)                     # next ring position
+        self._offl_t = array.array("i", bytes(4 * m))    # t_last_reply when module_offline was raised
+        self._pend_mask = 0
+        self._pend_since = array.array("i", bytes(4 * m))
+        self._fl_min = array.array("i", bytes(4 * m))
+        self._fl_max = array.array("i", bytes(4 * m))
+        self._fl_piv = array.array("i", bytes(4 * m))    # last pivot of V - mean
+        self._fl_dir = bytearray(m)                      # 0 none, 1 rising, 2 falling
+        self._fl_rev = bytearray(m)                      # direction reversals this window
+        self._fl_mask = 0
+        self._rel = array.array("i", bytes(4 * m))       # current_high: relative excess, permille
+        self._exc = array.array("i", bytes(4 * m))       # ... absolute excess, mA
+        self._high_ok = False                            # ... the high modules are a minority
+        self._vsort = array.array("i", bytes(4 * m))     # scratch: sorted module voltages
+        self._v_med = 0                                  # median voltage of the measured modules
+        self._t_fl = 0
+        self._cycles_seen = 0
+        self._drift_run = 0
+        self._t_start = 0
+        self._t_aged = 0                                 # last aging pass (_age)
+        self._age_k = 0
+        self._started = False
+        self._ever_closed = False
+        self._start_mask = 0     # expected slots measured before the bank first closed (until admitted)
+        self._vout = 0           # ... of those, kept out by their voltage (last light-load judgement)
+        self._acc = array.array("i", bytes(4 * _A_N))   # module pass -> bank rules
 
-    def acknowledge(self, code, addr):
-        """Mark active diagnosis (code, addr) acknowledged (it stays active until its
-        condition clears).  `code` is the int code or its stable snake name (what
-        telemetry shows and the MQTT `ack` command sends).  Returns True if one was found."""
-        if type(code) is str:
-            for i in range(N_CODES):
-                if DIAG_INFO[i][0] == code:
-                    code = i + 1
-                    break
+    def _age(self, now):
+        """Aging pass of the time model (bankgate.clock.hold): every stamp the rules
+        compare is held within clock.AGE_MAX of now, so no age wraps (an alarm onset
+        weeks old never counts as recent again, a module never seen stays offline)."""
+        self._t_aged = now
+        self._t_start = clock.hold(now, self._t_start)
+        self._t_fl = clock.hold(now, self._t_fl)
+        k = self._age_k                   # one slice of 17 per pass (round robin)
+        self._age_k = k + 1 if k < _W - 1 else 0
+        clock.hold_range(now, self._pend_since, k, k + 1)
+        clock.hold_range(now, self._alarm_t, k * _ALARM_RING, (k + 1) * _ALARM_RING)
+        clock.hold_range(now, self._t_pend, k * N_CODES, (k + 1) * N_CODES)
+
+    def step(self, now, admitted_mask, expected_mask, pending_mask=0):
+        if clock.pass_due(now, self._t_aged):
+            self._age(now)
+        self._rules(now, admitted_mask, expected_mask, pending_mask)
+        # an idle instance whose raise hold was running but that could not be judged
+        # this step starts its hold again (module comment); the marks are cleared for
+        # the next step in the same pass
+        j = self._judged
+        p = self._pend
+        act = self.active
+        for k in range(len(j)):
+            if j[k]:
+                j[k] = 0
+            elif p[k] and not act[k]:
+                p[k] = 0
+
+    def _rules(self, now, admitted_mask, expected_mask, pending_mask):
+        if not self._started:
+            self._started = True
+            self._t_start = now
+            self._t_fl = now
+        d = self.d
+        me = self.metrics
+        ns = len(self.bank.modules)
+        if ns > MAX_MODULES:
+            ns = MAX_MODULES
+        bank_ma = me.bank_ma
+        load = bank_ma if bank_ma >= 0 else -bank_ma
+        sharing = self._sharing(ns, load)
+        if me.n > 1:
+            self._median(ns)
+        dsg = me.n > 0 and bank_ma <= -d["load_min_ma"]
+        if dsg and not self._dsg:
+            self._soc_ref_mask = 0          # a new discharge: take fresh references
+        self._dsg = dsg
+        fl_end = clock.diff(now, self._t_fl) >= d["fluct_window_ms"]
+        closed = admitted_mask & expected_mask
+        quiet = load < d["load_min_ma"]
+        vout = self._start_keepout(ns, admitted_mask, expected_mask, closed and quiet)
+        self._module_pass(now, ns, admitted_mask, expected_mask, pending_mask, vout,
+                          load, sharing, dsg, fl_end)
+        if fl_end:
+            self._t_fl = now
+            self._fl_mask = 0
+        self._bank_rules(now, ns, closed)
+        # startup: the modules present before the bank first closed (start set)
+        # differ too much.  A module that arrives later is not a startup matter
+        # (pending / pending_long).
+        if not self._ever_closed:
+            if closed:
+                self._ever_closed = True
             else:
-                return False
-        if type(code) is not int or code < 1 or code > N_CODES:
-            return False
-        base = (code - 1) * _W
-        found = False
-        for j in range(_W):
-            k = base + j
-            if self.active[k] and self.addr[k] == addr:
-                self.acked[k] = 1
-                found = True
-        return found
+                for s in range(ns):
+                    if expected_mask & (1 << s) and self.bank.modules[s].analog_valid:
+                        self._start_mask |= 1 << s
+        if closed and quiet:
+            self._startup_left(now, ns, admitted_mask, expected_mask)
+        elif not closed and self._acc[_A_VN] >= 2:
+            self._startup_spread(now, ns, expected_mask)
 
-    def snapshot(self):
-        """Active diagnoses as a list of dicts (allocates: telemetry only)."""
-        out = []
-        k = self.next_active()
-        while k >= 0:
-            code = k // _W + 1
-            name, an, bn, advice, stop = DIAG_INFO[code - 1]
-            out.append({
-                "code": code, "name": name, "addr": self.addr[k],
-                "evidence": {an: self.ev_a[k], bn: self.ev_b[k]},
-                "t_raised": self.t_raised[k], "acked": bool(self.acked[k]),
-                "first_check": advice, "stop": STOP_TEXT[stop], "stop_code": stop,
-            })
-            k = self.next_active(k)
-        return out
+    def _sharing(self, ns, load):
+        """Is current sharing judged this step?  Then also the current_high pre-pass:
+        relative and absolute excess over the capacity share per module; "one module
+        much higher" only while the high ones are at most half of the measured modules
+        (when most are "high", one module carries much LESS -- a module at another SOC
+        just joined: not a cable finding)."""
+        d = self.d
+        me = self.metrics
+        mods = self.bank.modules
+        inc = me.mask
+        if not (me.shares_valid and load >= d["load_min_ma"]):
+            return False
+        # a branch carrying nothing (fuse, open contactor) makes the others
+        # carry more: that is branch_fuse_trip's finding, not unequal cables
+        fz = d["fuse_zero_ma"]
+        for s in range(ns):
+            if inc & (1 << s):
+                i = mods[s].current_ma
+                if i <= fz and i >= -fz:
+                    return False
+        n_high = 0
+        xm = d["share_excess_ma"]
+        neg = me.bank_ma < 0
+        for s in range(ns):
+            if inc & (1 << s):
+                cs = me.cap_share_pm[s]
+                if cs > 0:
+                    rel = mdiv(me.share_cap_dev_pm[s], 3, cs)
+                    # |I_i| - cs * load / 1000, mA (load <= 1.6e7 split: products <= 1.6e7)
+                    a = -mods[s].current_ma if neg else mods[s].current_ma
+                    exc = a - (cs * (load // 1000) + cs * (load % 1000) // 1000)
+                else:
+                    rel = 0
+                    exc = 0
+                self._rel[s] = rel
+                self._exc[s] = exc
+                if rel >= d["share_raise_pm"] and exc >= xm:
+                    n_high += 1
+        self._high_ok = 2 * n_high <= me.n
+        return True
+
+    def _median(self, ns):
+        """Median module voltage (voltage_fluctuation's reference: one module going
+        back and forth stands out fully, and the others do not swing with the mean it
+        drags along -- nor with unsynchronised samples)."""
+        mods = self.bank.modules
+        inc = self.metrics.mask
+        vs = self._vsort
+        k = 0
+        for s in range(ns):
+            if inc & (1 << s):
+                x = mods[s].voltage_mv
+                j = k
+                while j > 0 and vs[j - 1] > x:
+                    vs[j] = vs[j - 1]
+                    j -= 1
+                vs[j] = x
+                k += 1
+        h = k >> 1
+        self._v_med = vs[h] if k & 1 else (vs[h - 1] + vs[h]) >> 1
+
+    def _start_keepout(self, ns, admitted_mask, expected_mask, judge):
+        """The start modules kept out by their voltage (startup_voltage_diff's finding,
+        so not reduced_capacity's): |V - bank mean| at least the raise level.  Judged
+        only at light load with the bank closed (`judge`): under load the bank's
+        voltages sit I*R below the OCV of a module that is not connected, which is no
+        SOC difference.  A start module leaves the start set once admitted (a module
+        dropped later -- alarm, trip -- is not a startup matter)."""
+        self._start_mask &= ~admitted_mask
+        me = self.metrics
+        if judge and me.n > 0:
+            mods = self.bank.modules
+            left = self._start_mask & expected_mask & ~admitted_mask
+            ref = me.v_mean_mv
+            vout = 0
+            for s in range(ns):
+                if left & (1 << s) and mods[s].analog_valid:
+                    dv = mods[s].voltage_mv - ref
+                    if dv > self.max_dv_mv or dv < -self.max_dv_mv:
+                        vout |= 1 << s
+            self._vout = vout
+        return self._vout & self._start_mask
+
+    def _module_pass(self, now, ns, admitted_mask, expected_mask, pending_mask, vout, load, sharing,
+                     dsg, fl_end):
+        """Every per-module rule, slot by slot; gathers in self._acc what the bank
+        rules need (the module with the largest |I| and the one farthest in SOC, the
+        admitted/expected counts, the first answering module left out without an
+        excuse -- pending or kept out by its start voltage --, the expected modules'
+        voltage range)."""
+        me = self.metrics
+        mods = self.bank.modules
+        inc = me.mask
+        n = me.n
+        hr = self.hold_r
+        hc = self.hold_c
+        acc = self._acc
+        for j in range(_A_N):
+            acc[j] = 0
+        acc[_A_MISSING] = acc[_A_BIG] = acc[_A_FAR] = -1
+        big_i = -1
+        far_soc = -1
+        for s in range(ns):
+            m = mods[s]
+            bit = 1 << s
+            addr = m.addr
+            if inc & bit:
+                self._module_rules(now, s, m, addr, n, load, sharing, dsg, fl_end, hr, hc)
+                i = m.current_ma
+                if i < 0:
+                    i = -i
+                if i > big_i:
+                    big_i = i
+                    acc[_A_BIG] = addr
+                sd = me.soc_dev_pm[s]
+                if sd < 0:
+                    sd = -sd
+                if sd > far_soc:
+                    far_soc = sd
+                    acc[_A_FAR] = addr
+            self._alarm_rule(now, s, m, addr, hc)
+            online = self._offline_rule(now, s, m, addr, expected_mask & bit, hc)
+            self._pending_rule(now, s, m, addr, pending_mask & bit, hc)
+            if expected_mask & bit:
+                acc[_A_NEXP] += 1
+                if admitted_mask & bit:
+                    acc[_A_NADM] += 1
+                elif online and not (pending_mask | vout) & bit:
+                    acc[_A_NMISS] += 1
+                    if acc[_A_MISSING] < 0:
+                        acc[_A_MISSING] = addr
+                if m.analog_valid:
+                    v = m.voltage_mv
+                    if acc[_A_VN] == 0 or v < acc[_A_VLO]:
+                        acc[_A_VLO] = v
+                    if acc[_A_VN] == 0 or v > acc[_A_VHI]:
+                        acc[_A_VHI] = v
+                    acc[_A_VSUM] += v
+                    acc[_A_VN] += 1
+
+    def _bank_rules(self, now, ns, closed):
+        """circulating_current, soc_drift_cycle and reduced_capacity."""
+        d = self.d
+        me = self.metrics
+        acc = self._acc
+        hc = self.hold_c
+        # circulating current at rest (bank-wide, addr = module with the largest |I|)
+        if me.at_rest:
+            c = me.circ_ma
+            cond = _RAISE if c >= d["circ_raise_ma"] else (_CLEAR if c < d["circ_clear_ma"] else _BAND)
+            self._judge(now, DG_CIRCULATING_CURRENT, BANK, cond, acc[_A_BIG], c, me.v_spread_mv,
+                        self.hold_r, hc)
+        # SOC drift: judged once per completed full cycle.  drift = the larger of
+        # the cycle's SOC-deviation range of one module (cycle_range_pm: its SOC
+        # wandered from the bank's during the cycle) and the growth of the SOC
+        # spread between two cycle tops (soc_drift_pm)
+        if me.cycles != self._cycles_seen:
+            self._cycles_seen = me.cycles
+            dr = me.cycle_range_pm
+            if me.drift_valid and me.soc_drift_pm > dr:
+                dr = me.soc_drift_pm
+            rs = me.cycle_range_slot
+            far_addr = self.bank.modules[rs].addr if 0 <= rs < ns else acc[_A_FAR]
+            if dr >= 0:
+                if dr >= d["drift_raise_pm"]:
+                    self._drift_run += 1
+                elif dr < d["drift_clear_pm"]:
+                    self._drift_run = 0
+                if self._drift_run >= d["drift_cycles"]:
+                    cond = _RAISE
+                elif dr < d["drift_clear_pm"]:
+                    cond = _CLEAR
+                else:
+                    cond = _BAND
+                self._judge(now, DG_SOC_DRIFT_CYCLE, BANK, cond, far_addr, dr, self._drift_run, 0, 0)
+        # reduced capacity: bank closed, an expected module answering but left out
+        # (neither offline, pending nor a start module kept out by its voltage:
+        # those have their own diagnoses)
+        cond = _RAISE if closed and acc[_A_NMISS] > 0 else _CLEAR
+        self._judge(now, DG_REDUCED_CAPACITY, BANK, cond, acc[_A_MISSING], acc[_A_NADM], acc[_A_NEXP],
+                    d["reduced_hold_ms"], hc)
+
+    def _startup_left(self, now, ns, admitted_mask, expected_mask):
+        """startup_voltage_diff with the bank closed: a start module whose voltage is
+        still too far from the bank's (mean of the admitted) was left out."""
+        me = self.metrics
+        mods = self.bank.modules
+        far = -1
+        far_dv = -1
+        ref = me.v_mean_mv
+        left = self._start_mask & expected_mask & ~admitted_mask
+        if me.n > 0 and left:
+            for s in range(ns):
+                m = mods[s]
+                if left & (1 << s) and m.analog_valid and m.seen:
+                    dv = m.voltage_mv - ref
+                    if dv < 0:
+                        dv = -dv
+                    if dv > far_dv:
+                        far_dv = dv
+                        far = m.addr
+        if far_dv > self.max_dv_mv:
+            cond = _RAISE
+        elif far_dv < self.dv_clear_mv:
+            cond = _CLEAR
+        else:
+            cond = _BAND
+        if far_dv < 0:
+            far_dv = 0
+        self._judge(now, DG_STARTUP_VOLTAGE_DIFF, BANK, cond, far, far_dv, self.max_dv_mv,
+                    self.hold_r, self.hold_c)
+
+    def _startup_spread(self, now, ns, expected_mask):
+        """startup_voltage_diff before anything is connected: the start modules'
+        voltage spread is above the gate (addr: the module farthest from their mean)."""
+        mods = self.bank.modules
+        acc = self._acc
+        spread = acc[_A_VHI] - acc[_A_VLO]
+        mean = acc[_A_VSUM] // acc[_A_VN]
+        far = -1
+        far_dv = -1
+        for s in range(ns):
+            m = mods[s]
+            if expected_mask & (1 << s) and m.analog_valid:
+                dv = m.voltage_mv - mean
+                if dv < 0:
+                    dv = -dv
+                if dv > far_dv:
+                    far_dv = dv
+                    far = m.addr
+        if spread > self.max_dv_mv:
+            cond = _RAISE
+        elif spread < self.dv_clear_mv:
+            cond = _CLEAR
+        else:
+            cond = _BAND
+        self._judge(now, DG_STARTUP_VOLTAGE_DIFF, BANK, cond, far, spread, self.max_dv_mv,
+                    self.hold_r, self.hold_c)

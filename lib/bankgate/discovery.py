@@ -120,18 +120,11 @@ def _popcount16(x):
     return (x + (x >> 8)) & 0x1F
 
 
-class Discovery:
-    def __init__(self, cfg, bank, events):
-        b = cfg["bank"]
-        self.bank = bank
-        self.events = events
-        self.expected = b["expected_modules"]
-        self.max_parallel = b["max_parallel"]
-        self.n_configured = len(b["addresses"])
-        self.configured = bytearray(256)       # 1 where the address is configured
-        for a in b["addresses"]:
-            self.configured[a & 0xFF] = 1
-        # findings (preallocated)
+class _Findings:
+    """The findings table (preallocated, at most _MAX_FINDINGS): one entry per
+    (code, address) with its evidence; an event when one is added or cleared."""
+
+    def _init_findings(self):
         self.f_code = bytearray(_MAX_FINDINGS)
         self.f_addr = array.array("h", bytes(2 * _MAX_FINDINGS))
         self.f_slot = array.array("b", bytes(_MAX_FINDINGS))
@@ -140,39 +133,7 @@ class Discovery:
         self.f_t = array.array("i", bytes(4 * _MAX_FINDINGS))
         self.count = 0
         self.dropped = 0                        # findings lost to a full table
-        # scan bookkeeping, per address 0..255
-        self._p_good = bytearray(256)
-        self._p_bad = bytearray(256)
-        self._p_to = bytearray(256)
-        self.scanning = False
-        self.scans = 0                          # completed scans
-        self.t_scan = 0
-        self.group_count = -1                   # packs the group (FF) query reported, -1: none
-        self.found = 0                          # distinct addresses that answered
-        # per-slot collision window and identity tracking
-        n = len(bank.modules)
-        self._hist = array.array("i", bytes(4 * n))     # bit 1 = corrupt reply
-        self._nhist = bytearray(n)
-        self._good_run = array.array("i", bytes(4 * n))
-        self._known = [bytearray(16) for _ in range(n)]  # confirmed serial per slot
-        self._known_len = bytearray(n)
-        self._other = [bytearray(16) for _ in range(n)]  # the previous, different serial
-        self._other_len = bytearray(n)
-        self._alternations = bytearray(n)
-        self._confirm = bytearray(n)
-        self._t_can351 = array.array("i", bytes(4 * n))
-        self._can_hist = bytearray(n)
-        self._silent = bytearray(n)             # consecutive timeouts per slot (saturates)
-        self.dropped_mask = 0                   # slots of vanished unexpected addresses
-        self.id_fast_mask = 0                   # slots whose identity should be re-read every sweep
 
-    def age(self, now, k):
-        """Aging pass of the time model (bankgate.clock.hold), run by the poller: the
-        per-slot CAN frame stamp of slot k stay within clock.AGE_MAX of now, so a slot silent
-        for weeks never reads a short (duplicate-like) gap when it resumes."""
-        clock.hold_range(now, self._t_can351, k, k + 1)
-
-    # ---------------------------------------------------------------- findings
     def _find(self, code, addr):
         for i in range(self.count):
             if self.f_code[i] == code and self.f_addr[i] == addr:
@@ -237,6 +198,51 @@ class Discovery:
     def bank_fault(self):
         """A bank-level finding (count mismatch / above max parallel) is active."""
         return self.has_code(F_COUNT) or self.has_code(F_TOO_MANY)
+
+
+class Discovery(_Findings):
+    def __init__(self, cfg, bank, events):
+        b = cfg["bank"]
+        self.bank = bank
+        self.events = events
+        self.expected = b["expected_modules"]
+        self.max_parallel = b["max_parallel"]
+        self.n_configured = len(b["addresses"])
+        self.configured = bytearray(256)       # 1 where the address is configured
+        for a in b["addresses"]:
+            self.configured[a & 0xFF] = 1
+        self._init_findings()
+        # scan bookkeeping, per address 0..255
+        self._p_good = bytearray(256)
+        self._p_bad = bytearray(256)
+        self._p_to = bytearray(256)
+        self.scanning = False
+        self.scans = 0                          # completed scans
+        self.t_scan = 0
+        self.group_count = -1                   # packs the group (FF) query reported, -1: none
+        self.found = 0                          # distinct addresses that answered
+        # per-slot collision window and identity tracking
+        n = len(bank.modules)
+        self._hist = array.array("i", bytes(4 * n))     # bit 1 = corrupt reply
+        self._nhist = bytearray(n)
+        self._good_run = array.array("i", bytes(4 * n))
+        self._known = [bytearray(16) for _ in range(n)]  # confirmed serial per slot
+        self._known_len = bytearray(n)
+        self._other = [bytearray(16) for _ in range(n)]  # the previous, different serial
+        self._other_len = bytearray(n)
+        self._alternations = bytearray(n)
+        self._confirm = bytearray(n)
+        self._t_can351 = array.array("i", bytes(4 * n))
+        self._can_hist = bytearray(n)
+        self._silent = bytearray(n)             # consecutive timeouts per slot (saturates)
+        self.dropped_mask = 0                   # slots of vanished unexpected addresses
+        self.id_fast_mask = 0                   # slots whose identity should be re-read every sweep
+
+    def age(self, now, k):
+        """Aging pass of the time model (bankgate.clock.hold), run by the poller: the
+        per-slot CAN frame stamp of slot k stay within clock.AGE_MAX of now, so a slot silent
+        for weeks never reads a short (duplicate-like) gap when it resumes."""
+        clock.hold_range(now, self._t_can351, k, k + 1)
 
     # ---------------------------------------------------------------- slots
     def slot_of(self, addr):

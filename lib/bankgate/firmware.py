@@ -212,7 +212,7 @@ def load(board_path, config_path, secrets_path):
         except Exception:
             pass
     boards = config = None
-    forget("bankgate.config", "bankgate.config_why", "bankgate.boards")
+    forget("bankgate.config", "bankgate.config_why", "bankgate.boards", "bankgate.jsonfile")
     return board, cfg, values, error
 
 

@@ -23,12 +23,11 @@
 # Code style needed by the range test: the measured value is on the LEFT of every
 # comparison (CheckedInt cannot reflect `3 < x`), and no builtin min/max/abs on
 # measured values.
-import array
 
 from micropython import const
 
 from bankgate import clock
-from bankgate.model import MAX_MODULES, MAX_TEMPS
+from bankgate.model import MAX_MODULES, MAX_TEMPS, zeros
 
 R_MAX_MOHM = const(10000)       # resistance samples above this (10 ohm) are rejected as noise
 R_MAX_AGE_MS = const(60000)     # an operating point older than this is replaced, not used
@@ -63,23 +62,15 @@ def mdiv(a, k, b):
 
 
 def _arr(n):
-    return array.array("i", bytes(4 * n))
+    return zeros("i", n)
 
 
-class Metrics:
-    """Per-module and bank imbalance metrics (see docs/metrics.md)."""
+class _Slots:
+    """Per-module figures (index = slot): the arrays and what fills them; Metrics
+    (below) adds the bank figures and the update order."""
 
-    def __init__(self, cfg, bank):
-        self.bank = bank
-        d = cfg["diagnosis"]
-        self.rest_ma = d["rest_ma"]
-        self.r_min_di_ma = d["r_min_di_ma"]
-        self.cycle_low_pm = d["cycle_low_pm"]
-        self.cycle_high_pm = d["cycle_high_pm"]
-        smin = cfg["gating"]["share_min_ma"]
-        self.share_min_ma = smin if smin > _SHARE_FLOOR_MA else _SHARE_FLOOR_MA
+    def _init_slots(self):
         n = MAX_MODULES
-        # ---- per module (index = slot)
         self.v_dev_mv = _arr(n)          # V_i - mean V
         self.soc_dev_pm = _arr(n)        # SOC_i - mean SOC
         self.share_pm = _arr(n)          # I_i / I_bank, permille of the bank current
@@ -110,308 +101,96 @@ class Metrics:
         self.op_i_ma = _arr(n)
         self.t_op = _arr(n)
         self.op_mask = 0
-        # ---- bank
-        self.mask = 0                    # slots measured this update (admitted & analog_valid)
-        self.temp_mask = 0               # ... of those, the ones with temperature sensors
-        self.cell_mask = 0               # ... of those, the ones with cell voltages
-        self.n = 0
-        self.bank_ma = 0                 # sum of module currents (+ = charging)
-        self.abs_sum_ma = 0              # sum of |module current|
-        self.total_mah = 0
-        self.v_mean_mv = 0
-        self.v_min_mv = 0
-        self.v_max_mv = 0
-        self.v_spread_mv = 0
-        self.soc_mean_pm = 0             # plain mean of module SOCs
-        self.bank_soc_pm = 0             # capacity-weighted: sum remaining / sum total
-        self.soc_spread_pm = 0
-        self.temp_mean_dc = 0
-        self.temp_spread_dc = 0
-        self.temp_max_dc = 0
-        self.hot_slot = -1
-        self.bank_cell_min_mv = 0
-        self.bank_cell_min_slot = -1
-        self.bank_cell_max_mv = 0
-        self.bank_cell_max_slot = -1
-        self.ideal_share_pm = 0          # 1000 / N
-        self.shares_valid = 0            # |bank_ma| >= share_min_ma: shares are measurable
-        self.imbalance_pm = 0            # max |share - ideal| / ideal
-        self.at_rest = 0                 # |bank_ma| < rest_ma with >= 2 modules
-        self.circ_ma = 0                 # at rest: sum of positive (charging) module currents
-        # full-cycle SOC drift
-        self.cycle_armed = 0
-        self.cycles = 0
-        self.cycle_mask = 0
-        self.cycle_spread_pm = -1        # SOC spread at the last full-cycle top (-1: none yet)
-        self.soc_drift_pm = 0            # spread change over the last full cycle
-        self.drift_valid = 0
-        # per-cycle SOC-deviation range: how far each module's soc_dev_pm wandered
-        # between two full-cycle completions (window starts at the first update)
-        self._cyc_lo = _arr(n)
-        self._cyc_hi = _arr(n)
-        self._cyc_mask = 0
-        self.cycle_range_pm = 0          # largest (max - min) of one module's soc_dev_pm in the last cycle
-        self.cycle_range_slot = -1       # ... that module's slot
-        # bookkeeping
-        self.updates = 0
-        self.e_gaps = 0
-        self._t_prev = 0
-        self._prev_mask = 0
-        self._t_aged = 0              # last aging pass (time model, bankgate.clock.hold)
-        self._age_k = 0
 
-    # ------------------------------------------------------------------ update
-    def update(self, now, admitted_mask):
-        if clock.pass_due(now, self._t_aged):
-            # time model: the stamps stay within clock.AGE_MAX of now (no wrapped age)
-            self._t_aged = now
-            self._t_prev = clock.hold(now, self._t_prev)
-            k = self._age_k                           # one slot per pass (round robin)
-            self._age_k = k + 1 if k + 1 < len(self.t_op) else 0
-            clock.hold_range(now, self.t_op, k, k + 1)
-        bank = self.bank
-        mods = bank.modules
-        ns = len(mods)
-        if ns > MAX_MODULES:
-            ns = MAX_MODULES
-        # ---- pass 1: membership and sums (|sums| <= 16 * 1e6 = 1.6e7)
-        mask = 0
-        tmask = 0
-        cmask = 0
-        n = 0
-        nt = 0
-        sum_v = 0
-        sum_i = 0
-        sum_ai = 0
-        sum_soc = 0
-        sum_rem = 0
-        sum_tot = 0
-        sum_t = 0
-        sum_b = 0
-        vmin = 0
-        vmax = 0
-        smin = 0
-        smax = 0
-        tmin = 0
-        tmax = 0
-        hot = -1
-        cmin = 0
-        cmax = 0
-        cmin_s = -1
-        cmax_s = -1
-        for s in range(ns):
-            m = mods[s]
-            if not (admitted_mask >> s) & 1 or not m.analog_valid:
-                continue
-            v = m.voltage_mv
-            i = m.current_ma
-            soc = m.soc_pm
-            if n == 0:
-                vmin = v
-                vmax = v
-                smin = soc
-                smax = soc
-            else:
-                if v < vmin:
-                    vmin = v
-                if v > vmax:
-                    vmax = v
-                if soc < smin:
-                    smin = soc
-                if soc > smax:
-                    smax = soc
-            mask |= 1 << s
-            n += 1
-            sum_v = sum_v + v
-            sum_i = sum_i + i
-            if i < 0:
-                sum_ai = sum_ai - i
-            else:
-                sum_ai = sum_ai + i
-            sum_soc = sum_soc + soc
-            sum_rem = sum_rem + m.remaining_mah
-            sum_tot = sum_tot + m.total_mah
-            # hottest sensor of the module
-            nts = m.n_temps
-            if nts > 0:
-                tarr = m.temp_dc
-                t = tarr[0]
-                j = 1
-                while j < nts:
-                    if tarr[j] > t:
-                        t = tarr[j]
-                    j += 1
-                self.temp_dc[s] = t
-                b = self._median(tarr, nts)
-                self.temp_body_dc[s] = b
-                self.temp_spot_dc[s] = t - b
-                sum_b = sum_b + b
-                if nt == 0:
-                    tmin = t
-                    tmax = t
-                    hot = s
-                else:
-                    if t < tmin:
-                        tmin = t
-                    if t > tmax:
-                        tmax = t
-                        hot = s
-                tmask |= 1 << s
-                nt += 1
-                sum_t = sum_t + t
-            else:
-                self.temp_dc[s] = 0
-                self.temp_body_dc[s] = 0
-                self.temp_spot_dc[s] = 0
-            # cell extremes of the module
-            nc = m.n_cells
-            if nc > 0:
-                carr = m.cell_mv
-                lo = carr[0]
-                hi = lo
-                j = 1
-                while j < nc:
-                    c = carr[j]
-                    if c < lo:
-                        lo = c
-                    if c > hi:
-                        hi = c
-                    j += 1
-                self.cell_min_mv[s] = lo
-                self.cell_max_mv[s] = hi
-                self.cell_delta_mv[s] = hi - lo
-                if cmin_s < 0:
-                    cmin = lo
-                    cmax = hi
-                    cmin_s = s
-                    cmax_s = s
-                else:
-                    if lo < cmin:
-                        cmin = lo
-                        cmin_s = s
-                    if hi > cmax:
-                        cmax = hi
-                        cmax_s = s
-                cmask |= 1 << s
-            else:
-                self.cell_min_mv[s] = 0
-                self.cell_max_mv[s] = 0
-                self.cell_delta_mv[s] = 0
-        self.mask = mask
-        self.temp_mask = tmask
-        self.cell_mask = cmask
-        self.n = n
-        self.bank_ma = sum_i
-        self.abs_sum_ma = sum_ai
-        self.total_mah = sum_tot
-        self.bank_cell_min_mv = cmin
-        self.bank_cell_min_slot = cmin_s
-        self.bank_cell_max_mv = cmax
-        self.bank_cell_max_slot = cmax_s
-        if n > 0:
-            self.v_mean_mv = sum_v // n
-            self.soc_mean_pm = sum_soc // n
-            self.ideal_share_pm = 1000 // n
+    def _module_temps(self, s, m):
+        """Hottest sensor, body (median sensor) and hot spot of module slot s; 0 when
+        it has no sensors (its figures are then 0), else 1."""
+        nts = m.n_temps
+        if nts > 0:
+            tarr = m.temp_dc
+            t = tarr[0]
+            j = 1
+            while j < nts:
+                if tarr[j] > t:
+                    t = tarr[j]
+                j += 1
+            self.temp_dc[s] = t
+            b = self._median(tarr, nts)
+            self.temp_body_dc[s] = b
+            self.temp_spot_dc[s] = t - b
+            return 1
+        self.temp_dc[s] = 0
+        self.temp_body_dc[s] = 0
+        self.temp_spot_dc[s] = 0
+        return 0
+
+    def _module_cells(self, s, m):
+        """Cell extremes of module slot s (0 without cell voltages)."""
+        nc = m.n_cells
+        if nc > 0:
+            carr = m.cell_mv
+            lo = carr[0]
+            hi = lo
+            j = 1
+            while j < nc:
+                c = carr[j]
+                if c < lo:
+                    lo = c
+                if c > hi:
+                    hi = c
+                j += 1
+            self.cell_min_mv[s] = lo
+            self.cell_max_mv[s] = hi
+            self.cell_delta_mv[s] = hi - lo
         else:
-            self.v_mean_mv = 0
-            self.soc_mean_pm = 0
-            self.ideal_share_pm = 0
-        self.v_min_mv = vmin
-        self.v_max_mv = vmax
-        self.v_spread_mv = vmax - vmin
-        self.soc_spread_pm = smax - smin
+            self.cell_min_mv[s] = 0
+            self.cell_max_mv[s] = 0
+            self.cell_delta_mv[s] = 0
+
+    def _deviations(self, s, m):
+        """Pass 2 for a measured module: deviations from the bank means, capacity and
+        current shares.  Returns its |share deviation| / ideal in permille (0 when
+        shares are not measurable), for imbalance_pm."""
+        n = self.n
+        nt = self._nt
+        sum_i = self.bank_ma
+        sum_tot = self.total_mah
+        bit = 1 << s
+        i = m.current_ma
+        self.v_dev_mv[s] = (n * m.voltage_mv - self._sum_v) // n
+        self.soc_dev_pm[s] = (n * m.soc_pm - self._sum_soc) // n
+        if self.temp_mask & bit:
+            self.temp_dev_dc[s] = (nt * self.temp_dc[s] - self._sum_t) // nt
+            self.temp_body_dev_dc[s] = (nt * self.temp_body_dc[s] - self._sum_b) // nt
+        else:
+            self.temp_dev_dc[s] = 0
+            self.temp_body_dev_dc[s] = 0
+        tot = m.total_mah
         if sum_tot > 0:
-            self.bank_soc_pm = mdiv(sum_rem, 3, sum_tot)
+            self.cap_share_pm[s] = mdiv(tot, 3, sum_tot)
+            self.cap_dev_pm[s] = mdiv(n * tot - sum_tot, 3, sum_tot)
         else:
-            self.bank_soc_pm = self.soc_mean_pm
-        if nt > 0:
-            self.temp_mean_dc = sum_t // nt
-        else:
-            self.temp_mean_dc = 0
-        self.temp_spread_dc = tmax - tmin
-        self.temp_max_dc = tmax
-        self.hot_slot = hot
-        # sharing is measurable only with enough bank current
+            self.cap_share_pm[s] = 0
+            self.cap_dev_pm[s] = 0
+        if not self.shares_valid:
+            self.share_pm[s] = 0
+            self.share_ideal_dev_pm[s] = 0
+            self.share_cap_dev_pm[s] = 0
+            return 0
+        # signs normalised so the divisor is positive; the ratio is unchanged
+        load = self._load
+        a = i
+        ex = n * i - sum_i
         if sum_i < 0:
-            load = -sum_i
-        else:
-            load = sum_i
-        shares = n > 0 and load >= self.share_min_ma
-        self.shares_valid = 1 if shares else 0
-        rest = n >= 2 and load < self.rest_ma
-        self.at_rest = 1 if rest else 0
-        # integration interval (for modules measured both now and last update)
-        dt = clock.diff(now, self._t_prev)
-        integrate = self.updates > 0 and dt >= 0 and dt <= E_MAX_DT_MS
-        if self.updates > 0 and not integrate and self._prev_mask & mask:
-            self.e_gaps += 1
-        link = bank.link_mv
-        # ---- pass 2: per-module deviations, shares, resistance, energy
-        imb = 0
-        circ = 0
-        for s in range(ns):
-            bit = 1 << s
-            if not mask & bit:
-                self._clear_slot(s)
-                continue
-            m = mods[s]
-            v = m.voltage_mv
-            i = m.current_ma
-            self.v_dev_mv[s] = (n * v - sum_v) // n
-            self.soc_dev_pm[s] = (n * m.soc_pm - sum_soc) // n
-            if tmask & bit:
-                self.temp_dev_dc[s] = (nt * self.temp_dc[s] - sum_t) // nt
-                self.temp_body_dev_dc[s] = (nt * self.temp_body_dc[s] - sum_b) // nt
-            else:
-                self.temp_dev_dc[s] = 0
-                self.temp_body_dev_dc[s] = 0
-            tot = m.total_mah
-            if sum_tot > 0:
-                self.cap_share_pm[s] = mdiv(tot, 3, sum_tot)
-                self.cap_dev_pm[s] = mdiv(n * tot - sum_tot, 3, sum_tot)
-            else:
-                self.cap_share_pm[s] = 0
-                self.cap_dev_pm[s] = 0
-            if shares:
-                # signs normalised so the divisor is positive; the ratio is unchanged
-                a = i
-                ex = n * i - sum_i
-                if sum_i < 0:
-                    a = -a
-                    ex = -ex
-                sh = mdiv(a, 3, load)
-                self.share_pm[s] = sh
-                self.share_ideal_dev_pm[s] = mdiv(ex, 3, load) // n
-                self.share_cap_dev_pm[s] = sh - self.cap_share_pm[s]
-                if ex < 0:
-                    ex = -ex
-                ex = mdiv(ex, 3, load)
-                if ex > imb:
-                    imb = ex
-            else:
-                self.share_pm[s] = 0
-                self.share_ideal_dev_pm[s] = 0
-                self.share_cap_dev_pm[s] = 0
-            if rest and i > 0:
-                circ = circ + i
-            # operating-point resistance estimate
-            if link >= 0:
-                u = link
-            else:
-                u = v
-            self._resistance(s, now, u, i)
-            # energy throughput
-            if integrate and self._prev_mask & bit:
-                if i > 0:
-                    self._energy(s, v, i, dt)
-                elif i < 0:
-                    self._energy(s + MAX_MODULES, v, -i, dt)
-        self.imbalance_pm = imb
-        self.circ_ma = circ
-        self._cycle(n, mask, ns)
-        self._t_prev = now
-        self._prev_mask = mask
-        self.updates += 1
+            a = -a
+            ex = -ex
+        sh = mdiv(a, 3, load)
+        self.share_pm[s] = sh
+        self.share_ideal_dev_pm[s] = mdiv(ex, 3, load) // n
+        self.share_cap_dev_pm[s] = sh - self.cap_share_pm[s]
+        if ex < 0:
+            ex = -ex
+        return mdiv(ex, 3, load)
 
     def _clear_slot(self, s):
         self.v_dev_mv[s] = 0
@@ -533,6 +312,297 @@ class Metrics:
             return srt[h]
         return (srt[h - 1] + srt[h]) // 2
 
+
+class Metrics(_Slots):
+    """Per-module and bank imbalance metrics (see docs/metrics.md)."""
+
+    def __init__(self, cfg, bank):
+        self.bank = bank
+        d = cfg["diagnosis"]
+        self.rest_ma = d["rest_ma"]
+        self.r_min_di_ma = d["r_min_di_ma"]
+        self.cycle_low_pm = d["cycle_low_pm"]
+        self.cycle_high_pm = d["cycle_high_pm"]
+        smin = cfg["gating"]["share_min_ma"]
+        self.share_min_ma = smin if smin > _SHARE_FLOOR_MA else _SHARE_FLOOR_MA
+        self._init_slots()
+        # ---- bank
+        self.mask = 0                    # slots measured this update (admitted & analog_valid)
+        self.temp_mask = 0               # ... of those, the ones with temperature sensors
+        self.cell_mask = 0               # ... of those, the ones with cell voltages
+        self.n = 0
+        self.bank_ma = 0                 # sum of module currents (+ = charging)
+        self.abs_sum_ma = 0              # sum of |module current|
+        self.total_mah = 0
+        self.v_mean_mv = 0
+        self.v_min_mv = 0
+        self.v_max_mv = 0
+        self.v_spread_mv = 0
+        self.soc_mean_pm = 0             # plain mean of module SOCs
+        self.bank_soc_pm = 0             # capacity-weighted: sum remaining / sum total
+        self.soc_spread_pm = 0
+        self.temp_mean_dc = 0
+        self.temp_spread_dc = 0
+        self.temp_max_dc = 0
+        self.hot_slot = -1
+        self.bank_cell_min_mv = 0
+        self.bank_cell_min_slot = -1
+        self.bank_cell_max_mv = 0
+        self.bank_cell_max_slot = -1
+        self.ideal_share_pm = 0          # 1000 / N
+        self.shares_valid = 0            # |bank_ma| >= share_min_ma: shares are measurable
+        self.imbalance_pm = 0            # max |share - ideal| / ideal
+        self.at_rest = 0                 # |bank_ma| < rest_ma with >= 2 modules
+        self.circ_ma = 0                 # at rest: sum of positive (charging) module currents
+        # full-cycle SOC drift
+        self.cycle_armed = 0
+        self.cycles = 0
+        self.cycle_mask = 0
+        self.cycle_spread_pm = -1        # SOC spread at the last full-cycle top (-1: none yet)
+        self.soc_drift_pm = 0            # spread change over the last full cycle
+        self.drift_valid = 0
+        # per-cycle SOC-deviation range: how far each module's soc_dev_pm wandered
+        # between two full-cycle completions (window starts at the first update)
+        self._cyc_lo = _arr(MAX_MODULES)
+        self._cyc_hi = _arr(MAX_MODULES)
+        self._cyc_mask = 0
+        self.cycle_range_pm = 0          # largest (max - min) of one module's soc_dev_pm in the last cycle
+        self.cycle_range_slot = -1       # ... that module's slot
+        # bookkeeping
+        self.updates = 0
+        self.e_gaps = 0
+        self._t_prev = 0
+        self._prev_mask = 0
+        self._t_aged = 0              # last aging pass (time model, bankgate.clock.hold)
+        self._age_k = 0
+        # pass 1 -> bank figures and pass 2 (update)
+        self._nt = 0                  # measured modules with temperature sensors
+        self._sum_v = 0
+        self._sum_soc = 0
+        self._sum_rem = 0
+        self._sum_t = 0
+        self._sum_b = 0
+        self._load = 0                # |bank_ma|
+
+    # ------------------------------------------------------------------ update
+    def update(self, now, admitted_mask):
+        if clock.pass_due(now, self._t_aged):
+            # time model: the stamps stay within clock.AGE_MAX of now (no wrapped age)
+            self._t_aged = now
+            self._t_prev = clock.hold(now, self._t_prev)
+            k = self._age_k                           # one slot per pass (round robin)
+            self._age_k = k + 1 if k + 1 < len(self.t_op) else 0
+            clock.hold_range(now, self.t_op, k, k + 1)
+        mods = self.bank.modules
+        ns = len(mods)
+        if ns > MAX_MODULES:
+            ns = MAX_MODULES
+        self._gather(admitted_mask, ns)
+        self._extremes(ns)
+        self._bank_figures()
+        mask = self.mask
+        # integration interval (for modules measured both now and last update)
+        dt = clock.diff(now, self._t_prev)
+        integrate = self.updates > 0 and dt >= 0 and dt <= E_MAX_DT_MS
+        if self.updates > 0 and not integrate and self._prev_mask & mask:
+            self.e_gaps += 1
+        link = self.bank.link_mv
+        # ---- pass 2: per-module deviations, shares, resistance, energy
+        imb = 0
+        circ = 0
+        for s in range(ns):
+            bit = 1 << s
+            if not mask & bit:
+                self._clear_slot(s)
+                continue
+            m = mods[s]
+            ex = self._deviations(s, m)
+            if ex > imb:
+                imb = ex
+            v = m.voltage_mv
+            i = m.current_ma
+            if self.at_rest and i > 0:
+                circ = circ + i
+            # operating-point resistance estimate
+            if link >= 0:
+                u = link
+            else:
+                u = v
+            self._resistance(s, now, u, i)
+            # energy throughput
+            if integrate and self._prev_mask & bit:
+                if i > 0:
+                    self._energy(s, v, i, dt)
+                elif i < 0:
+                    self._energy(s + MAX_MODULES, v, -i, dt)
+        self.imbalance_pm = imb
+        self.circ_ma = circ
+        self._cycle(self.n, mask, ns)
+        self._t_prev = now
+        self._prev_mask = mask
+        self.updates += 1
+
+    def _gather(self, admitted_mask, ns):
+        """Pass 1: membership, sums (|sums| <= 16 * 1e6 = 1.6e7), extremes; per module
+        its hottest/median/spot temperature and cell extremes."""
+        mods = self.bank.modules
+        mask = 0
+        tmask = 0
+        n = 0
+        nt = 0
+        sum_v = 0
+        sum_i = 0
+        sum_ai = 0
+        sum_soc = 0
+        sum_rem = 0
+        sum_tot = 0
+        sum_t = 0
+        sum_b = 0
+        tmin = 0
+        tmax = 0
+        hot = -1
+        for s in range(ns):
+            m = mods[s]
+            if not (admitted_mask >> s) & 1 or not m.analog_valid:
+                continue
+            i = m.current_ma
+            mask |= 1 << s
+            n += 1
+            sum_v = sum_v + m.voltage_mv
+            sum_i = sum_i + i
+            if i < 0:
+                sum_ai = sum_ai - i
+            else:
+                sum_ai = sum_ai + i
+            sum_soc = sum_soc + m.soc_pm
+            sum_rem = sum_rem + m.remaining_mah
+            sum_tot = sum_tot + m.total_mah
+            self._module_cells(s, m)
+            if self._module_temps(s, m):
+                t = self.temp_dc[s]
+                sum_b = sum_b + self.temp_body_dc[s]
+                if nt == 0:
+                    tmin = t
+                    tmax = t
+                    hot = s
+                else:
+                    if t < tmin:
+                        tmin = t
+                    if t > tmax:
+                        tmax = t
+                        hot = s
+                tmask |= 1 << s
+                nt += 1
+                sum_t = sum_t + t
+        self.mask = mask
+        self.temp_mask = tmask
+        self.n = n
+        self.bank_ma = sum_i
+        self.abs_sum_ma = sum_ai
+        self.total_mah = sum_tot
+        self.temp_spread_dc = tmax - tmin
+        self.temp_max_dc = tmax
+        self.hot_slot = hot
+        self._nt = nt
+        self._sum_v = sum_v
+        self._sum_soc = sum_soc
+        self._sum_rem = sum_rem
+        self._sum_t = sum_t
+        self._sum_b = sum_b
+
+    def _extremes(self, ns):
+        """The measured modules' voltage and SOC range; the bank's lowest and highest
+        cell and their slots (the first slot wins a tie)."""
+        mask = self.mask
+        mods = self.bank.modules
+        vmin = 0
+        vmax = 0
+        smin = 0
+        smax = 0
+        first = True
+        for s in range(ns):
+            if mask & (1 << s):
+                v = mods[s].voltage_mv
+                soc = mods[s].soc_pm
+                if first:
+                    vmin = v
+                    vmax = v
+                    smin = soc
+                    smax = soc
+                    first = False
+                else:
+                    if v < vmin:
+                        vmin = v
+                    if v > vmax:
+                        vmax = v
+                    if soc < smin:
+                        smin = soc
+                    if soc > smax:
+                        smax = soc
+        self.v_min_mv = vmin
+        self.v_max_mv = vmax
+        self.v_spread_mv = vmax - vmin
+        self.soc_spread_pm = smax - smin
+        cmask = 0
+        cmin = 0
+        cmax = 0
+        cmin_s = -1
+        cmax_s = -1
+        for s in range(ns):
+            if mask & (1 << s) and mods[s].n_cells > 0:
+                lo = self.cell_min_mv[s]
+                hi = self.cell_max_mv[s]
+                if cmin_s < 0:
+                    cmin = lo
+                    cmax = hi
+                    cmin_s = s
+                    cmax_s = s
+                else:
+                    if lo < cmin:
+                        cmin = lo
+                        cmin_s = s
+                    if hi > cmax:
+                        cmax = hi
+                        cmax_s = s
+                cmask |= 1 << s
+        self.cell_mask = cmask
+        self.bank_cell_min_mv = cmin
+        self.bank_cell_min_slot = cmin_s
+        self.bank_cell_max_mv = cmax
+        self.bank_cell_max_slot = cmax_s
+
+    def _bank_figures(self):
+        """Means, bank SOC, mean temperature; whether shares are measurable (enough
+        bank current) and the bank is at rest."""
+        n = self.n
+        nt = self._nt
+        sum_i = self.bank_ma
+        if n > 0:
+            self.v_mean_mv = self._sum_v // n
+            self.soc_mean_pm = self._sum_soc // n
+            self.ideal_share_pm = 1000 // n
+        else:
+            self.v_mean_mv = 0
+            self.soc_mean_pm = 0
+            self.ideal_share_pm = 0
+        if self.total_mah > 0:
+            self.bank_soc_pm = mdiv(self._sum_rem, 3, self.total_mah)
+        else:
+            self.bank_soc_pm = self.soc_mean_pm
+        if nt > 0:
+            self.temp_mean_dc = self._sum_t // nt
+        else:
+            self.temp_mean_dc = 0
+        if sum_i < 0:
+            load = -sum_i
+        else:
+            load = sum_i
+        self._load = load
+        shares = n > 0 and load >= self.share_min_ma
+        self.shares_valid = 1 if shares else 0
+        rest = n >= 2 and load < self.rest_ma
+        self.at_rest = 1 if rest else 0
+
     def _cycle(self, n, mask, ns):
         """Full cycle: bank SOC at or below cycle_low_pm arms it; reaching
         cycle_high_pm afterwards completes it.  The SOC spread at each completion
@@ -592,6 +662,11 @@ class Metrics:
         self.cycle_range_slot = slot
 
     # --------------------------------------------------------------- reporting
+    def field_names(self):
+        """(per-module array names, bank-wide int names): the keys of snapshot(), for
+        telemetry's streamed metrics message."""
+        return _PER_MODULE, _BANK
+
     def snapshot(self):
         """All metrics as a dict of ints and lists (allocates: telemetry only).
         Per-module lists are indexed by slot."""

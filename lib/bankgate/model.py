@@ -42,6 +42,18 @@ ALARM_NAMES = (
 )
 
 
+def zeros(tc, n):
+    """array.array(tc) of n zeros, allocated once: array.array(tc, bytes(size * n)) first
+    allocates the bytes as a temporary of the same size, which doubles the contiguous
+    room a large array needs while the Gateway is built (on a 96 KiB heap the second block
+    was the one that did not fit; docs/performance.md).  The range gives the length without
+    a buffer; its values are overwritten (typecodes narrower than n wrap, harmlessly)."""
+    a = array.array(tc, range(n))
+    for i in range(n):
+        a[i] = 0
+    return a
+
+
 def alarm_names(bits):
     """Names of the set bits (allocates: telemetry/reporting only)."""
     return [name for bit, name in ALARM_NAMES if bits & bit]

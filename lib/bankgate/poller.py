@@ -436,7 +436,8 @@ class Poller:
                 cost[c] = pollplan.tx_us(fname, c, b["baud"], b["cells"], self.gap_ms)
             if p is not None:
                 budget = p["slow_budget_ms"] * 1000
-        self._cost = array.array("i", [cost.get(c, 0) for c in range(256)])
+        self._cost = cost                    # {cmd: wire time, us}: a few entries (a 256-entry
+                                             # array took 1 KB of the ESP32's heap)
         self._slow_budget = budget
         self._slow_left = budget
         ma = cfg["gating"]["max_age_ms"]
@@ -488,7 +489,7 @@ class Poller:
                 k = 0
                 self._id_pending &= ~(1 << s)
             self._id_idx[s] = k
-        self._slow_left -= self._cost[cmd]
+        self._slow_left -= self._cost.get(cmd, 0)
         self._slow_n += 1
         self._start(kind, self.bank.modules[s].addr, s, cmd, now)
 
@@ -519,7 +520,7 @@ class Poller:
             j += 1
         if bs < 0:
             return False
-        if self._slow_n and self._cost[bc] > self._slow_left:
+        if self._slow_n and self._cost.get(bc, 0) > self._slow_left:
             return False                      # no room left in this sweep
         self._sp = bs + 1
         self._slow_done = done | (1 << bs)

@@ -29,7 +29,7 @@ def test_reference_names_every_setting_and_rule(tmp_path):
     import re
     section = None
     n = 0
-    for line in src[:src.index("class ConfigError")].splitlines():
+    for line in src[:src.index("def _default(")].splitlines():
         m = re.match(r'    "(\w+)": \{', line)
         if m:
             section = m.group(1)

@@ -30,9 +30,32 @@ def test_firmware_alone_runs_in_the_guard_heap_frozen_32bit(binary):
     assert r.get("ok"), r
     assert r["admitted"] == 16 and r["online"] and r["published"] > 16 and r["telemetry_errors"] == 0, r
     assert r["config_reimported"] is False, r
+    # only what this configuration uses is loaded (Pylontech RS485, no inverter link): no other
+    # protocol family, no CAN driver, no validator
+    unused = ("bankgate.proto.pace", "bankgate.proto.pylon_can", "bankgate.inverter", "bankgate.config",
+              "bankgate.boards", "bankgate.bus.can", "bankgate.bus.mcp2515", "bankgate.hal.twai",
+              "bankgate.hal.twai_regs")
+    assert "bankgate.proto.pylontech" in r["loaded"] and not [m for m in unused if m in r["loaded"]], r["loaded"]
 
 
 def test_a_smaller_heap_is_reported_as_not_running(binary):
     # the measurement can fail: far below the firmware's live heap it must say so
     r = bench_cmd.run_frozen(48, binary=binary)
     assert r["ok"] is False and "MemoryError" in (r.get("error") or r.get("telemetry_exception") or ""), r
+
+
+def test_the_rig_allowance_is_the_rig_alone(binary):
+    # every frozen run gets the rig's bytes on top of the heap it is said to run in: the fakes
+    # and frames (stub_bytes) and bench_alone.py's own bytecode (its first reading minus the
+    # bare interpreter's; on the device main.py is frozen).  Nothing of the firmware may hide
+    # in it: the firmware modules the rig imports are imported before it and counted as
+    # firmware (firmware_preloaded_bytes, in code_bytes), and the rig imports no other.
+    r = bench_cmd.run_frozen(1024, binary=binary, rig=0)
+    bare = bench_cmd.bare_interpreter_bytes(binary)
+    script = bench_cmd.script_bytes(binary, r)
+    assert 0 < bare < 4096 and r["interpreter_bytes"] == bare + script, (bare, r)
+    assert 0 < script < 8192, script
+    assert r["preloaded"] == [], r
+    assert 0 < r["firmware_preloaded_bytes"] < r["code_bytes"], r
+    rig = bench_cmd.rig_bytes(binary) * 1024
+    assert r["stub_bytes"] + script <= rig < r["stub_bytes"] + script + 1024, (rig, r)

@@ -11,6 +11,7 @@ import mptest
 from bankgate import boards as B
 from bankgate import config as C
 from bankgate import config_check as CC
+from bankgate import console
 
 
 
@@ -500,13 +501,13 @@ def test_mask_hides_every_secret_value_and_keeps_structure():
     assert "required" not in values           # cert_reqs is not a secret
     obj = {"gateway_id": "pw-" + SECRET, "msg": "joined homenet as bguser", "n": 5,
            "list": [SECRET, 7, {"k": "x" + SECRET}], SECRET: True}
-    out = C.mask(obj, values)
+    out = console.mask(obj, values)
     text = json.dumps(out)
     for v in values:
         assert v not in text, text
     assert out["n"] == 5 and out["list"][1] == 7 and out["gateway_id"] == "***"
     assert out["msg"] == "joined *** as ***"
-    assert C.mask_text("x %s y" % SECRET, values) == "x *** y"
+    assert console.mask_text("x %s y" % SECRET, values) == "x *** y"
     assert obj["gateway_id"] == "pw-" + SECRET   # the original is untouched
 
 

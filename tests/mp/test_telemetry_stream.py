@@ -1,6 +1,6 @@
 # Telemetry streams each message from the live records (issue 17): never a whole
 # gw.snapshot(), and each message's JSON is written in place into its ring record.
-# mpy-heapsize: 1m
+# mpy-heapsize: 2m
 import gc
 import json
 
@@ -83,3 +83,38 @@ def test_a_message_is_encoded_into_the_ring_without_allocating():
     mptest.no_alloc(tel._put, rg.K_METRICS, d, 7)
     assert r.end > end and r.kind(end) == rg.K_METRICS and r.tag(end) == 7
     assert bytes(r.payload(end)) == text.encode()
+
+
+def test_the_metrics_message_is_streamed_from_the_live_arrays():
+    # issue 17: the metrics message is written key by key from Metrics' arrays (one small list
+    # at a time), never from Metrics.snapshot()'s whole dict; the JSON object is the same
+    gw, clock, broker, got = _gateway()
+    tel = gw.telemetry
+    _run(gw, clock, tel.metrics_period + 500)
+    calls = []
+    real = gw.metrics.snapshot
+
+    def counted():
+        calls.append(1)
+        return real()
+    gw.metrics.snapshot = counted
+    seen = []
+    put = tel._put_stream
+
+    def spy(kind, write):
+        r = tel.ring
+        end = r.end
+        put(kind, write)
+        if r.end > end and r.kind(end) == kind:
+            seen.append((kind, json.loads(bytes(r.payload(end))), json.loads(json.dumps(real()))))
+    tel._put_stream = spy
+    _run(gw, clock, tel.metrics_period + 500)
+    assert tel.internal_errors == 0, tel.last_exception
+    assert calls == [], "telemetry built Metrics.snapshot()"
+    assert seen and seen[-1][0] == rg.K_METRICS, seen
+    kind, m, want = seen[-1]
+    assert sorted(m) == ["bus", "inverter", "metrics", "mqtt", "t_ms"], sorted(m)
+    assert m["metrics"] == want, [(k, m["metrics"].get(k), want[k]) for k in want if m["metrics"].get(k) != want[k]]
+    assert len(m["metrics"]["v_dev_mv"]) == N and m["metrics"]["n"] == N, m["metrics"]
+    base = tel.base.encode()
+    assert any(t == base + b"/metrics" for t, p in got)

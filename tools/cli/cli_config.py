@@ -205,7 +205,7 @@ def docs():
         a("")
         _table(out, sec + ".", config.SECRETS_SCHEMA[sec])
     a("")
-    return "\n".join(out)
+    return out
 
 
 def _arg(args, name):
@@ -278,7 +278,12 @@ def main(argv):
             b = boards.load(args[0])
             print("OK board %s (%s)" % (b["name"], b["chip"]))
         elif cmd == "docs":
-            sys.stdout.write(docs())
+            # line by line: the ~26 KB page joined would need one contiguous block
+            lines = docs()
+            for i in range(len(lines)):
+                sys.stdout.write(lines[i])
+                if i + 1 < len(lines):
+                    sys.stdout.write("\n")
             sys.stdout.write("\n")
         else:
             print("ERROR unknown command %s" % cmd)

@@ -1,6 +1,7 @@
 # The firmware ALONE in a small heap (part of `bankgate bench`):
 #
-#   micropython -X heapsize=96k bench_alone.py [n] [steps] [parts]  -> "\x1eBENCH {"alone": {...}}"
+#   micropython -X heapsize=96k bench_alone.py [n] [steps] [parts] [ring=BYTES]  -> "\x1eBENCH {"alone": {...}}"
+#   (ring=BYTES: mqtt.ring_bytes instead of the default, for the what-if figure in docs/performance.md)
 #
 # `bankgate bench` runs it on the 32-bit unix port with the firmware FROZEN in (as on the
 # device: bytecode in flash, tools/bankgate_host/frozen32.py; "frozen": true) and on the
@@ -13,7 +14,9 @@
 # (several poll sweeps, telemetry formatting and publishing).  It reports, in bytes of
 # this port's heap (gc.mem_alloc after gc.collect unless said otherwise):
 #   stub_bytes       the host-side helpers (bench rig, fake broker and hardware) and the
-#                    instant-answer frames (not firmware; subtracted everywhere)
+#                    instant-answer frames (not firmware; subtracted everywhere).  The firmware
+#                    modules the rig imports (FIRMWARE_FIRST) are imported before it and
+#                    counted as firmware: firmware_preloaded_bytes, part of code_bytes and live
 #   config_bytes     the validated configuration dict (the validator is then freed, as
 #                    bankgate.firmware.load() does on the device)
 #   code_bytes       importing the firmware modules: frozen, only their globals, classes and
@@ -83,9 +86,20 @@ def parts(gw, cfg):
         b = json.dumps(d).encode()
         out["transient_module_message"] = gc.mem_alloc() - b0
         b0 = gc.mem_alloc()
-        d = {"metrics": gw.metrics.snapshot(), "bus": gw.health.snapshot()}
-        b = json.dumps(d).encode()
-        out["transient_metrics_message"] = gc.mem_alloc() - b0
+        if hasattr(t, "_put_stream"):
+            # as telemetry writes it: the small rest dict, then the metrics key by key (one
+            # 16-element list at a time) into a counting sink; with the GC off this counts
+            # every list ever made, an upper bound of what is live at once
+            from bankgate import telemetry as tm
+            rest = {"bus": gw.health.snapshot(), "inverter": None, "mqtt": t.stats()}
+            k = tm._Sink()
+            tm._write_metrics(k, 0, gw.metrics, rest)
+            out["transient_metrics_message"] = gc.mem_alloc() - b0
+            rest = k = None
+        else:
+            d = {"metrics": gw.metrics.snapshot(), "bus": gw.health.snapshot()}
+            b = json.dumps(d).encode()
+            out["transient_metrics_message"] = gc.mem_alloc() - b0
         d = b = None
         gc.enable()
     gc.collect()
@@ -98,12 +112,26 @@ def parts(gw, cfg):
     return out
 
 
+FIRMWARE_FIRST = ("bankgate", "bankgate.clock", "bankgate.model", "bankgate.hal", "bankgate.net",
+                  "bankgate.proto", "bankgate.proto.errors", "bankgate.proto.fast", "bankgate.proto.frame")
+
+
 def main(n=16, steps=4000, want_parts=False):
     res = {"modules": n, "steps": steps, "bits": 32 if sys.maxsize < 2 ** 32 else 64}
     gc.collect()
     res["heap_total"] = gc.mem_free() + gc.mem_alloc()
     res["interpreter_bytes"] = _A0
     try:
+        # the firmware modules the rig itself imports (fakehw, bmsproto): imported first and
+        # counted as firmware (code_bytes, live), not as rig (stub_bytes)
+        gc.collect()
+        f0 = gc.mem_alloc()
+        for name in FIRMWARE_FIRST:
+            __import__(name)
+        gc.collect()
+        pre = gc.mem_alloc() - f0
+        res["firmware_preloaded_bytes"] = pre
+        before = set(sys.modules)
         import benchrig
         import fakemqtt
         import fwcompat
@@ -115,7 +143,10 @@ def main(n=16, steps=4000, want_parts=False):
         net = leanmqtt.lean_net(broker)         # allocates nothing while the firmware runs
         gc.collect()
         a1 = gc.mem_alloc()
-        res["stub_bytes"] = a1 - _A0
+        res["stub_bytes"] = a1 - _A0 - pre
+        # firmware modules the rig imported beyond FIRMWARE_FIRST (their bytes would be
+        # charged to the rig): must stay empty (tests/host/test_heap32.py)
+        res["preloaded"] = sorted(m for m in sys.modules if m.startswith("bankgate") and m not in before)
         # the configuration, validated as bankgate.firmware.load() does, then the validator
         # (bankgate.config and bankgate.boards) freed: nothing may import it again
         from bankgate import config
@@ -123,6 +154,8 @@ def main(n=16, steps=4000, want_parts=False):
         gc.collect()
         c0 = gc.mem_alloc()
         cfg = benchrig.bench_config(n, True)
+        if RING_BYTES:
+            cfg["mqtt"]["ring_bytes"] = RING_BYTES      # what-if figure (`ring=N` argument)
         gc.collect()
         res["config_bytes"] = gc.mem_alloc() - c0
         config = None
@@ -136,7 +169,7 @@ def main(n=16, steps=4000, want_parts=False):
         from bankgate import telemetry  # noqa: F401
         gc.collect()
         a2 = gc.mem_alloc()
-        res["code_bytes"] = a2 - a1c
+        res["code_bytes"] = a2 - a1c + pre
         gw, clock, uart = benchrig.make_gateway(n, frames, net, cfg=cfg)
         gc.collect()
         a3 = gc.mem_alloc()
@@ -165,8 +198,8 @@ def main(n=16, steps=4000, want_parts=False):
                 m = gc.mem_alloc()
                 if m > live:
                     live = m
-        res["live_max_bytes"] = live - a1
-        res["used_max_bytes"] = used - a1
+        res["live_max_bytes"] = live - a1 + pre
+        res["used_max_bytes"] = used - a1 + pre
         res["transient_max"] = burst
         res["sim_ms"] = clock.ms()
         res["sweeps"] = gw.poller.sweep_count
@@ -180,6 +213,7 @@ def main(n=16, steps=4000, want_parts=False):
             sys.print_exception(gw.telemetry.last_exception, buf)
             res["telemetry_exception"] = buf.getvalue()[-600:]
         res["config_reimported"] = "bankgate.config" in sys.modules
+        res["loaded"] = sorted(m for m in sys.modules if m.startswith("bankgate"))
         res["missing"] = list(fwcompat.MISSING)
         res["ok"] = (res["admitted"] == n and broker.publishes > 0 and gw.telemetry.online
                      and not gw.telemetry.internal_errors)
@@ -207,5 +241,9 @@ def _arg(i, d):
     return int(sys.argv[i]) if len(sys.argv) > i else d
 
 
-r = main(_arg(1, 16), _arg(2, 4000), len(sys.argv) > 3 and sys.argv[3] == "parts")
+RING_BYTES = 0
+for _a in sys.argv[3:]:
+    if _a.startswith("ring="):
+        RING_BYTES = int(_a[5:])
+r = main(_arg(1, 16), _arg(2, 4000), "parts" in sys.argv[3:])
 sys.stdout.write("\x1eBENCH " + json.dumps({"alone": r}) + "\n")
