@@ -177,3 +177,13 @@ def test_requests_never_put_frames_in_argv(monkeypatch):
     objs, rc = decode_cmd.decode([["pylontech", 0x42, "auto", -1, long_frame]])
     assert rc == 0 and objs == [{"ok": True}]
     assert all(len(a) < 300 for a in seen[0]) and long_frame not in seen[0]
+
+
+def test_oversized_and_binary_input_is_refused_in_words(tmp_path):
+    f = tmp_path / "junk.txt"
+    f.write_bytes(b"~" + b"2" * 200000 + b"\n\xff\xfe~20\n~200246000000FDB2\n")
+    rc, out, err = run("pylontech", "--command", "0x4F", "--file", str(f))
+    a, b, c = jsons(out)
+    assert rc == 1 and "Traceback" not in out + err
+    assert a["error"] == "length: 200001 characters: no frame of the protocol is longer than 4113"
+    assert b["error"].startswith("soi: ") and c["ok"] and c["proto_version"] == 0x20

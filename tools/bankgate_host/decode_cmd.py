@@ -136,8 +136,33 @@ def requests(args):
     return out
 
 
+# the longest frame of the ASCII framing (cli_decode.MAX_FRAME_CHARS): longer input is answered
+# here, without loading it into the decoder's heap
+MAX_FRAME_CHARS = 1 + 12 + 0xFFF + 4 + 1
+MAX_CAN_CHARS = 64
+
+
 def decode(reqs, timeout=120):
-    """Run cli_decode.py --batch over reqs; returns (objects, worst exit code)."""
+    """Decode reqs; returns (objects, worst exit code).  Oversized payloads are refused here,
+    the rest go through cli_decode.py --batch."""
+    local = {}
+    for i, r in enumerate(reqs):
+        limit = MAX_CAN_CHARS if r[0] == "pylontech-can" else MAX_FRAME_CHARS
+        if len(r[4]) > limit:
+            local[i] = {"ok": False, "error": "length: %d characters: no frame of the protocol is longer "
+                                              "than %d" % (len(r[4]), limit)}
+    if not local:
+        return _decode(reqs, timeout)
+    rest = [r for i, r in enumerate(reqs) if i not in local]
+    objs, rc = _decode(rest, timeout) if rest else ([], 0)
+    if len(objs) != len(rest):
+        return objs, rc
+    it = iter(objs)
+    out = [local[i] if i in local else next(it) for i in range(len(reqs))]
+    return out, max(rc, 1)
+
+
+def _decode(reqs, timeout):
     script = os.path.join(mpy.CLI, "cli_decode.py")
     fd, path = tempfile.mkstemp(prefix="bgdecode-", suffix=".json")
     try:
@@ -147,14 +172,17 @@ def decode(reqs, timeout=120):
     finally:
         os.unlink(path)
     objs = []
+    junk = []
     for line in proc.stdout.strip().splitlines():
         try:
             objs.append(json.loads(line))
         except ValueError:
-            objs.append({"ok": False, "error": "internal: %s %s" % (line, proc.stderr.strip()[-500:])})
+            junk.append(line)
     if len(objs) != len(reqs):
+        # the decoder's last error line only (e.g. "MemoryError: ..."), never a whole traceback
+        why = (junk or proc.stderr.strip().splitlines() or ["no message"])[-1][:300]
         objs.append({"ok": False, "error": "internal: decoder stopped after %d of %d frames: %s"
-                     % (len(objs), len(reqs), proc.stderr.strip()[-500:])})
+                     % (len(objs), len(reqs), why)})
         return objs, 3
     return objs, proc.returncode
 

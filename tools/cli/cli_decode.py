@@ -99,8 +99,16 @@ def first_non_hex(text, start):
     return -1
 
 
+# the longest frame of the ASCII framing: SOI, 12 header characters, LENID at most 0xFFF INFO
+# characters, 4 CHKSUM characters, EOI
+MAX_FRAME_CHARS = 1 + 12 + 0xFFF + 4 + 1
+
+
 def rs485(fam, cmd, mode, addr, payload):
     text = payload.strip()
+    if len(text) > MAX_FRAME_CHARS:
+        _fail(errors.E_LENGTH, "%d characters: no frame of the protocol is longer than %d"
+              % (len(text), MAX_FRAME_CHARS))
     if text[:1] == "~":
         # a character that is not hex is named with its position before any length check, so
         # a short frame with a typo says "not hex", not "truncated"
