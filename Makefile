@@ -19,7 +19,7 @@ MP32     ?= $(abspath $(dir $(abspath $(firstword $(MAKEFILE_LIST))))../shared/m
 # (not on 32 bits: the bench and the frozen-heap test, which pick their binaries themselves)
 LANE32_TESTS ?= tests/mp tests/host --ignore=tests/host/test_bench.py --ignore=tests/host/test_heap32.py
 
-.PHONY: help setup test test-32 test-all test-days demo commission-demo fuzz soak longrun bench deploy config status clean
+.PHONY: help setup test test-32 test-all test-days demo commission-demo fuzz soak longrun bench deploy config status clean flash-micropython
 
 help:
 	@echo "make test     run the whole test suite (sets up .venv first)"
@@ -28,6 +28,7 @@ help:
 	@echo "make demo     firmware on the unix port + simulated bank + embedded broker"
 	@echo "make commission-demo   commissioning assistant on the simulated bank + HTML report"
 	@echo "make bench | fuzz | soak     measurements and long runs"
+	@echo "make flash-micropython PORT=/dev/ttyUSB0 FIRMWARE=ESP32_GENERIC-....bin BOARD=...   MicroPython itself"
 	@echo "make deploy PORT=/dev/ttyUSB0 BOARD=...   copy firmware to a board"
 	@echo "make config PORT=/dev/ttyUSB0 [CONFIG=...]   push a validated configuration"
 
@@ -86,6 +87,13 @@ longrun: setup
 
 # PORT is the board's USB serial device; without it, say how to find and set it
 NEED_PORT = @test -n "$(PORT)" || { echo "make $@: set PORT to the board's serial port, e.g. make $@ PORT=/dev/ttyUSB0$(if $(filter deploy,$@), BOARD=$(BOARD) CONFIG=$(CONFIG))"; echo "  (ls /dev/ttyUSB* /dev/ttyACM* before and after plugging the board in; macOS: /dev/cu.usbserial-*)"; exit 2; }
+
+# the official MicroPython image for BOARD (boards/$(BOARD).json names it), with esptool
+FIRMWARE ?=
+flash-micropython: setup
+	$(NEED_PORT)
+	@test -n "$(FIRMWARE)" || { echo "make $@: set FIRMWARE to the official image for board $(BOARD), e.g. FIRMWARE=$$($(BIN)/python -c 'import json;print(json.load(open("boards/$(BOARD).json"))["firmware"])')-YYYYMMDD-vX.Y.Z.bin (https://micropython.org/download/)"; exit 2; }
+	$(BIN)/bankgate flash --port $(PORT) --board $(BOARD) --firmware $(FIRMWARE)
 
 deploy: setup
 	$(NEED_PORT)

@@ -159,6 +159,10 @@ class Console:
             d = gw.snapshot()
             d["gateway_id"] = gw.cfg["gateway_id"]
             d["latch_store"] = _store(gw)
+            # for `bankgate status`'s text view: which outputs the configuration uses, and
+            # the join limit a pending dv is compared with
+            d["configured_outputs"] = list(gw.cfg["contactors"]["outputs"])
+            d["gating"] = {"max_dv_mv": gw.cfg["gating"]["max_dv_mv"]}
         d["cmd"] = "status"
         d["ok"] = True
         d["error"] = self.error

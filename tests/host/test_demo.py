@@ -33,7 +33,7 @@ def test_demo_runs_publishes_and_stops():
     assert seen >= 20, out[-2000:]
     # the live view was built from the gateway's own MQTT messages: bank state and modules
     assert re.search(r"bank=(waiting|joining|closed|degraded)", out), out[-2000:]
-    assert re.search(r"modules=\[2:\w+ 3:\w+ 4:\w+\]", out), out[-2000:]
+    assert re.search(r"modules=\[2:\w+.*, 3:\w+.*, 4:\w+", out), out[-2000:]
     # messages keep flowing for the whole run, not only at the start
     counts = [int(c) for c in re.findall(r"^demo: bank=.* msgs=(\d+)$", out, re.M)]
     assert len(counts) >= 10, out[-2000:]

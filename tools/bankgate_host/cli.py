@@ -14,10 +14,11 @@ from . import VERSION
 # add_arguments(parser) and main(args) -> exit code.
 SUBCOMMANDS = [
     ("run", "run_cmd", "run the firmware on the unix port (simulated bank, real MQTT broker)"),
-    ("simulate", "simulate_cmd", "run a scenario against the simulated bank, print JSON lines"),
-    ("decode", "decode_cmd", "decode one BMS frame with the device decoder, print JSON"),
+    ("simulate", "simulate_cmd", "run a scenario against the simulated bank (text on a terminal, --json: JSON lines)"),
+    ("decode", "decode_cmd", "decode BMS frames (argument, --file or stdin) with the device decoder (text on a terminal, --json)"),
     ("config", "config_cmd", "check a configuration file / push it to a board"),
     ("deploy", "deploy_cmd", "compile and copy the firmware to a board with mpremote"),
+    ("flash", "flash_cmd", "write the official MicroPython image to a board with esptool"),
     ("status", "status_cmd", "read live state and latched faults over USB; local fault reset"),
     ("bench", "bench_cmd", "benchmarks: CPU vs wire time, allocations, heap, fixed vs float"),
     ("demo", "demo_cmd", "the demo: simulated 3-module bank, embedded broker, live view"),

@@ -147,9 +147,17 @@ def install_file(port, src, name):
              " os.remove('%s')\n os.rename('%s.new', '%s')\n" % (name, name, name, name, name))
 
 
+# What `mpremote reset` runs on a board (machine.reset()), and on the unix-port device
+# (docs/deployment.md), which has no machine.reset(): ending the process with
+# unixdevice.RESET_EXIT, on which its launcher starts it again with main.py.
+RESET_SCRIPT = ("import sys\nif sys.platform != 'esp32':\n sys.exit(99)\n"
+                "import machine\nmachine.reset()\n")
+
+
 def reset_device(port):
-    """Hard reset so main.py reads the new files (ESP32: machine.reset())."""
-    mpremote(port, "reset", check=False)
+    """Hard reset so main.py reads the new files (ESP32: machine.reset(); the unix-port
+    device: its launcher restarts it into main.py)."""
+    mpremote(port, "exec", "--no-follow", RESET_SCRIPT, check=False)
 
 
 NO_PORT = ("no serial port given: set PORT=/dev/ttyUSB0 (make) or --port /dev/ttyUSB0 "

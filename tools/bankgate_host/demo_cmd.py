@@ -9,6 +9,7 @@ state and reason, contactors, combined limits, metrics, diagnoses, and the MQTT
 traffic itself.  Ctrl-C stops everything; no process is left behind.
 """
 import json
+import re
 import os
 import shutil
 import signal
@@ -18,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from . import REPO
+from . import REPO, words
 
 DEFAULT_SCENARIO = os.path.join(REPO, "examples", "demo_scenario.json")
 
@@ -94,9 +95,11 @@ def _terminate(proc):
 class View:
     """Keeps the latest state per topic and renders it."""
 
-    def __init__(self, prefix, plain):
+    def __init__(self, prefix, plain, speed=1.0, max_dv_mv=None):
         self.prefix = prefix
         self.plain = plain
+        self.speed = speed
+        self.max_dv_mv = max_dv_mv
         self.bank = None
         self.modules = {}
         self.metrics = None
@@ -108,7 +111,7 @@ class View:
 
     def on_message(self, topic, payload):
         self.count += 1
-        self.traffic.append("%s %s" % (topic, payload[:90].decode("utf-8", "replace")))
+        self.traffic.append(traffic_line(topic, payload))
         del self.traffic[:-8]
         rest = topic.split("/", 2)[-1] if topic.startswith(self.prefix + "/") else ""
         try:
@@ -131,7 +134,8 @@ class View:
 
     def lines(self):
         b = self.bank or {}
-        out = ["bankgate demo -- gateway %s, %d MQTT messages" % (self.status, self.count), ""]
+        out = ["bankgate demo -- gateway %s, %d MQTT messages, running at %gx (1 real second = %g simulated "
+               "seconds)" % (self.status, self.count, self.speed, self.speed), ""]
         if b:
             lim = b.get("limits", {})
             out.append("bank %-9s %6.2f V %7.1f A  SOC %5.1f %%  admitted %s/%s  limits: charge %.1f A "
@@ -141,14 +145,18 @@ class View:
                            lim.get("chg_ma", 0) / 1000, lim.get("dsg_ma", 0) / 1000,
                            lim.get("chg_v_mv", 0) / 1000))
             outs = b.get("outputs", {})
-            out.append("contactors: " + "  ".join("%s=%s" % (k, "CLOSED" if v else "open")
-                                                  for k, v in sorted(outs.items())))
+            out.append("contactors: " + "  ".join("%s=%s" % (k, "CLOSED" if outs[k] else "open")
+                                                  for k in words.natural_sorted(outs)))
         out.append("")
-        out.append("module  state      reason              V        A     SOC%   temp")
+        out.append("module  state      reason                          V        A     SOC%   temp")
         for key in sorted(self.modules, key=lambda k: int(k) if k.isdigit() else 0):
             m = self.modules[key]
-            out.append("%-7s %-10s %-18s %6.2f %8.2f %6.1f %6.1f" % (
-                m.get("addr", key), m.get("state"), m.get("reason"), (m.get("mv") or 0) / 1000,
+            if m.get("state") == "absent" or (m.get("online") is False and not m.get("mv")):
+                out.append("%-7s %-10s %-30s %s" % (m.get("addr", key), m.get("state"), self.reason(m),
+                                                     "(no answer)"))
+                continue
+            out.append("%-7s %-10s %-30s %6.2f %8.2f %6.1f %6.1f" % (
+                m.get("addr", key), m.get("state"), self.reason(m), (m.get("mv") or 0) / 1000,
                 (m.get("ma") or 0) / 1000, (m.get("soc_pm") or 0) / 10, (m.get("temp_dc") or 0) / 10))
         if self.metrics:
             mt = self.metrics
@@ -164,22 +172,85 @@ class View:
         if self.events:
             out.append("")
             out.append("recent events:")
-            out.extend("  %s" % json.dumps(e)[:110] for e in self.events)
+            out.extend("  " + event_line(e) for e in self.events)
         out.append("")
         out.append("MQTT traffic (latest):")
         out.extend("  " + t for t in self.traffic)
         return out
 
+    def reason(self, m):
+        """The pending reason with its value and, for dv, the limit: "dv 1.20 V (limit 0.50 V)"."""
+        r = m.get("reason") or ""
+        if not r or r == "ok" or r == m.get("state") or m.get("state") == "admitted":
+            return ""
+        val = m.get("dv_mv") if r == "dv" and m.get("dv_mv") is not None else m.get("value")
+        text = r
+        if val is not None:
+            text += " " + words.check_value(r, val)
+        if r == "dv" and self.max_dv_mv:
+            text += " (limit %s)" % words.volts(self.max_dv_mv)
+        return text
+
+    def plain_line(self):
+        b = self.bank or {}
+        outs = b.get("outputs") or {}
+        mods = ", ".join("%s:%s%s" % (m.get("addr"), m.get("state"),
+                                      (" " + self.reason(m)) if self.reason(m) else "")
+                        for _, m in sorted(self.modules.items(), key=lambda kv: words.natural_key(kv[0])))
+        return "demo: bank=%s admitted=%s/%s outputs=[%s] modules=[%s] msgs=%d" % (
+            b.get("state"), b.get("admitted"), b.get("expected"),
+            ", ".join("%s %s" % (k, "closed" if outs[k] else "open") for k in words.natural_sorted(outs)),
+            mods, self.count)
+
     def render(self):
         if self.plain:
-            b = self.bank or {}
-            mods = " ".join("%s:%s" % (m.get("addr"), m.get("state")) for _, m in sorted(self.modules.items()))
-            print("demo: bank=%s admitted=%s/%s outputs=%s modules=[%s] msgs=%d" % (
-                b.get("state"), b.get("admitted"), b.get("expected"), b.get("outputs"), mods, self.count),
-                flush=True)
+            print(self.plain_line(), flush=True)
         else:
             sys.stdout.write("\x1b[H\x1b[2J" + "\n".join(self.lines()) + "\n")
             sys.stdout.flush()
+
+
+def traffic_line(topic, payload, width=90):
+    """One MQTT message for the traffic list: the whole payload when short, else its size and
+    keys -- never a JSON text cut in the middle."""
+    text = payload.decode("utf-8", "replace")
+    if len(text) <= width:
+        return "%s %s" % (topic, text)
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return "%s (%d bytes)" % (topic, len(payload))
+    if isinstance(data, dict):
+        keys = list(data)
+        shown = ", ".join(keys[:6]) + (", ..." if len(keys) > 6 else "")
+        return "%s {%s} (%d bytes)" % (topic, shown, len(payload))
+    return "%s [%d items] (%d bytes)" % (topic, len(data) if isinstance(data, list) else 1, len(payload))
+
+
+def event_line(e):
+    """An event from <base>/event ({"seq","t_ms","code","ev","addr","a","b"}) in words."""
+    if not isinstance(e, dict):
+        return str(e)
+    t = e.get("t_ms")
+    head = "%8.1f s  " % (t / 1000.0) if isinstance(t, int) else ""
+    text = head + str(e.get("ev", e.get("code")))
+    if e.get("addr", -1) not in (-1, None):
+        text += " module %s" % e["addr"]
+    return text + "  (a=%s, b=%s, #%s)" % (e.get("a"), e.get("b"), e.get("seq"))
+
+
+def scenario_max_dv(path):
+    """gating.max_dv_mv of the scenario's configuration, else the configuration schema's default."""
+    try:
+        with open(path) as f:
+            v = json.load(f).get("config", {}).get("gating", {}).get("max_dv_mv")
+        if v is not None:
+            return v
+        with open(os.path.join(REPO, "lib", "bankgate", "config.py")) as f:
+            m = re.search(r'"max_dv_mv": \("int", (\d+)', f.read())
+        return int(m.group(1)) if m else None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def main(args):
@@ -199,7 +270,7 @@ def main(args):
         with open(args.scenario) as f:
             prefix = "%s/%s" % (json.load(f).get("gateway", {}).get("mqtt", {}).get("prefix", "bankgate"),
                                 "demo")
-        view = View(prefix.split("/")[0], plain)
+        view = View(prefix.split("/")[0], plain, args.speed, scenario_max_dv(args.scenario))
         sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bankgate-demo-view")
         sub.on_message = lambda c, u, m: view.on_message(m.topic, m.payload)
         sub.connect(host, port)
@@ -215,7 +286,8 @@ def main(args):
         log = tempfile.TemporaryFile(mode="w+")
         firmware = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, text=True)
-        print("demo: firmware running on the unix MicroPython port (Ctrl-C to stop)", flush=True)
+        print("demo: firmware running on the unix MicroPython port at %gx: 1 real second = %g simulated "
+              "seconds (Ctrl-C to stop)" % (args.speed, args.speed), flush=True)
         last = 0
         end = time.monotonic() + args.seconds if args.seconds else None
         while firmware.poll() is None:

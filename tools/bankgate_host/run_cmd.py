@@ -3,7 +3,9 @@
 Runs the firmware (the real bankgate.app.Gateway main loop) under the unix MicroPython port
 against the simulated bank (tools/sim/bgsim, in real time: the simulated clock follows the
 wall clock x --speed) and publishes to a REAL MQTT broker with bankgate.telemetry (topics in
-docs/mqtt.md).  Without SCENARIO a built-in 3-module bank runs.  The runner's JSON lines go
+docs/mqtt.md).  Without SCENARIO the bank of examples/run_sim_bank.json runs: three modules
+installed in the commissioning order (main disconnect open while they join, closed at 20 s,
+inverter started at 30 s), so it closes as a real installation does.  The runner's JSON lines go
 to stdout; the exit code is the runner's (0 every expectation held, 1 some failed,
 2 invalid scenario/arguments, 3 the firmware could not start).
 """
@@ -11,14 +13,17 @@ import os
 import subprocess
 import sys
 
-from . import mpy
+from . import REPO, mpy
 
+# the bank `run --sim` runs without a scenario (it closes: tests/host/test_run_sim_default.py)
+DEFAULT_BANK = os.path.join(REPO, "examples", "run_sim_bank.json")
 RUN_HEAPSIZE = "2m"   # firmware + bank model + emulated BMSes share this process (see simulate_cmd)
 
 
 def add_arguments(p):
     p.add_argument("--sim", nargs="?", const="-", metavar="SCENARIO", required=True,
-                   help="run against the simulated bank (optionally a scenario JSON file)")
+                   help="run against the simulated bank (optionally a scenario JSON file; default: "
+                        "examples/run_sim_bank.json)")
     p.add_argument("--mqtt", required=True, metavar="HOST:PORT", help="MQTT broker to publish to")
     p.add_argument("--seconds", type=float, default=None, help="stop after N real seconds (default: run until Ctrl-C)")
     p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (default 1)")
@@ -34,7 +39,7 @@ def parse_hostport(text):
 
 def command(args):
     host, port = parse_hostport(args.mqtt)
-    scen = args.sim if args.sim == "-" else os.path.abspath(args.sim)
+    scen = DEFAULT_BANK if args.sim == "-" else os.path.abspath(args.sim)
     argv = [os.path.join(mpy.CLI, "cli_run.py"), scen, host, str(port)]
     if args.seconds is not None:
         argv += ["--seconds", repr(float(args.seconds))]

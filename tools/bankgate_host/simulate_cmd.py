@@ -1,7 +1,9 @@
 """`bankgate simulate --scenario FILE [--until T]`: run a scenario against the
 simulated bank with the REAL firmware main loop, under the unix MicroPython port.
 
-Prints the runner's JSON lines as they come (see docs/scenarios.md) and exits
+Prints the runner's JSON lines as they come (see docs/scenarios.md) -- on a terminal as text
+(bankgate_host.words.sim_line: names, units, one line per event, the modules under each state
+line), with --json or into a pipe the JSON lines exactly as before -- and exits
 with its code: 0 every expectation held, 1 some failed, 2 invalid scenario,
 3 the firmware could not start.
 
@@ -14,7 +16,7 @@ import os
 import subprocess
 import sys
 
-from . import mpy
+from . import mpy, words
 
 SIM_HEAPSIZE = "2m"
 # The simulator runs the firmware and the bank model compiled to machine code (mpy.EMITS):
@@ -34,6 +36,7 @@ def add_arguments(p):
                    help="how the firmware and the model are compiled for the run (default %s: every "
                         "function machine code, ~2x faster; bytecode: as on the device; the output "
                         "is the same)" % SIM_EMIT)
+    words.add_view_arguments(p)
 
 
 def command(args):
@@ -51,8 +54,33 @@ def main(args):
         sys.stderr.write("bankgate simulate: no such scenario file: %s\n" % args.scenario)
         return 2
     sys.stdout.flush()
+    if words.use_text(args):
+        return _text(args)
     proc = subprocess.Popen(command(args), env=mpy.environ(emit=args.emit))
     try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait()
+        return 130
+
+
+def _text(args):
+    """The run as text: each JSON line of the runner through words.sim_line."""
+    import json
+    proc = subprocess.Popen(command(args), env=mpy.environ(emit=args.emit), stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        for line in proc.stdout:
+            try:
+                d = json.loads(line)
+            except ValueError:
+                sys.stdout.write(line)
+                continue
+            text = words.sim_line(d)
+            if text is not None:
+                sys.stdout.write(text + "\n")
+                sys.stdout.flush()
         return proc.wait()
     except KeyboardInterrupt:
         proc.terminate()

@@ -10,6 +10,8 @@ import json
 import sys
 import time
 
+from . import words
+
 PREFIX = "BG "
 
 
@@ -62,28 +64,68 @@ class ConsoleClient:
                            "this port?" % (cmd, timeout))
 
 
+def _shown_outputs(st):
+    """The configured outputs (the configuration's contactors.outputs, from the status reply)
+    in natural order k1, k2, .., k10; every output of the board only when the reply does not
+    say which are configured (the firmware has no valid configuration)."""
+    outs = st.get("outputs") or {}
+    conf = st.get("configured_outputs")
+    names = [n for n in conf if n in outs] if conf else list(outs)
+    return words.natural_sorted(names), outs
+
+
+def _module_line(m, max_dv_mv=None):
+    state = m.get("state")
+    head = "  module %s (slot %s): %s" % (m.get("addr"), m.get("slot"), state)
+    reason = m.get("reason")
+    if not m.get("online") and reason == "absent":
+        return head + ", absent (no answer)"
+    if not m.get("online") and not m.get("mv"):
+        return head + ", %s, no data" % reason
+    if reason and reason != "ok":
+        head += ", %s" % reason
+        val = m.get("value")
+        if reason == "dv" and m.get("dv_mv") is not None:
+            val = m.get("dv_mv")
+        shown = words.check_value(reason, val) if val is not None else ""
+        if shown:
+            head += " %s" % shown
+            if reason == "dv" and max_dv_mv:
+                head += " (limit %s)" % words.volts(max_dv_mv)
+    parts = [words.volts(m.get("mv")), words.amps(m.get("ma"))]
+    if m.get("soc_pm") is not None:
+        parts.append("SOC " + words.percent(m["soc_pm"]))
+    if m.get("temp_dc") is not None:
+        parts.append(words.degc(m["temp_dc"]))
+    return head + ": " + ", ".join(parts)
+
+
 def summary(st):
-    """Human-readable status."""
+    """Human-readable status: names, units, only the configured outputs."""
     out = []
     state = st.get("state")
-    out.append("state: %s   board: %s   gateway: %s" % (state, st.get("board"), st.get("gateway_id")))
+    head = "state: %s" % state
+    if st.get("reason") and st.get("reason") != "ok":
+        head += " (%s)" % st["reason"]
+    out.append(head + "   board: %s   gateway: %s" % (st.get("board"), st.get("gateway_id")))
     if st.get("error"):
         out.append("ERROR: %s" % st["error"])
-    outs = st.get("outputs") or {}
-    closed = sorted(k for k, v in outs.items() if v)
-    out.append("outputs: %s" % (", ".join("%s=%s" % (k, "closed" if outs[k] else "open")
-                                          for k in sorted(outs)) or "none"))
+    names, outs = _shown_outputs(st)
+    closed = [k for k in names if outs.get(k)]
+    out.append("outputs: %s" % (", ".join("%s %s" % (k, "closed" if outs[k] else "open")
+                                          for k in names) or "none"))
     if not closed:
         out.append("  (every contactor open)")
     if "mv" in st:
-        out.append("bank: %.2f V  %.1f A  SOC %s  admitted %s/%s" % (
-            st.get("mv", 0) / 1000.0, st.get("ma", 0) / 1000.0,
-            "%.1f %%" % (st["soc_pm"] / 10.0) if st.get("soc_pm") is not None else "?",
-            st.get("admitted"), st.get("expected")))
+        out.append("bank: %s  %s  SOC %s  admitted %s/%s" % (
+            words.volts(st.get("mv", 0)), words.amps(st.get("ma", 0)),
+            words.percent(st.get("soc_pm")), st.get("admitted"), st.get("expected")))
+    if st.get("link_mv") is not None and st.get("link_mv", -1) >= 0:
+        out.append("DC link: %s" % words.volts(st["link_mv"]))
     lim = st.get("limits")
     if lim:
-        out.append("limits: charge %.1f A, discharge %.1f A" % (
-            (lim.get("chg_ma") or 0) / 1000.0, (lim.get("dsg_ma") or 0) / 1000.0))
+        out.append("limits: charge %s, discharge %s" % (
+            words.amps(lim.get("chg_ma") or 0), words.amps(lim.get("dsg_ma") or 0)))
     faults = st.get("faults")
     out.append("latched faults: %s" % (", ".join(map(str, faults)) if faults else "none"))
     ls = st.get("latch_store")
@@ -92,9 +134,9 @@ def summary(st):
         out.append("  persisted (%s): %s, fault bits 0x%02X, %s write(s)%s" % (
             ls.get("file"), ls.get("verdict"), ls.get("faults") or 0, ls.get("writes"),
             ", %s failed: %s" % (ls.get("errors"), ls.get("last_error")) if ls.get("errors") else ""))
+    max_dv = (st.get("gating") or {}).get("max_dv_mv")
     for m in st.get("modules") or []:
-        out.append("  module %s (slot %s): %s, %s, %s mV, SOC %s pm" % (
-            m.get("addr"), m.get("slot"), m.get("state"), m.get("reason"), m.get("mv"), m.get("soc_pm")))
+        out.append(_module_line(m, max_dv))
     return "\n".join(out)
 
 

@@ -12,6 +12,12 @@
 # code itself (bankgate.proto.*); this script only formats the record.
 # Importable too: decode_json(family, command, mode, addr, payload) returns the
 # object (used by the CPython oracle tests through the MpWorker).
+#
+#   micropython cli_decode.py --batch FILE
+#     FILE     JSON list of [FAMILY, COMMAND, MODE, ADDR, PAYLOAD]; prints one JSON object per
+#              line, exits with the largest code.  `bankgate decode` uses this for every frame:
+#              the unix port interns argv strings, and a string over 255 characters cannot be
+#              interned (a 16-pack group answer is about 2700), so frames never travel in argv.
 import json
 import sys
 
@@ -84,8 +90,32 @@ def alarm(m):
     }
 
 
+def first_non_hex(text, start):
+    """Index of the first character of text[start:] that is not a hex digit, or -1."""
+    for i in range(start, len(text)):
+        c = text[i]
+        if not ("0" <= c <= "9" or "A" <= c <= "F" or "a" <= c <= "f"):
+            return i
+    return -1
+
+
+# the longest frame of the ASCII framing: SOI, 12 header characters, LENID at most 0xFFF INFO
+# characters, 4 CHKSUM characters, EOI
+MAX_FRAME_CHARS = 1 + 12 + 0xFFF + 4 + 1
+
+
 def rs485(fam, cmd, mode, addr, payload):
     text = payload.strip()
+    if len(text) > MAX_FRAME_CHARS:
+        _fail(errors.E_LENGTH, "%d characters: no frame of the protocol is longer than %d"
+              % (len(text), MAX_FRAME_CHARS))
+    if text[:1] == "~":
+        # a character that is not hex is named with its position before any length check, so
+        # a short frame with a typo says "not hex", not "truncated"
+        end = len(text) - 1 if text.endswith("\r") else len(text)
+        bad = first_non_hex(text[:end], 1)
+        if bad >= 0:
+            _fail(errors.E_HEX, "%r is not hex at position %d" % (text[bad], bad + 1))
     if not text.endswith("\r"):
         text = text + "\r"
     buf = bytearray(text.encode())
@@ -141,7 +171,17 @@ def rs485(fam, cmd, mode, addr, payload):
 
 
 def can(fam, can_id, payload):
-    text = payload.strip().replace(" ", "")
+    # bytes may be separated by spaces, ':' or '.' ("14 02 B0 04"); a position is counted in
+    # the data as given
+    spaced = ""
+    for i in range(len(payload)):
+        c = payload[i]
+        if c == " " or c == ":" or c == "." or c == "\t":
+            continue
+        if first_non_hex(c, 0) == 0:
+            _usage("CAN data %r: %r is not hex at position %d" % (payload, c, i + 1))
+        spaced += c
+    text = spaced
     if len(text) % 2 or len(text) > 16:
         _usage("CAN data must be 0..8 bytes of hex, got %r" % payload)
     try:
@@ -206,7 +246,22 @@ def request_text(family, cmd, addr, group=False):
     return bytes(buf[:n]).decode()
 
 
+def batch(path):
+    with open(path) as f:
+        reqs = json.load(f)
+    worst = 0
+    for r in reqs:
+        obj = decode_json(r[0], int(r[1]), r[2], int(r[3]), r[4])
+        rc = obj.pop("rc")
+        if rc > worst:
+            worst = rc
+        print(json.dumps(obj))
+    return worst
+
+
 def main(argv):
+    if len(argv) == 3 and argv[1] == "--batch":
+        sys.exit(batch(argv[2]))
     if len(argv) != 6:
         print(json.dumps({"ok": False, "error": "usage: cli_decode.py FAMILY COMMAND MODE ADDR PAYLOAD"}))
         sys.exit(2)

@@ -442,6 +442,7 @@ class Simulation:
             self.inverter.frame(cid, data)
             if self.all_frames or self._last_frame.get(cid) != data:
                 self._last_frame[cid] = data
+                self._drain_events()      # earlier events first: the output's t only goes forward
                 self.out({"t": t, "type": "can", "id": "0x%03X" % cid,
                           "data": "".join("%02X" % x for x in data)})
 
