@@ -19,11 +19,12 @@ MP32     ?= $(abspath $(dir $(abspath $(firstword $(MAKEFILE_LIST))))../shared/m
 # (not on 32 bits: the bench and the frozen-heap test, which pick their binaries themselves)
 LANE32_TESTS ?= tests/mp tests/host --ignore=tests/host/test_bench.py --ignore=tests/host/test_heap32.py
 
-.PHONY: help setup test test-32 test-all test-days demo commission-demo fuzz soak longrun bench deploy config status clean flash-micropython
+.PHONY: help setup test test-busy test-32 test-all test-days demo commission-demo fuzz soak longrun bench deploy config status clean flash-micropython
 
 help:
 	@echo "make test     run the whole test suite (sets up .venv first)"
 	@echo "make test-32  the MicroPython-side tests again on the 32-bit port (MP32=...)"
+	@echo "make test-busy  make test while load generators keep every core busy"
 	@echo "make test-days  the slow ordinary-day scenarios (DAYS='pytest -k expression', default all)"
 	@echo "make demo     firmware on the unix port + simulated bank + embedded broker"
 	@echo "make commission-demo   commissioning assistant on the simulated bank + HTML report"
@@ -45,6 +46,10 @@ $(UMQTT): tools/dev/fetch_umqtt.py | $(STAMP)
 
 test: setup
 	$(BIN)/pytest -n $(JOBS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
+
+# the suite on a loaded machine: one CPU burner per core during `make test` (tools/dev/busy.py)
+test-busy: setup
+	$(BIN)/python tools/dev/busy.py -- $(MAKE) test
 
 test-32: setup
 	@test -x "$(MP32)" || { echo "make test-32: no 32-bit MicroPython at $(MP32) (set MP32=/path/to/micropython)"; exit 2; }

@@ -19,8 +19,10 @@ BIN = os.path.join(os.path.dirname(sys.executable), "bankgate")
 @pytest.fixture(scope="module")
 def bench():
     cmd = [BIN] if os.path.exists(BIN) else [sys.executable, "-m", "bankgate_host"]
+    # the timeout only guards against a hang: on a loaded machine (make test-busy, 2 cores
+    # shared by many processes) the quick bench took more than 15 minutes
     proc = subprocess.run(cmd + ["bench", "--quick", "--json"], capture_output=True, text=True,
-                          timeout=900)
+                          timeout=3600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
 
@@ -40,7 +42,9 @@ def test_every_figure_present(bench):
     assert bench["alloc"]["mqtt"]["online"] is True
     assert bench["metrics"]["float_us"]["median"] > 0
     sm = bench["sim"]                                   # simulator speed, both emitters
-    assert sm["speed"]["min"] > 1 and sm["bytecode_speed"] > 1, sm
+    # measured and reported (wall-clock figures are bench's output, not a pass mark: the
+    # suite must pass on a loaded machine, docs/testing.md)
+    assert sm["speed"]["min"] > 0 and sm["bytecode_speed"] > 0, sm
     assert sm["requests_per_sim_s"] > 80                # the 16-module bus was saturated
     assert bench["targets"]["sim_speed_16_115200_x"]["value"] == sm["speed"]["max"]
     hp = bench["heap"]["at_64k"]

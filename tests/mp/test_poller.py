@@ -1,10 +1,10 @@
-# The poller on the fake RS485 wire with BMS stubs answering: schedule, slot
-# assignment, statistics, malformed replies, zero allocation in steady state.
+# The poller on the fake RS485 wire with the simulator's emulated BMSes answering:
+# schedule, slot assignment, statistics, malformed replies, zero allocation in steady state.
 # mpy-heapsize: 512k
 import gc
 
 import mptest
-from bms_stub import Rig
+from pollrig import Rig
 
 from bankgate import poller as pl
 from bankgate.proto import errors as perr
@@ -23,28 +23,42 @@ def test_discovery_ident_and_cycle():
     assert b.n_used == 3
     for i, a in enumerate((2, 3, 4)):
         m = b.modules[i]
+        bms = r.stubs[a][0].bms            # the emulated module at that address
         assert m.addr == a and m.seen
         assert m.serial_str() == "STUBSERIAL%06d" % a, m.serial_str()
         assert m.model_str() == "US3000C"
         assert m.sw_version == 0x0102 and m.proto_version == 0x20
-        assert m.analog_valid and m.n_cells == 15 and m.voltage_mv == 3300 * 15
+        assert m.analog_valid and m.n_cells == 15 and m.voltage_mv == bms.v_voltage_mv
+        assert [m.cell_mv[k] for k in range(15)] == bms.v_cells
         assert m.alarm_valid and m.mgmt_valid and m.params_valid
-        assert m.total_mah == 74000
+        assert m.total_mah == 74000 and m.soc_pm == 500
         assert m.st_good > 0 and m.st_timeouts == 0 and _stats_consistent(m)
         assert 0 < m.st_lat_max_ms < 20
-    # the master refused the group query (RTN 90): no group count
-    assert p.discovery.group_count == -1
+    # the master at 2 answered the group query for all three
+    assert p.discovery.group_count == 3
     assert p.discovery.count == 0, p.discovery.snapshot()
     assert p.sweep_count >= 3
 
 
-def test_group_query_counts_packs():
+def test_group_query_refused_gives_no_count():
+    import bmsproto
     r = Rig(addresses=(2, 3, 4), health=False)
-    master = r.stubs[2][0]
-    master.group = [r.stubs[3][0], r.stubs[4][0]]
-    r.run_sweeps(1)
-    assert r.poller.discovery.group_count == 3
+
+    def refuse_group(cmd, info, out):
+        if info == b"\xff":                # RTN 90: this BMS has no group answer
+            return bmsproto.error_response("pylontech", 2, 0x90)
+        return out
+    r.stubs[2][0].filter = refuse_group
+    r.run_sweeps(3)
+    assert r.poller.discovery.group_count == -1
     assert r.poller.discovery.count == 0
+    assert r.bank.modules[2].analog_valid
+
+
+def test_group_query_counts_plugged_packs():
+    r = Rig(addresses=(2, 3, 4), stubs=(2, 3), health=False)
+    r.run_sweeps(1)
+    assert r.poller.discovery.group_count == 2
 
 
 def _data(m):
@@ -116,8 +130,8 @@ def test_malformed_replies_change_nothing():
 
 
 def _replay_rig(n=3):
-    """Poller on a ReplayUart whose table the stubs fill (all commands, all slots)."""
-    from bms_stub import BmsStub, ReplayUart
+    """Poller on a ReplayUart whose table the emulated modules fill (all commands, all slots)."""
+    from pollrig import EmuModule, ReplayUart
     from fakehw import SimClock, FakeHardware
     from bankgate import config
     from bankgate.events import EventLog
@@ -134,8 +148,8 @@ def _replay_rig(n=3):
                                     "scan_to": 1 + n},
                            "contactors": {"outputs": ["k%d" % i for i in range(n)]}})
     buf = bytearray(64)
-    stubs = [BmsStub("pylontech", a) for a in addrs]
-    stubs[0].group = stubs[1:]
+    peers = []
+    stubs = [EmuModule("pylontech", a, peers=peers) for a in addrs]
     for s in stubs:
         for cmd in py.POLL_CMDS + py.IDENT_CMDS:
             k = py.encode_request(cmd, s.addr, buf)

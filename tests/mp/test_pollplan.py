@@ -6,7 +6,7 @@
 # mpy-heapsize: 1024k
 # mpy-timeout: 900
 import mptest
-from bms_stub import Rig
+from pollrig import Rig
 
 from bankgate import clock, config, pollplan
 from bankgate import poller as pl
@@ -184,14 +184,13 @@ def test_a_module_refusing_its_limits_does_not_starve_the_others():
     # priority forever) must not take every slow slot of the sweep
     r = Rig(addresses=(2, 3, 4, 5), baud=9600, health=False)
     bad = r.stubs[3][0]
-    orig = bad.reply
 
-    def no_limits(cmd, info, orig=orig):
+    def no_limits(cmd, info, out):
         if cmd == 0x92:                           # RTN 04: command not supported
             import bmsproto
             return bmsproto.error_response("pylontech", 3, 0x04)
-        return orig(cmd, info)
-    bad.reply = no_limits
+        return out
+    bad.filter = no_limits
     worst, worst_lim = _worst_ages(r, 2 * pl.IDENT_PERIOD_MS)
     mods = r.bank.modules
     assert not mods[1].mgmt_valid

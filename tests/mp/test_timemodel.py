@@ -187,7 +187,7 @@ def test_admission_aging_step_allocation_free():
 def test_poller_polls_at_once_at_any_starting_tick():
     # issue 14: a gateway started at ticks >= 2**29 (a soft reset after 6.2 days of
     # uptime) did not poll until the ticks wrapped: its first deadline was tick 0
-    from bms_stub import Rig
+    from pollrig import Rig
     for start in (0, HALF - 1, HALF + 1, MASK + 1 - 60000, MASK):
         r = Rig(addresses=(2, 3), health=False, tick_start_ms=start)
         r.poller.service(r.clock.ticks_ms())

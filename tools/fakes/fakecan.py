@@ -2,13 +2,7 @@
 # the rules).  Lazy: the bus computes what happened up to clock.now_us whenever a
 # node is accessed, so sending and receiving never schedule events and never
 # allocate (FakeCan.send/recv are safe inside mptest.no_alloc).
-try:
-    import micropython       # @micropython.native: hot paths compiled to machine code
-except ImportError:          # CPython: the decorator does nothing
-    class micropython:
-        @staticmethod
-        def native(f):
-            return f
+from mpcompat import micropython   # @micropython.native: hot paths compiled to machine code
 from bankgate.bus import can as _can
 from fakebus import ElectricalModel, Prng
 

@@ -6,13 +6,7 @@
 # ticks_ms()/ticks_us() (wrapping like the ESP32's) and sleep_ms(); host code
 # schedules callbacks with at_us()/after_us() and the clock runs them as time
 # passes, so a simulated hour takes as long as its events take to compute.
-try:
-    import micropython       # @micropython.native: hot paths compiled to machine code
-except ImportError:          # CPython: the decorator does nothing
-    class micropython:
-        @staticmethod
-        def native(f):
-            return f
+from mpcompat import micropython   # @micropython.native: hot paths compiled to machine code
 import heapq
 
 from bankgate.hal import Hardware

@@ -31,14 +31,10 @@ import time
 
 import micropython
 
-import fwcompat
-
-fwcompat.ensure_firmware()
-
-from bankgate.app import Gateway  # noqa: E402
-from benchrig import (  # noqa: E402
+from bankgate.app import Gateway
+from benchrig import (
     ConstSensor, bench_config, build_frames, gateway, make_gateway, module_data)
-from fakehw import FakeHardware, SimClock  # noqa: E402
+from fakehw import FakeHardware, SimClock
 
 TURNAROUND_US = 2000          # reply latency of the simulated BMS (tools/fakes/fakebus attach())
 CAN_BITRATE = 500000
@@ -625,7 +621,6 @@ def main(argv):
         out.setdefault("wall_s", {})[name] = time.ticks_diff(time.ticks_ms(), t) / 1000.0
         gc.collect()
     out["wall_s"]["total"] = time.ticks_diff(time.ticks_ms(), t0) / 1000.0
-    out["missing"] = list(fwcompat.MISSING)
     sys.stdout.write("\x1eBENCH " + json.dumps(out) + "\n")
     return 0
 

@@ -134,7 +134,6 @@ def main(n=16, steps=4000, want_parts=False):
         before = set(sys.modules)
         import benchrig
         import fakemqtt
-        import fwcompat
         frames = benchrig.build_frames(n)
         if "bmsproto" in sys.modules:
             del sys.modules["bmsproto"]
@@ -164,7 +163,6 @@ def main(n=16, steps=4000, want_parts=False):
         firmware.forget("bankgate.config", "bankgate.boards")
         gc.collect()
         a1c = gc.mem_alloc()
-        fwcompat.ensure_firmware()
         from bankgate import app  # noqa: F401
         from bankgate import poller, bushealth, admission, metrics, diagnose  # noqa: F401
         from bankgate import telemetry  # noqa: F401
@@ -215,7 +213,6 @@ def main(n=16, steps=4000, want_parts=False):
             res["telemetry_exception"] = buf.getvalue()[-600:]
         res["config_reimported"] = "bankgate.config" in sys.modules
         res["loaded"] = sorted(m for m in sys.modules if m.startswith("bankgate"))
-        res["missing"] = list(fwcompat.MISSING)
         res["ok"] = (res["admitted"] == n and broker.publishes > 0 and gw.telemetry.online
                      and not gw.telemetry.internal_errors)
         if want_parts:

@@ -12,7 +12,7 @@ from bankgate import poller as pl
 
 
 def one(n, baud, family="pylontech"):
-    from bms_stub import Rig
+    from pollrig import Rig
     addrs = list(range(2, 2 + n))
     raw = {"bank": {"addresses": addrs, "expected_modules": n, "baud": baud, "family": family},
            "contactors": {"outputs": ["k%d" % i for i in range(n)]},

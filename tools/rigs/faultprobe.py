@@ -19,15 +19,11 @@ import json
 import random
 import sys
 
-import fwcompat
-
-fwcompat.ensure_firmware()
-
-from bankgate import config as bgconfig  # noqa: E402
-from bankgate.events import EVENT_NAMES  # noqa: E402
-from bgsim import runner  # noqa: E402
-from bgsim import scenario as sc  # noqa: E402
-from bgsim.bms import alarm_bits  # noqa: E402
+from bankgate import config as bgconfig
+from bankgate.events import EVENT_NAMES
+from bgsim import runner
+from bgsim import scenario as sc
+from bgsim.bms import alarm_bits
 
 S = 1000000     # us per s
 

@@ -36,12 +36,8 @@
 #   wraps          the device tick counter wrapped this many times (>= 3 for 38 days).
 import time
 
-import fwcompat
-
-fwcompat.ensure_firmware()
-
-import soak  # noqa: E402
-from bgsim.bms import alarm_bits  # noqa: E402
+import soak
+from bgsim.bms import alarm_bits
 
 DAY_US = 86400 * 1000000
 TICK_PERIOD = 1 << 30

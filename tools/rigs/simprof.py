@@ -25,7 +25,7 @@ import gc
 import sys
 import time
 
-from bgsim import runner
+from bgsim import cmdline, runner
 from bgsim import scenario as sc
 
 _tus = time.ticks_us
@@ -150,31 +150,17 @@ def instrument(sim):
 
 
 def main(argv):
-    path = None
-    until = None
-    nowrap = False
-    i = 1
-    while i < len(argv):
-        a = argv[i]
-        if a == "--until":
-            i += 1
-            until = float(argv[i])
-        elif a == "--no-wrap":
-            nowrap = True
-        elif a == "--gc-threshold":
-            i += 1
-            runner.GC_THRESHOLD = int(argv[i])   # what Simulation.run() sets
-        elif a == "--alloc":
-            global _tus, _tdiff
-            _tus = gc.mem_alloc
-            _tdiff = _sub
-        elif a == "--only":
-            i += 1
-            global ONLY
-            ONLY = argv[i].split(",")
-        else:
-            path = a
-        i += 1
+    global _tus, _tdiff, ONLY
+    path, until, opts = cmdline.scenario_args(
+        argv, flags=("--no-wrap", "--alloc"), options=("--gc-threshold", "--only"))
+    nowrap = opts.get("--no-wrap", False)
+    if "--gc-threshold" in opts:
+        runner.GC_THRESHOLD = int(opts["--gc-threshold"])   # what Simulation.run() sets
+    if opts.get("--alloc"):
+        _tus = gc.mem_alloc
+        _tdiff = _sub
+    if "--only" in opts:
+        ONLY = opts["--only"].split(",")
     s = sc.load(path)
     res = {}
 

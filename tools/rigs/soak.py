@@ -60,15 +60,11 @@ import gc
 import time
 from array import array
 
-import fwcompat
-
-fwcompat.ensure_firmware()
-
-import fakebus  # noqa: E402
-from bgsim import runner  # noqa: E402
-from bgsim import scenario as sc  # noqa: E402
-from bgsim.bms import alarm_bits  # noqa: E402
-from fakemqtt import FakeBroker, FakeLink, fake_net  # noqa: E402
+import fakebus
+from bgsim import runner
+from bgsim import scenario as sc
+from bgsim.bms import alarm_bits
+from fakemqtt import FakeBroker, FakeLink, fake_net
 
 DV_TOL_MV = 100
 _EV_RECORD = 6 + 20               # ring record of one event: header + packed event (ring.py)
@@ -497,7 +493,6 @@ class Soak:
             "heap_slack": HEAP_SLACK, "warmup_s": self.warmup_us // 1000000,
             "loop_max_us": gw.loop_max_us, "cycles": gw.cycles, "sweeps": gw.poller.sweep_count,
             "bank_state": gw.admission.snapshot()["state"],
-            "missing": list(fwcompat.MISSING),
         }
 
 

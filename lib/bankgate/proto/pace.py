@@ -28,6 +28,7 @@ from bankgate.model import (
     ALM_CELL_OV, ALM_CELL_UV, ALM_CHG_OC, ALM_CHG_OT, ALM_CHG_UT, ALM_DSG_OC, ALM_DSG_OT,
     ALM_DSG_UT, ALM_INTERNAL, ALM_MOD_OV, ALM_MOD_UV, MAX_CELLS, MAX_TEMPS)
 from bankgate import familycaps as _fc
+from bankgate.proto import alarmbits as _ab
 from bankgate.proto import frame
 from bankgate.proto import pylontech as _py
 from bankgate.proto.errors import E_OK, E_PLAUSIBLE, E_TRUNCATED, E_UNSUPPORTED
@@ -180,52 +181,18 @@ def _alarm(ln, s):
 
 
 def _bits1(b):
-    # protection 1 / warning 1: b0 cell OV, b1 cell UV, b2 pack OV, b3 pack UV,
-    # b4 charge OC, b5 discharge OC
-    r = 0
-    if b & 0x01:
-        r |= ALM_CELL_OV
-    if b & 0x02:
-        r |= ALM_CELL_UV
-    if b & 0x04:
-        r |= ALM_MOD_OV
-    if b & 0x08:
-        r |= ALM_MOD_UV
-    if b & 0x10:
-        r |= ALM_CHG_OC
-    if b & 0x20:
-        r |= ALM_DSG_OC
-    return r
+    # protection 1 / warning 1 (alarmbits.PACE_BITS1)
+    return _ab.decode(b, _ab.PACE_BITS1)
 
 
 def _warn2(b):
-    # warning 2: b0..b3 as protection 2, b4 environment OT, b5 environment UT,
-    # b6 MOSFET OT, b7 "low power" (low SOC: no alarm)
-    r = _bits2(b & 0x0F)
-    if b & 0x50:
-        r |= ALM_CHG_OT | ALM_DSG_OT
-    if b & 0x20:
-        r |= ALM_CHG_UT | ALM_DSG_UT
-    return r
+    # warning 2 (alarmbits.PACE_WARN2)
+    return _ab.decode(b, _ab.PACE_WARN2)
 
 
 def _bits2(b):
-    # protection 2: b0 charge OT, b1 discharge OT, b2 charge UT, b3 discharge UT,
-    # b4 MOSFET OT, b5 environment OT, b6 environment UT (b7 "fully" is no fault)
-    r = 0
-    if b & 0x01:
-        r |= ALM_CHG_OT
-    if b & 0x02:
-        r |= ALM_DSG_OT
-    if b & 0x04:
-        r |= ALM_CHG_UT
-    if b & 0x08:
-        r |= ALM_DSG_UT
-    if b & 0x10 or b & 0x20:
-        r |= ALM_CHG_OT | ALM_DSG_OT
-    if b & 0x40:
-        r |= ALM_CHG_UT | ALM_DSG_UT
-    return r
+    # protection 2 (alarmbits.PACE_PROT2)
+    return _ab.decode(b, _ab.PACE_PROT2)
 
 
 def _hwver(ln, s):

@@ -23,6 +23,7 @@ from bankgate import model
 from bankgate.model import (
     ALM_CELL_OV, ALM_CELL_UV, ALM_CHG_OC, ALM_CHG_OT, ALM_CHG_UT, ALM_DSG_OC, ALM_DSG_OT,
     ALM_DSG_UT, ALM_INTERNAL, ALM_MOD_OV, ALM_MOD_UV, MAX_CELLS, MAX_TEMPS)
+from bankgate.proto import alarmbits as _ab
 from bankgate.proto import frame
 from bankgate.proto.errors import (
     E_ADDR, E_CID1, E_OK, E_PLAUSIBLE, E_TRUNCATED, E_UNSUPPORTED, E_VER, rtn_code)
@@ -250,21 +251,7 @@ def _alarm_pack(ln, pos, s):
     al |= flag_bits(info[pos + 2], 0, ALM_DSG_OC)
     pos += 3
     st1 = info[pos]
-    pr = 0
-    if st1 & 0x80:
-        pr |= ALM_MOD_UV
-    if st1 & 0x40:
-        pr |= ALM_CHG_OT
-    if st1 & 0x20:
-        pr |= ALM_DSG_OT
-    if st1 & 0x10:
-        pr |= ALM_DSG_OC
-    if st1 & 0x04:
-        pr |= ALM_CHG_OC
-    if st1 & 0x02:
-        pr |= ALM_CELL_UV
-    if st1 & 0x01:
-        pr |= ALM_MOD_OV
+    pr = _ab.decode(st1, _ab.PYLON_STATUS1)
     if info[pos + 3] or info[pos + 4]:     # status 4/5: per-cell fault bits
         al |= ALM_INTERNAL
     for k in range(5):

@@ -20,6 +20,8 @@ from bankgate.model import (
     ALM_CELL_OV, ALM_CELL_UV, ALM_CHG_OC, ALM_CHG_OT, ALM_CHG_UT, ALM_DSG_OC, ALM_DSG_OT,
     ALM_DSG_UT, ALM_INTERNAL, ALM_MOD_OV, ALM_MOD_UV)
 
+from bankgate.proto import alarmbits as _ab
+
 import bmsproto
 
 try:
@@ -209,56 +211,35 @@ def _analog_pace(o, b, adr):
 
 
 @micropython.native
+def _encode(alm, table):
+    # ALM_* bits -> status byte by the decoder's own table (bankgate.proto.alarmbits):
+    # every entry of one wire bit and one ALM bit, set when that ALM bit is; entries
+    # of several bits ("any of them") are the decoder's alone
+    r = 0
+    for i in range(0, len(table), 2):
+        w = table[i]
+        v = table[i + 1]
+        if alm & v and w & (w - 1) == 0 and v & (v - 1) == 0:
+            r |= w
+    return r
+
+
 def _pace_bits1(b):
-    r = 0
-    if b & ALM_CELL_OV:
-        r |= 0x01
-    if b & ALM_CELL_UV:
-        r |= 0x02
-    if b & ALM_MOD_OV:
-        r |= 0x04
-    if b & ALM_MOD_UV:
-        r |= 0x08
-    if b & ALM_CHG_OC:
-        r |= 0x10
-    if b & ALM_DSG_OC:
-        r |= 0x20
-    return r
+    # PACE protection 1 / warning 1
+    return _encode(b, _ab.PACE_BITS1)
 
 
-@micropython.native
 def _pylon_s1(pr):
-    # Pylontech 0x44 status 1 from the protection bits
-    s1 = 0
-    if pr & ALM_MOD_UV:
-        s1 |= 0x80
-    if pr & ALM_CHG_OT:
-        s1 |= 0x40
-    if pr & ALM_DSG_OT:
-        s1 |= 0x20
-    if pr & ALM_DSG_OC:
-        s1 |= 0x10
-    if pr & ALM_CHG_OC:
-        s1 |= 0x04
-    if pr & ALM_CELL_UV:
-        s1 |= 0x02
-    if pr & (ALM_MOD_OV | ALM_CELL_OV):
-        s1 |= 0x01
-    return s1
+    # Pylontech 0x44 status 1 from the protection bits: no cell OV bit there, a
+    # cell OV protection shows as module OV
+    if pr & ALM_CELL_OV:
+        pr |= ALM_MOD_OV
+    return _encode(pr, _ab.PYLON_STATUS1)
 
 
-@micropython.native
 def _pace_bits2(b):
-    r = 0
-    if b & ALM_CHG_OT:
-        r |= 0x01
-    if b & ALM_DSG_OT:
-        r |= 0x02
-    if b & ALM_CHG_UT:
-        r |= 0x04
-    if b & ALM_DSG_UT:
-        r |= 0x08
-    return r
+    # PACE protection 2 / warning 2 (b0..b3)
+    return _encode(b, _ab.PACE_PROT2)
 
 
 @micropython.native

@@ -330,7 +330,6 @@ class Simulation:
         self._part_t = -1
         self._parts = {}
         self._report_t = -1
-        self._snap_warned = False
         self.truncated = False
 
     # ------------------------------------------------------------ building
@@ -692,40 +691,10 @@ class Simulation:
         if self.gw is None:
             return None
         if self._snap_t != self.clock.now_us:
-            try:
-                self._snap = self.gw.snapshot()
-            except (AttributeError, TypeError, KeyError, ValueError) as e:
-                # a firmware still being assembled: fall back to the components' own views
-                if not self._snap_warned:
-                    self._snap_warned = True
-                    self.out({"t": self.t(), "type": "warning",
-                              "warning": "gw.snapshot() failed (%r); using component snapshots" % (e,)})
-                self._snap = self._component_snapshot()
+            # no fallback: a snapshot that fails is a firmware failure and fails the run
+            self._snap = self.gw.snapshot()
             self._snap_t = self.clock.now_us
         return self._snap
-
-    def _component_snapshot(self):
-        gw = self.gw
-        out = {"t_ms": self.clock.ticks_ms(),
-               "outputs": dict((n, p.value()) for n, p in self.hw.outputs.items())}
-        adm = getattr(gw, "admission", None)
-        if adm is not None and hasattr(adm, "snapshot"):
-            a = adm.snapshot()
-            out["state"] = a.get("state")
-            out["admitted"] = a.get("admitted")
-            out["expected"] = a.get("expected")
-            out["modules"] = a.get("modules", [])
-            out["limits"] = {"chg_ma": a.get("chg_limit_ma"), "dsg_ma": a.get("dsg_limit_ma"),
-                             "chg_v_mv": a.get("chg_v_mv"), "dsg_v_mv": a.get("dsg_v_mv")}
-            out["admission"] = a
-        for name in ("metrics", "diagnoser", "inverter", "health"):
-            comp = getattr(gw, name, None)
-            if comp is not None and hasattr(comp, "snapshot"):
-                try:
-                    out["diagnoses" if name == "diagnoser" else name] = comp.snapshot()
-                except Exception as e:  # report, do not stop the run
-                    out[name + "_error"] = repr(e)
-        return out
 
     def sim_state(self):
         mods = []

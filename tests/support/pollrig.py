@@ -1,110 +1,75 @@
-# A small emulated BMS for the poller / discovery / bus-health tests: answers the
-# requests of one RS485 address with frames built by tools/sim/bmsproto.py.  The
-# full bank simulator (tools/sim/bgsim) is the realistic one; this stub is only
-# what those tests need: configurable identity, switchable presence, a serial
-# number that can be swapped, group (FF) answers, and canned malformed replies.
+# The poller test rig: the Poller (+ BusHealth) on the fake RS485 wire with the bank
+# simulator's BMS emulation answering (bgsim.emu.Rs485Bms on a bgsim.bms.Bms: the one
+# BMS emulation every test uses, tools/README.md).  What the poller / discovery /
+# bus-health tests need on top of it is here: a module at rest with a chosen identity,
+# and canned (malformed) replies injected in front of the emulation.
 #
-#   stub = BmsStub("pylontech", 2, serial="PPTAH0123456789", n_cells=15)
-#   wire.attach(stub)                 # responder(request_bytes) -> bytes or None
-#   stub.online = False               # stops answering (module offline)
-#   stub.serial = "OTHER..."          # a different module at this address (swap)
-#   stub.group = [stub3, stub4]       # master: answer INFO FF with itself + these
-#   stub.override = b"~2002..."       # next replies are these bytes (malformed tests)
+#   mod = EmuModule("pylontech", 2, serial="PPTAH0123456789", n_cells=15)
+#   wire.attach(mod)                  # responder(request_bytes) -> bytes or None
+#   mod.online = False                # stops answering (BMS asleep / cable out)
+#   mod.serial = "OTHER..."           # a different module at this address (swap)
+#   mod.override = b"~2002..."        # next replies are these bytes (malformed tests)
+#   mod.hook = fn(cmd)                # called before the emulation answers cmd
+#   mod.filter = fn(cmd, info, reply) # rewrite the emulation's reply to cmd
+# The group query (Pylontech 0x42/0x44 INFO FF) is answered by the addressed module
+# for every plugged module of the rig at its address or above (bgsim.emu).
 # Allocates freely (host-side fake).
-import bmsproto
+from bgsim import emu
+from bgsim.bms import Bms
+from bgsim.physics import SimModule
 
 
-def _hex(b, i):
-    return int(bytes(b[i:i + 2]).decode(), 16)
+class EmuModule:
+    """One module at rest (no current, 25 degC) answering on the wire through the
+    simulator's emulation, plus test-only canned replies."""
 
-
-def parse_request(req):
-    """(adr, cid2, info_bytes) of a Pylontech-style request, or None."""
-    try:
-        req = bytes(req)
-        s = req.index(b"~")
-        e = req.index(b"\r", s)
-        body = req[s + 1:e]
-        adr = _hex(body, 2)
-        cid2 = _hex(body, 6)
-        lenid = ((_hex(body, 8) << 8) | _hex(body, 10)) & 0xFFF
-        info = bytes(_hex(body, 12 + 2 * k) for k in range(lenid // 2))
-        return adr, cid2, info
-    except Exception:
-        return None
-
-
-class BmsStub:
     def __init__(self, family, addr, serial=None, model="US3000C", sw_version=0x0102,
-                 n_cells=15, cell_mv=3300, total_mah=74000, soc_pm=500, current_ma=0):
+                 n_cells=15, capacity_ah=74.0, soc=0.5, peers=None):
         self.family = family
-        self.addr = addr
-        self.serial = serial or ("STUBSERIAL%06d" % addr)
-        self.model = model
-        self.sw_version = sw_version
-        self.n_cells = n_cells
-        self.cell_mv = cell_mv
-        self.total_mah = total_mah
-        self.soc_pm = soc_pm
-        self.current_ma = current_ma
-        self.online = True
-        self.group = None          # list of other stubs: this one is the group master
-        self.override = None       # bytes to send instead of the real reply
+        self.phys = SimModule(addr, cells=n_cells, capacity_ah=capacity_ah, soc=soc)
+        self.bms = Bms(self.phys, addr, serial=serial or ("STUBSERIAL%06d" % addr),
+                       model=model, manufacturer="STUB", sw_version=sw_version)
+        self.bms.update(0.0, 0.1)
+        self.peers = peers if peers is not None else []
+        self.emu = emu.Rs485Bms(self.bms, family, self.peers)
+        self.peers.append(self.emu)
+        self.override = None       # bytes to send instead of the emulation's reply
         self.override_count = 0    # how many replies use the override (-1: forever)
         self.override_cmd = None   # only replace replies to this command (None: all)
+        self.hook = None           # fn(cmd): runs before the emulation answers
+        self.filter = None         # fn(cmd, info, reply bytes) -> bytes or None
         self.requests = 0
         self.answered = 0
         self.last_cmd = -1
 
-    # the pack as bmsproto wants it
-    def pack(self):
-        rem = self.total_mah * self.soc_pm // 1000
-        return {"cells_mv": [self.cell_mv] * self.n_cells, "temps_dc": [250, 240, 241, 242, 243],
-                "current_ma": self.current_ma, "voltage_mv": self.cell_mv * self.n_cells,
-                "remaining_mah": rem, "total_mah": self.total_mah, "cycles": 12}
+    @property
+    def addr(self):
+        return self.bms.addr
 
-    def alarm(self):
-        return {"cell_flags": [0] * self.n_cells, "temp_flags": [0] * 5, "status": [0, 0x0E, 0, 0, 0]}
+    @property
+    def online(self):
+        return self.bms.plugged
 
-    def reply(self, cmd, info):
-        f = self.family
-        a = self.addr
-        if cmd == 0x42 and info == b"\xff" and f == "pylontech":
-            if self.group is None:
-                return bmsproto.error_response(f, a, 0x90)
-            packs = [self.pack()] + [s.pack() for s in self.group]
-            return bmsproto.analog_group_response(a, packs)
-        if cmd == 0x42:
-            return bmsproto.analog_response(f, a, self.pack())
-        if cmd == 0x44:
-            return bmsproto.alarm_response(f, a, self.alarm())
-        if cmd == 0x4F:
-            return bmsproto.version_response(f, a)
-        if cmd in (0x51, 0xC1):
-            return bmsproto.response(f, cmd, a, {"model": self.model, "sw_version": self.sw_version,
-                                                  "manufacturer": "STUB"})
-        if cmd in (0x93, 0xC2):
-            return bmsproto.response(f, cmd, a, {"serial": self.serial})
-        if cmd == 0x47:
-            return bmsproto.params_response(f, a, {
-                "cell_hi_mv": 3650, "cell_lo_mv": 2800, "cell_uv_mv": 2500, "chg_ma": 37000,
-                "mod_hi_mv": 54000, "mod_lo_mv": 45000, "mod_uv_mv": 42000, "dsg_ma": 37000})
-        if cmd == 0x92:
-            return bmsproto.mgmt_response(f, a, {"chg_v_mv": 53250, "dsg_v_mv": 47000,
-                                                 "chg_limit_ma": 37000, "dsg_limit_ma": 37000,
-                                                 "mgmt_flags": 0xC0})
-        return bmsproto.error_response(f, a, 0x04)
+    @online.setter
+    def online(self, v):
+        self.bms.plugged = bool(v)
+
+    @property
+    def serial(self):
+        return self.bms.serial
+
+    @serial.setter
+    def serial(self, s):
+        self.bms.serial = s
 
     def __call__(self, request):
-        p = parse_request(request)
-        if p is None:
-            return None
-        adr, cmd, info = p
-        if adr != self.addr:
+        p = emu.parse_request(request)
+        if p is None or p[1] != self.bms.addr:
             return None
         self.requests += 1
-        if not self.online:
+        if not self.bms.plugged:
             return None
+        cmd = p[3]
         self.last_cmd = cmd
         if self.override is not None and self.override_count != 0 and \
                 (self.override_cmd is None or self.override_cmd == cmd):
@@ -112,8 +77,14 @@ class BmsStub:
                 self.override_count -= 1
             self.answered += 1
             return self.override
-        self.answered += 1
-        return self.reply(cmd, info)
+        if self.hook is not None:
+            self.hook(cmd)
+        out = self.emu(request)
+        if self.filter is not None:
+            out = self.filter(cmd, p[4], out)
+        if out is not None:
+            self.answered += 1
+        return out
 
 
 # ---------------------------------------------------------------- test rig
@@ -144,7 +115,7 @@ class TermBoard:
 
 
 class Rig:
-    """Poller (+ BusHealth) on a FakeRs485Wire with BmsStubs answering.
+    """Poller (+ BusHealth) on a FakeRs485Wire with EmuModules answering.
 
     addresses: configured addresses; stubs: addresses that have a module (default:
     the configured ones); model: ElectricalModel keyword arguments; term_others:
@@ -190,14 +161,20 @@ class Rig:
         for k, v in (over or {}).items():      # other sections (gating, control ...)
             raw[k] = v
         self.cfg = config.validate(raw)
+        self.family = family
+        self.peers = []            # every module's emulation (group queries)
         self.stubs = {}
         for a in (stubs if stubs is not None else addresses):
-            self.add_stub(BmsStub(family, a))
+            self.add_stub(EmuModule(family, a, peers=self.peers))
         self.bank = Bank()
         self.events = EventLog(64)
         self.poller = Poller(hw, self.cfg, self.bank, self.events)
         self.health = BusHealth(hw, self.cfg, self.bank, self.poller, self.events) if health else None
         self.changed = 0
+
+    def add_module(self, addr, **kw):
+        """Plug another emulated module (EmuModule keywords) onto the wire."""
+        return self.add_stub(EmuModule(self.family, addr, peers=self.peers, **kw))
 
     def add_stub(self, stub):
         self.wire.attach(stub)
