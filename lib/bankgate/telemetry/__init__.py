@@ -46,7 +46,7 @@ _TX_BYTES = const(4096)
 _RX_BYTES = const(1024)
 _J = (",", ":")
 
-VERSION = "1"
+from bankgate import VERSION  # noqa: E402  (one version: the CLI's, HA's sw_version)
 
 
 try:
@@ -124,7 +124,7 @@ class Telemetry:
         self.disc = None
         if m["discovery"]:
             from bankgate.telemetry.ha import Discovery
-            self.disc = Discovery(cfg, base, self.t_status.decode(), discovery_version)
+            self.disc = Discovery(cfg, base, self.t_status.decode(), discovery_version, gateway)
         self.bank_period = m["bank_period_ms"]
         self.module_period = m["module_period_ms"]
         self.metrics_period = m["metrics_period_ms"]
@@ -135,6 +135,10 @@ class Telemetry:
         self._live = getattr(gateway, "module_snapshot", None) is not None and \
             getattr(gateway, "bank", None) is not None
         self._mod_live = -1             # next bank.modules index of the module cycle, -1: none
+        self.hax = None                 # Home Assistant fields and energy counters (hadata.py)
+        if self._live:
+            from bankgate.telemetry.hadata import HaData
+            self.hax = HaData(cfg, gateway, self)
         self._metrics_t = 0             # t_ms of the metrics/diagnoses messages still to encode
         self._sink = _Sink()
         self._mod_i = 0
@@ -312,6 +316,8 @@ class Telemetry:
             t = gw.hw.clock.ticks_ms()
             d = bank_fields(gw, t)
             d["seq"] = self.events.seq
+            if self.hax is not None:
+                self.hax.bank(d, t)
             self._put(rg.K_BANK, d)
             d = None
             if self._next_mod is None or tk.due(now, self._next_mod):
@@ -332,7 +338,10 @@ class Telemetry:
             if i < n:
                 m = mods[i]
                 self._mod_live = i + 1
-                self._put(rg.K_MODULE + (m.slot & 15), gw.module_snapshot(m), m.addr & 0xFFFF)
+                d = gw.module_snapshot(m)
+                if self.hax is not None:
+                    self.hax.module(d, m, gw.hw.clock.ticks_ms())
+                self._put(rg.K_MODULE + (m.slot & 15), d, m.addr & 0xFFFF)
                 return
             self._mod_live = -1
         if self._metrics_snap is not None:
@@ -414,7 +423,7 @@ class Telemetry:
                     r.dropped_telemetry += 1
                     return True
                 return False
-            c.publish(topic, r.payload(off), False, 0)
+            c.publish(topic, r.payload(off), kind != rg.K_REPLY and kind != rg.K_LOSS, 0)  # retained state
             r.mark_sent(off, 0)
         self.published += 1
         return True
@@ -434,8 +443,9 @@ class Telemetry:
 
     def _event_json(self, r, off):
         seq, t, code, addr, a, b = r.event(off)
-        return ('{"seq":%d,"t_ms":%d,"code":%d,"ev":"%s","addr":%d,"a":%d,"b":%d}'
-                % (seq, t, code, EVENT_NAMES.get(code, "?"), addr, a, b)).encode()
+        from bankgate.telemetry.hadata import event_what
+        return ('{"seq":%d,"t_ms":%d,"code":%d,"ev":"%s","addr":%d,"a":%d,"b":%d,"what":"%s"}'
+                % (seq, t, code, EVENT_NAMES.get(code, "?"), addr, a, b, event_what(code, a, b))).encode()
 
     # ----------------------------------------------------------- callbacks
     def _on_connect(self, now):
