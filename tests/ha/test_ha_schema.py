@@ -21,6 +21,7 @@ import sys
 import pytest
 import voluptuous as vol
 from homeassistant.components.mqtt import binary_sensor, button, number, sensor, switch
+from homeassistant.components.mqtt.abbreviations import ABBREVIATIONS, DEVICE_ABBREVIATIONS
 from homeassistant.components.mqtt.discovery import TOPIC_MATCHER
 from homeassistant.components.sensor import (DEVICE_CLASS_STATE_CLASSES, DEVICE_CLASS_UNITS,
                                              NON_NUMERIC_DEVICE_CLASSES, SensorDeviceClass)
@@ -53,10 +54,33 @@ def _dump():
     return configs, states
 
 
+def expand(payload):
+    """What HA's discovery does to a payload before its schema sees it (mqtt/discovery.py,
+    async_discovery_message_received: abbreviations with HA's own tables, then "~")."""
+    d = {ABBREVIATIONS.get(k, k): v for k, v in payload.items()}
+    if "device" in d:
+        d["device"] = {DEVICE_ABBREVIATIONS.get(k, k): v for k, v in d["device"].items()}
+    if "availability" in d:
+        d["availability"] = [{ABBREVIATIONS.get(k, k): v for k, v in a.items()} for a in d["availability"]]
+    base = d.pop("~", None)
+    if base is not None:
+        for k, v in d.items():
+            if isinstance(v, str) and v and k.endswith("topic"):
+                if v[0] == "~":
+                    d[k] = base + v[1:]
+                if v[-1] == "~":
+                    d[k] = v[:-1] + base
+        for a in d.get("availability", []):
+            t = a.get("topic")
+            if t and t[0] == "~":
+                a["topic"] = base + t[1:]
+    return d
+
+
 @pytest.fixture(scope="module")
 def dump():
     configs, states = _dump()
-    return {t: json.loads(p) for t, p in configs.items()}, states
+    return {t: expand(json.loads(p)) for t, p in configs.items()}, states
 
 
 def check_schema(topic, cfg):

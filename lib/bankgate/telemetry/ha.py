@@ -10,6 +10,10 @@
 # holds all the payloads, the tables are constant tuples (frozen into flash on the device) and
 # a message costs one dict and its JSON text.  docs/mqtt.md lists every entity.
 #
+# Payloads use Home Assistant's documented key abbreviations ("stat_t" = state_topic, "dev" =
+# device, ...; homeassistant/components/mqtt/abbreviations.py) and "~" for <base>: about half
+# the bytes of the long form, on the wire and in the heap while a message is built.
+#
 # Units: the telemetry JSON keeps the firmware's integers (mV, mA, permille, 0.1 degC); the
 # value_template converts to the SI unit HA expects.  Availability: every entity follows
 # <base>/status (retained, Last Will); module entities also follow their own module topic
@@ -24,64 +28,83 @@ _J = (",", ":")
 _DIAG = "diagnostic"
 _CONF = "config"
 _M = "measurement"
-_TI = "total_increasing"
-_A = "value_json.admitted"     # bank values: unknown while nothing is admitted
-
-
-def _g(expr):
-    """Bank value template: expr while a module is admitted, else none (unknown)."""
-    return "{{ (%s) if %s else none }}" % (expr, _A)
-
-
-def _n(key, expr):
-    """Module value template: expr when value_json.<key> is a number, else none."""
-    return "{{ (%s) if value_json.%s is number else none }}" % (expr, key)
 
 
 # (component, object_id, name, topic, value_template, device_class, unit, state_class,
 #  display precision, entity_category)   topic: b bank, m metrics, d diagnoses, e event
+# Literal constants only, so mpy-cross keeps the tables in flash (frozen), not in the heap.
+# Bank values render `none` (unknown) while nothing is admitted (value_json.admitted 0);
+# module values `none` where the module has no such data.
 _BANK = (
-    ("sensor", "voltage", "Bank voltage", "b", _g("value_json.mv / 1000"), "voltage", "V", _M, 2, None),
-    ("sensor", "current", "Bank current", "b", _g("value_json.ma / 1000"), "current", "A", _M, 1, None),
-    ("sensor", "power", "Bank power", "b", _g("(value_json.mv * value_json.ma / 1000000) | round(0)"),
-     "power", "W", _M, 0, None),
-    ("sensor", "soc", "Bank SOC", "b", _g("value_json.soc_pm / 10"), "battery", "%", _M, 1, None),
-    ("sensor", "soh", "Bank SOH", "b", _g("value_json.soh_pm / 10"), None, "%", _M, 1, None),
-    ("sensor", "temperature", "Bank temperature", "b", _g("value_json.temp_dc / 10"), "temperature",
-     "\u00b0C", _M, 1, None),
-    ("sensor", "chg_limit", "Charge current limit", "b", _g("value_json.limits.chg_ma / 1000"),
-     "current", "A", _M, 1, None),
-    ("sensor", "dsg_limit", "Discharge current limit", "b", _g("value_json.limits.dsg_ma / 1000"),
-     "current", "A", _M, 1, None),
-    ("sensor", "chg_v_limit", "Charge voltage limit", "b", _g("value_json.limits.chg_v_mv / 1000"),
-     "voltage", "V", _M, 2, None),
-    ("sensor", "dsg_v_limit", "Discharge voltage limit", "b", _g("value_json.limits.dsg_v_mv / 1000"),
-     "voltage", "V", _M, 2, None),
-    ("sensor", "admitted", "Modules admitted", "b", "{{ value_json.admitted }}", None, None, _M, 0, None),
+    ("sensor", "voltage", "Bank voltage", "b",
+     "{{ (value_json.mv / 1000) if value_json.admitted else none }}",
+     "voltage", "V", "measurement", 2, None),
+    ("sensor", "current", "Bank current", "b",
+     "{{ (value_json.ma / 1000) if value_json.admitted else none }}",
+     "current", "A", "measurement", 1, None),
+    ("sensor", "power", "Bank power", "b",
+     "{{ ((value_json.mv * value_json.ma / 1000000) | round(0)) if value_json.admitted else none }}",
+     "power", "W", "measurement", 0, None),
+    ("sensor", "soc", "Bank SOC", "b",
+     "{{ (value_json.soc_pm / 10) if value_json.admitted else none }}",
+     "battery", "%", "measurement", 1, None),
+    ("sensor", "soh", "Bank SOH", "b",
+     "{{ (value_json.soh_pm / 10) if value_json.admitted else none }}",
+     None, "%", "measurement", 1, None),
+    ("sensor", "temperature", "Bank temperature", "b",
+     "{{ (value_json.temp_dc / 10) if value_json.admitted else none }}",
+     "temperature", "\u00b0C", "measurement", 1, None),
+    ("sensor", "chg_limit", "Charge current limit", "b",
+     "{{ (value_json.limits.chg_ma / 1000) if value_json.admitted else none }}",
+     "current", "A", "measurement", 1, None),
+    ("sensor", "dsg_limit", "Discharge current limit", "b",
+     "{{ (value_json.limits.dsg_ma / 1000) if value_json.admitted else none }}",
+     "current", "A", "measurement", 1, None),
+    ("sensor", "chg_v_limit", "Charge voltage limit", "b",
+     "{{ (value_json.limits.chg_v_mv / 1000) if value_json.admitted else none }}",
+     "voltage", "V", "measurement", 2, None),
+    ("sensor", "dsg_v_limit", "Discharge voltage limit", "b",
+     "{{ (value_json.limits.dsg_v_mv / 1000) if value_json.admitted else none }}",
+     "voltage", "V", "measurement", 2, None),
+    ("sensor", "admitted", "Modules admitted", "b",
+     "{{ value_json.admitted }}",
+     None, None, "measurement", 0, None),
     ("sensor", "state", "Bank state", "b", "{{ value_json.state }}", "enum", None, None, None, None),
-    ("sensor", "reason", "Bank reason", "b", "{{ value_json.reason }}", None, None, None, None, _DIAG),
-    ("binary_sensor", "fault", "Bank fault", "b", "{{ 'ON' if value_json.faults else 'OFF' }}",
+    ("sensor", "reason", "Bank reason", "b", "{{ value_json.reason }}", None, None, None, None, "diagnostic"),
+    ("binary_sensor", "fault", "Bank fault", "b",
+     "{{ 'ON' if value_json.faults else 'OFF' }}",
      "problem", None, None, None, None),
-    ("sensor", "energy_chg", "Charge energy", "b", _n("e_chg_wh", "value_json.e_chg_wh"),
-     "energy", "Wh", _TI, 0, None),
-    ("sensor", "energy_dsg", "Discharge energy", "b", _n("e_dsg_wh", "value_json.e_dsg_wh"),
-     "energy", "Wh", _TI, 0, None),
-    ("sensor", "bus", "Module bus", "b", "{{ value_json.bus.verdict }}", None, None, None, None, _DIAG),
-    ("sensor", "diagnoses", "Active diagnoses", "d", "{{ value_json.active | count }}", None, None, _M, 0,
-     None),
-    ("sensor", "circulating", "Circulating current", "m", "{{ value_json.metrics.circ_ma / 1000 }}",
-     "current", "A", _M, 1, _DIAG),
-    ("sensor", "imbalance", "Current imbalance", "m", "{{ value_json.metrics.imbalance_pm / 10 }}",
-     None, "%", _M, 1, _DIAG),
-    ("sensor", "v_spread", "Module voltage spread", "m", "{{ value_json.metrics.v_spread_mv }}",
-     "voltage", "mV", _M, 0, _DIAG),
-    ("sensor", "soc_spread", "SOC spread", "m", "{{ value_json.metrics.soc_spread_pm / 10 }}",
-     None, "%", _M, 1, _DIAG),
-    ("sensor", "tel_dropped", "Telemetry dropped", "m", "{{ value_json.mqtt.dropped }}", None, None, _TI,
-     0, _DIAG),
-    ("sensor", "tel_reconnects", "MQTT reconnects", "m", "{{ value_json.mqtt.reconnects }}", None, None,
-     _TI, 0, _DIAG),
-    ("sensor", "last_event", "Last event", "e", "{{ value_json.ev }}", None, None, None, None, _DIAG),
+    ("sensor", "energy_chg", "Charge energy", "b",
+     "{{ (value_json.e_chg_wh) if value_json.e_chg_wh is number else none }}",
+     "energy", "Wh", "total_increasing", 0, None),
+    ("sensor", "energy_dsg", "Discharge energy", "b",
+     "{{ (value_json.e_dsg_wh) if value_json.e_dsg_wh is number else none }}",
+     "energy", "Wh", "total_increasing", 0, None),
+    ("sensor", "bus", "Module bus", "b",
+     "{{ value_json.bus.verdict }}",
+     None, None, None, None, "diagnostic"),
+    ("sensor", "diagnoses", "Active diagnoses", "d",
+     "{{ value_json.active | count }}",
+     None, None, "measurement", 0, None),
+    ("sensor", "circulating", "Circulating current", "m",
+     "{{ value_json.metrics.circ_ma / 1000 }}",
+     "current", "A", "measurement", 1, "diagnostic"),
+    ("sensor", "imbalance", "Current imbalance", "m",
+     "{{ value_json.metrics.imbalance_pm / 10 }}",
+     None, "%", "measurement", 1, "diagnostic"),
+    ("sensor", "v_spread", "Module voltage spread", "m",
+     "{{ value_json.metrics.v_spread_mv }}",
+     "voltage", "mV", "measurement", 0, "diagnostic"),
+    ("sensor", "soc_spread", "SOC spread", "m",
+     "{{ value_json.metrics.soc_spread_pm / 10 }}",
+     None, "%", "measurement", 1, "diagnostic"),
+    ("sensor", "tel_dropped", "Telemetry dropped", "m",
+     "{{ value_json.mqtt.dropped }}",
+     None, None, "total_increasing", 0, "diagnostic"),
+    ("sensor", "tel_reconnects", "MQTT reconnects", "m",
+     "{{ value_json.mqtt.reconnects }}",
+     None, None, "total_increasing", 0, "diagnostic"),
+    ("sensor", "last_event", "Last event", "e", "{{ value_json.ev }}", None, None, None, None, "diagnostic"),
 )
 
 # json_attributes_template per bank object_id (the attributes an installer reads)
@@ -95,40 +118,65 @@ _BANK_ATTR = (
 )
 
 _MODULE = (
-    ("sensor", "voltage", "Voltage", _n("mv", "value_json.mv / 1000"), "voltage", "V", _M, 2, None),
-    ("sensor", "current", "Current", _n("ma", "value_json.ma / 1000"), "current", "A", _M, 1, None),
-    ("sensor", "soc", "SOC", _n("soc_pm", "value_json.soc_pm / 10"), "battery", "%", _M, 1, None),
-    ("sensor", "soh", "SOH", _n("soh_pm", "value_json.soh_pm / 10"), None, "%", _M, 1, None),
-    ("sensor", "temperature", "Temperature", _n("temp_dc", "value_json.temp_dc / 10"),
-     "temperature", "\u00b0C", _M, 1, None),
-    ("sensor", "cell_min", "Cell min", _n("cell_min_mv", "value_json.cell_min_mv / 1000"),
-     "voltage", "V", _M, 3, None),
-    ("sensor", "cell_max", "Cell max", _n("cell_max_mv", "value_json.cell_max_mv / 1000"),
-     "voltage", "V", _M, 3, None),
-    ("sensor", "cell_delta", "Cell delta", _n("cell_delta_mv", "value_json.cell_delta_mv"),
-     "voltage", "mV", _M, 0, None),
-    ("sensor", "chg_limit", "Charge current limit", _n("chg_limit_ma", "value_json.chg_limit_ma / 1000"),
-     "current", "A", _M, 1, _DIAG),
+    ("sensor", "voltage", "Voltage",
+     "{{ (value_json.mv / 1000) if value_json.mv is number else none }}",
+     "voltage", "V", "measurement", 2, None),
+    ("sensor", "current", "Current",
+     "{{ (value_json.ma / 1000) if value_json.ma is number else none }}",
+     "current", "A", "measurement", 1, None),
+    ("sensor", "soc", "SOC",
+     "{{ (value_json.soc_pm / 10) if value_json.soc_pm is number else none }}",
+     "battery", "%", "measurement", 1, None),
+    ("sensor", "soh", "SOH",
+     "{{ (value_json.soh_pm / 10) if value_json.soh_pm is number else none }}",
+     None, "%", "measurement", 1, None),
+    ("sensor", "temperature", "Temperature",
+     "{{ (value_json.temp_dc / 10) if value_json.temp_dc is number else none }}",
+     "temperature", "\u00b0C", "measurement", 1, None),
+    ("sensor", "cell_min", "Cell min",
+     "{{ (value_json.cell_min_mv / 1000) if value_json.cell_min_mv is number else none }}",
+     "voltage", "V", "measurement", 3, None),
+    ("sensor", "cell_max", "Cell max",
+     "{{ (value_json.cell_max_mv / 1000) if value_json.cell_max_mv is number else none }}",
+     "voltage", "V", "measurement", 3, None),
+    ("sensor", "cell_delta", "Cell delta",
+     "{{ (value_json.cell_delta_mv) if value_json.cell_delta_mv is number else none }}",
+     "voltage", "mV", "measurement", 0, None),
+    ("sensor", "chg_limit", "Charge current limit",
+     "{{ (value_json.chg_limit_ma / 1000) if value_json.chg_limit_ma is number else none }}",
+     "current", "A", "measurement", 1, "diagnostic"),
     ("sensor", "dsg_limit", "Discharge current limit",
-     _n("dsg_limit_ma", "value_json.dsg_limit_ma / 1000"), "current", "A", _M, 1, _DIAG),
-    ("sensor", "cycles", "Cycles", _n("cycles", "value_json.cycles"), None, None, _TI, 0, _DIAG),
-    ("sensor", "energy_chg", "Charge energy", _n("e_chg_wh", "value_json.e_chg_wh"), "energy", "Wh", _TI, 0,
-     None),
-    ("sensor", "energy_dsg", "Discharge energy", _n("e_dsg_wh", "value_json.e_dsg_wh"), "energy", "Wh",
-     _TI, 0, None),
-    ("sensor", "share", "Current share", _n("share_pm", "value_json.share_pm / 10"), None, "%", _M, 1,
-     _DIAG),
-    ("sensor", "resistance", "Branch resistance", _n("r_mohm", "value_json.r_mohm"), None, "m\u03a9",
-     _M, 0, _DIAG),
+     "{{ (value_json.dsg_limit_ma / 1000) if value_json.dsg_limit_ma is number else none }}",
+     "current", "A", "measurement", 1, "diagnostic"),
+    ("sensor", "cycles", "Cycles",
+     "{{ (value_json.cycles) if value_json.cycles is number else none }}",
+     None, None, "total_increasing", 0, "diagnostic"),
+    ("sensor", "energy_chg", "Charge energy",
+     "{{ (value_json.e_chg_wh) if value_json.e_chg_wh is number else none }}",
+     "energy", "Wh", "total_increasing", 0, None),
+    ("sensor", "energy_dsg", "Discharge energy",
+     "{{ (value_json.e_dsg_wh) if value_json.e_dsg_wh is number else none }}",
+     "energy", "Wh", "total_increasing", 0, None),
+    ("sensor", "share", "Current share",
+     "{{ (value_json.share_pm / 10) if value_json.share_pm is number else none }}",
+     None, "%", "measurement", 1, "diagnostic"),
+    ("sensor", "resistance", "Branch resistance",
+     "{{ (value_json.r_mohm) if value_json.r_mohm is number else none }}",
+     None, "m\u03a9", "measurement", 0, "diagnostic"),
     ("sensor", "state", "State", "{{ value_json.state }}", "enum", None, None, None, None),
-    ("sensor", "reason", "Reason", "{{ value_json.reason }}", None, None, None, None, _DIAG),
+    ("sensor", "reason", "Reason", "{{ value_json.reason }}", None, None, None, None, "diagnostic"),
     ("binary_sensor", "fault", "Fault",
-     "{{ 'ON' if value_json.alarms or value_json.protections else 'OFF' }}", "problem", None, None, None,
-     None),
-    ("binary_sensor", "online", "Online", "{{ 'ON' if value_json.avail else 'OFF' }}",
-     "connectivity", None, None, None, _DIAG),
-    ("sensor", "bus_errors", "Bus errors", "{{ value_json.errors }}", None, None, _TI, 0, _DIAG),
-    ("sensor", "bus_timeouts", "Bus timeouts", "{{ value_json.timeouts }}", None, None, _TI, 0, _DIAG),
+     "{{ 'ON' if value_json.alarms or value_json.protections else 'OFF' }}",
+     "problem", None, None, None, None),
+    ("binary_sensor", "online", "Online",
+     "{{ 'ON' if value_json.avail else 'OFF' }}",
+     "connectivity", None, None, None, "diagnostic"),
+    ("sensor", "bus_errors", "Bus errors",
+     "{{ value_json.errors }}",
+     None, None, "total_increasing", 0, "diagnostic"),
+    ("sensor", "bus_timeouts", "Bus timeouts",
+     "{{ value_json.timeouts }}",
+     None, None, "total_increasing", 0, "diagnostic"),
 )
 
 _MODULE_ATTR = (
@@ -197,9 +245,9 @@ class Discovery:
         if self._device is None:
             g = self.gid
             name = g if g.lower().startswith("bankgate") else "bankgate " + g
-            self._device = {"identifiers": ["bankgate_" + g], "name": name,
-                            "manufacturer": "bankgate", "model": "parallel bank gateway",
-                            "sw_version": self.version}
+            self._device = {"ids": ["bankgate_" + g], "name": name,
+                            "mf": "bankgate", "mdl": "parallel bank gateway",
+                            "sw": self.version}
         return self._device
 
     def _module(self, addr):
@@ -214,17 +262,17 @@ class Discovery:
         return None
 
     def module_device(self, addr):
-        d = {"identifiers": ["bankgate_%s_m%d" % (self.gid, addr)],
+        d = {"ids": ["bankgate_%s_m%d" % (self.gid, addr)],
              "via_device": "bankgate_" + self.gid}
         m = self._module(addr)
         model = m.model_str() if m is not None and m.model_len else None
         d["name"] = "%s %d" % (model, addr) if model else "Module %d" % addr
         if model:
-            d["model"] = model
+            d["mdl"] = model
         if m is not None and m.serial_len:
-            d["serial_number"] = m.serial_str()
+            d["sn"] = m.serial_str()
         if m is not None and m.sw_version >= 0:
-            d["sw_version"] = "%d.%d" % (m.sw_version >> 8, m.sw_version & 0xFF)
+            d["sw"] = "%d.%d" % (m.sw_version >> 8, m.sw_version & 0xFF)
         return d
 
     def identity_key(self):
@@ -241,22 +289,22 @@ class Discovery:
         return k
 
     def _base(self, uid, name, dev):
-        return {"name": name, "unique_id": uid, "object_id": uid,
-                "availability": [{"topic": self.status}], "device": dev}
+        return {"name": name, "uniq_id": uid, "obj_id": uid,
+                "avty": [{"t": "~/status"}], "dev": dev, "~": self.base}
 
     def _sensor(self, d, state, tpl, dcls, unit, scls, prec, cat):
-        d["state_topic"] = state
-        d["value_template"] = tpl
+        d["stat_t"] = state
+        d["val_tpl"] = tpl
         if dcls:
-            d["device_class"] = dcls
+            d["dev_cla"] = dcls
         if unit:
-            d["unit_of_measurement"] = unit
+            d["unit_of_meas"] = unit
         if scls:
-            d["state_class"] = scls
+            d["stat_cla"] = scls
         if prec is not None:
-            d["suggested_display_precision"] = prec
+            d["sug_dsp_prc"] = prec
         if cat:
-            d["entity_category"] = cat
+            d["ent_cat"] = cat
 
     def _topic(self, comp, oid):
         return "%s/%s/%s/%s/config" % (self.prefix, comp, self.gid, oid)
@@ -276,16 +324,16 @@ class Discovery:
             out = self.outputs[i]
             uid = "bankgate_%s_contactor_%s" % (self.gid, out)
             d = self._base(uid, "Contactor " + out, self.device())
-            self._sensor(d, self.base + "/bank", "{{ 'ON' if value_json.outputs['%s'] else 'OFF' }}" % out,
+            self._sensor(d, "~/bank", "{{ 'ON' if value_json.outputs['%s'] else 'OFF' }}" % out,
                          "power", None, None, None, None)
             return self._topic("binary_sensor", "contactor_" + out), d
         i -= len(self.outputs)
         if i < len(_BUTTONS):
             cmd, name = _BUTTONS[i]
             d = self._base("bankgate_%s_cmd_%s" % (self.gid, cmd), name, self.device())
-            d["command_topic"] = "%s/cmd/%s" % (self.base, cmd)
-            d["payload_press"] = "{}"
-            d["entity_category"] = _CONF
+            d["cmd_t"] = "~/cmd/" + cmd
+            d["pl_prs"] = "{}"
+            d["ent_cat"] = _CONF
             return self._topic("button", "cmd_" + cmd), d
         i -= len(_BUTTONS)
         if i < len(_CONTROLS):
@@ -298,39 +346,39 @@ class Discovery:
         comp, oid, name, src, tpl, dcls, unit, scls, prec, cat = _BANK[i]
         uid = "bankgate_%s_bank_%s" % (self.gid, oid)
         d = self._base(uid, name, self.device())
-        t = self.base + {"b": "/bank", "m": "/metrics", "d": "/diagnoses", "e": "/event"}[src]
+        t = {"b": "~/bank", "m": "~/metrics", "d": "~/diagnoses", "e": "~/event"}[src]
         self._sensor(d, t, tpl, dcls, unit, scls, prec, cat)
         if dcls == "enum":
-            d["options"] = list(_BANK_OPTIONS)
+            d["ops"] = list(_BANK_OPTIONS)
         a = _attr(_BANK_ATTR, oid)
         if a is not None:
-            d["json_attributes_topic"] = t
-            d["json_attributes_template"] = a
+            d["json_attr_t"] = t
+            d["json_attr_tpl"] = a
         return self._topic(comp, "bank_" + oid), d
 
     def _control(self, i):
         comp, name, label, unit, mx = _CONTROLS[i]
         d = self._base("bankgate_%s_ctl_%s" % (self.gid, name), label, self.device())
-        d["command_topic"] = "%s/cmd/%s" % (self.base, name)
-        d["state_topic"] = self.base + "/derate"
-        d["value_template"] = "{{ value_json.%s }}" % name
-        d["entity_category"] = _CONF
+        d["cmd_t"] = "~/cmd/" + name
+        d["stat_t"] = "~/derate"
+        d["val_tpl"] = "{{ value_json.%s }}" % name
+        d["ent_cat"] = _CONF
         if comp == "switch":
-            d["payload_on"] = '{"value": 1}'
-            d["payload_off"] = '{"value": 0}'
-            d["state_on"] = 1
-            d["state_off"] = 0
+            d["pl_on"] = '{"value": 1}'
+            d["pl_off"] = '{"value": 0}'
+            d["stat_on"] = "1"
+            d["stat_off"] = "0"
         else:
-            d["command_template"] = '{"value": {{ value | int }}}'
+            d["cmd_tpl"] = '{"value": {{ value | int }}}'
             d["min"] = 0
             d["max"] = self.cap_a if mx == "c" or mx == "d" else mx
             d["step"] = 1
             d["mode"] = "box"
-            d["unit_of_measurement"] = unit
+            d["unit_of_meas"] = unit
         return self._topic(comp, "ctl_" + name), d
 
     def _module_entity(self, addr, j):
-        mt = "%s/module/%d" % (self.base, addr)
+        mt = "~/module/%d" % addr
         if j < len(_MODULE):
             comp, oid, name, tpl, dcls, unit, scls, prec, cat = _MODULE[j]
         else:
@@ -343,14 +391,14 @@ class Discovery:
         d = self._base(uid, name, self.module_device(addr))
         if oid != "online":
             # the module's own data: unavailable (not 0) while it is absent or stale
-            d["availability"].append({"topic": mt, "value_template":
+            d["avty"].append({"t": mt, "val_tpl":
                                       "{{ 'online' if value_json.avail else 'offline' }}"})
-            d["availability_mode"] = "all"
+            d["avty_mode"] = "all"
         self._sensor(d, mt, tpl, dcls, unit, scls, prec, cat)
         if dcls == "enum":
-            d["options"] = list(_MODULE_OPTIONS)
+            d["ops"] = list(_MODULE_OPTIONS)
         a = _attr(_MODULE_ATTR, oid)
         if a is not None:
-            d["json_attributes_topic"] = mt
-            d["json_attributes_template"] = a
+            d["json_attr_t"] = mt
+            d["json_attr_tpl"] = a
         return self._topic(comp, "m%d_%s" % (addr, oid)), d
