@@ -379,10 +379,8 @@ class Telemetry:
             return True
         if self._disc_i >= 0:
             disc = self.disc
-            topic, payload = disc.message(self._disc_i)
-            if not c.fits(len(topic), len(payload), 0):
+            if not self._disc_one(c, disc):
                 return False
-            c.publish(topic.encode(), payload.encode(), True, 0)
             self.published += 1
             self._disc_i += 1
             if self._disc_i >= disc.count():
@@ -426,6 +424,25 @@ class Telemetry:
             c.publish(topic, r.payload(off), kind != rg.K_REPLY and kind != rg.K_LOSS, 0)  # retained state
             r.mark_sent(off, 0)
         self.published += 1
+        return True
+
+    def _disc_one(self, c, disc):
+        """Discovery message _disc_i straight into the tx buffer (counted, then written in place
+        by json.dump: no payload string).  False: no room now."""
+        topic, d = disc.config(self._disc_i)
+        k = self._sink
+        k.buf = None
+        k.p = 0
+        json.dump(d, k, separators=_J)
+        n = k.p
+        topic = topic.encode()
+        if not c.fits(len(topic), n, 0):
+            return False
+        k.p = c.publish_into(topic, n, True)
+        k.buf = c.t.tx
+        k.lim = k.p + n
+        json.dump(d, k, separators=_J)
+        k.buf = None
         return True
 
     def _topic(self, r, off, kind):
