@@ -38,8 +38,8 @@ $(STAMP): tools/requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e .
 	touch $@
 
-$(UMQTT): tools/fetch_umqtt.py | $(STAMP)
-	$(BIN)/python tools/fetch_umqtt.py lib
+$(UMQTT): tools/dev/fetch_umqtt.py | $(STAMP)
+	$(BIN)/python tools/dev/fetch_umqtt.py lib
 
 test: setup
 	$(BIN)/pytest -n $(JOBS) --dist loadfile -m "not slow" $(PYTEST_ARGS)

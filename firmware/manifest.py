@@ -18,6 +18,6 @@ import os  # noqa: E402 (manifests are Python; cwd is this file's directory)
 if os.path.isfile("../lib/umqtt/simple.py"):
     package("umqtt", base_path="../lib")  # noqa: F821
 else:
-    raise Exception("lib/umqtt/simple.py missing: run `make setup` (tools/fetch_umqtt.py) first")
+    raise Exception("lib/umqtt/simple.py missing: run `make setup` (tools/dev/fetch_umqtt.py) first")
 package("bankgate", base_path="../lib")  # relative to this manifest
 module("main.py")

@@ -8,7 +8,7 @@
 #
 # Hardware: on the ESP32 (sys.platform == "esp32") bankgate.hal.esp32 builds the
 # pins from the board file.  Anywhere else (the unix port) there is no `machine`:
-# sim_hardware() builds fake pins with the board's names (tools/sim/fakehw.py,
+# sim_hardware() builds fake pins with the board's names (tools/fakes/fakehw.py,
 # which must be on the module path) driven by the wall clock, so the same main.py
 # runs end to end over a pty in the tests.
 #

@@ -3,7 +3,7 @@
 - Broker: a mosquitto process on a free loopback port, stoppable/restartable on the same port,
   with optional password file and TLS listener.
 - Sub: a paho-mqtt subscriber that records every message.
-- Harness: tools/mp/mqtt_harness.py under the unix port (the device side), its JSON status
+- Harness: tools/harness/mqtt_harness.py under the unix port (the device side), its JSON status
   lines collected by a reader thread.
 - StallServer / SlowProxy: a TCP listener that accepts and never answers; a proxy that trickles
   bytes to the broker (a slow link).
@@ -24,7 +24,7 @@ import pytest
 from bankgate_host import REPO, mpy
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-HARNESS = os.path.join(REPO, "tools", "mp", "mqtt_harness.py")
+HARNESS = os.path.join(REPO, "tools", "harness", "mqtt_harness.py")
 # the harness compiles bankgate from source on start: more heap than the frozen firmware needs
 HARNESS_HEAP = "256k"
 
@@ -173,7 +173,7 @@ class Sub:
 
 
 class Harness:
-    """tools/mp/mqtt_harness.py under the unix port, fed one JSON option object."""
+    """tools/harness/mqtt_harness.py under the unix port, fed one JSON option object."""
 
     def __init__(self, opt):
         # the options go in on stdin, not argv: the unix port dies ("FATAL: uncaught NLR") on any

@@ -13,7 +13,7 @@
   closed module in the next control step.
 
 Everything runs the device code (bankgate.config, bankgate.admission) under the
-unix port through tools/mp/cfgprobe.py."""
+unix port through tools/harness/cfgprobe.py."""
 import copy
 import json
 import os

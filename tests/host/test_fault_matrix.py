@@ -1,5 +1,5 @@
 """The fault matrix (docs/faults.md) is backed by these results: every probe in
-tools/mp/faultprobe.py runs once (two MicroPython processes, simulated time), each
+tools/rigs/faultprobe.py runs once (two MicroPython processes, simulated time), each
 fault must show its expected reaction, and the generated table must equal the
 committed docs/faults.md."""
 import os

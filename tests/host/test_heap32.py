@@ -5,7 +5,7 @@ executable as in ESP32 flash; 31-bit small ints, 4-byte words, 16-byte GC blocks
 The frozen binary is built from firmware/manifest.py with ../shared/micropython32/build.sh
 (tools/bankgate_host/frozen32.py; about 2 minutes the first time, then cached under
 build/frozen32/ keyed by a hash of the manifest and lib/).  The measurement counts heap
-bytes and simulated time only (tools/mp/bench_alone.py: 4000 loop iterations on a
+bytes and simulated time only (tools/rigs/bench_alone.py: 4000 loop iterations on a
 simulated clock), never wall-clock time.
 """
 import pytest

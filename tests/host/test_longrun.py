@@ -1,4 +1,4 @@
-"""The multi-wrap harness (tools/mp/longrun.py): the real Gateway over weeks of device
+"""The multi-wrap harness (tools/rigs/longrun.py): the real Gateway over weeks of device
 time, on BOTH MicroPython binaries: the venv's 64-bit unix port and the 32-bit build
 (/work/shared/micropython32, ESP32-like 31-bit small ints).  The tick wrap is 2**30 ms
 on both (bankgate.clock implements it); small-int overflow shows only on the 32-bit one.
@@ -30,7 +30,7 @@ def _binaries():
 
 
 def run_longrun(bits, timeout=1800, **kw):
-    args = [os.path.join(REPO, "tools", "mp", "longrun.py")]
+    args = [os.path.join(REPO, "tools", "rigs", "longrun.py")]
     args += ["%s=%s" % (k, v) for k, v in kw.items()]
     if bits == "64":
         proc = mpy.run(args, heapsize="8m", timeout=timeout, emit="native")
@@ -102,7 +102,7 @@ def test_time_model_tests_pass_on_the_32_bit_binary():
         names = re.findall(r"^def (test_\w+)\(\):", f.read(), re.M)
     env = dict(os.environ)
     env["MICROPYPATH"] = os.pathsep.join(d for _, d in mpy.SOURCE_DIRS)
-    proc = subprocess.run([MP32, "-X", "heapsize=2m", os.path.join(mpy.MP_TOOLS, "mptest_run.py"),
+    proc = subprocess.run([MP32, "-X", "heapsize=2m", os.path.join(mpy.HARNESS, "mptest_run.py"),
                            str(2 * 1024 * 1024), src] + names, env=env, capture_output=True, text=True,
                           timeout=1200)
     results = [json.loads(x[5:]) for x in proc.stdout.split("\n") if x.startswith("\x1eMPT ")]

@@ -2,7 +2,7 @@
 hypothesis-generated bank states; the metrics run under the unix port.
 
 Each hypothesis example is a batch of BATCH bank states handed to the worker in
-one call (tests/mocks/metrics_support.run_cases).  A state is a pair of updates
+one call (tests/support/metrics_support.run_cases).  A state is a pair of updates
 (previous operating point, then the state under test) so the resistance estimate
 and the energy integration are checked too.
 

@@ -1,6 +1,6 @@
 """bankgate.telemetry against a real mosquitto broker.
 
-The device side is tools/mp/mqtt_harness.py running under the unix port (a gateway-like
+The device side is tools/harness/mqtt_harness.py running under the unix port (a gateway-like
 50 ms control loop + Telemetry); the observer is a paho-mqtt subscriber.  Latency numbers
 are real time on this machine: they are I/O behaviours, not simulated physics.
 """
@@ -26,7 +26,7 @@ def _events(sub):
 
 def _assert_latency(s, what):
     """Telemetry never waits on the network.  Proven by the sockets' mode on every call the harness
-    made (tools/sim/spysock.py), not by the latencies: those are real time and depend on whatever
+    made (tools/fakes/spysock.py), not by the latencies: those are real time and depend on whatever
     else the machine runs, so they are printed here and measured by `bankgate bench`."""
     print("latency %s: worst iteration %d us, worst control lateness %d us, telemetry %d us"
           % (what, s["loop_max_us"], s["late_max_us"], s["tel_max_us"]))

@@ -1,6 +1,6 @@
 """bankgate.telemetry recovering by itself from misbehaving brokers, over real sockets (issue #21).
 
-The device side is tools/mp/mqtt_harness.py under the unix port (real time, one event every
+The device side is tools/harness/mqtt_harness.py under the unix port (real time, one event every
 100 ms); the broker is a real mosquitto behind tests/host/mqtt_misbehave.MisbehavingProxy, which
 swallows PUBACKs, drips bytes at 1 byte/s or resets connections mid-publish; a paho subscriber
 on mosquitto itself collects the events (de-duplicated by seq: QoS 1 is at-least-once).

@@ -41,7 +41,7 @@ class UnixDevice:
         self.tty = tty
         self.proc = None
         self.log = os.path.join(os.path.dirname(tty), "socat.log")
-        sim = [p for p in mpy.compiled_path() if p.endswith(os.sep + "sim")]
+        sim = [p for p in mpy.compiled_path() if p.endswith((os.sep + "fakes", os.sep + "sim"))]
         # the device sees only what was deployed (root/lib) plus the fake peripherals
         self.path = os.pathsep.join([os.path.join(root, "lib")] + sim)
 

@@ -1,5 +1,5 @@
 # Bus health and the discovery fault classes end to end: the real poller and
-# RS485 driver on the fake wire (tools/sim/fakebus.py, ElectricalModel), BMS stubs
+# RS485 driver on the fake wire (tools/fakes/fakebus.py, ElectricalModel), BMS stubs
 # answering, simulated time.
 # mpy-heapsize: 512k
 # mpy-timeout: 900

@@ -1,7 +1,7 @@
 # Discovery: findings, slot assignment, identity tracking.  The unit tests feed
 # mpy-heapsize: 256k
 # the Discovery object directly; the end-to-end tests run the real poller and
-# RS485 driver on the fake wire with BMS stubs answering (tests/mocks/bms_stub.py).
+# RS485 driver on the fake wire with BMS stubs answering (tests/support/bms_stub.py).
 import mptest
 
 from bankgate import config

@@ -1,6 +1,6 @@
 # Fuzzing the MQTT command path under the unix port: commands.parse, Telemetry._on_message
 # and the MQTT client's packet parser feeding it.  Generator, checks and the command-spec
-# oracle: tests/mocks/fuzzrun_commands.py; docs/fuzzing.md.  `make test` counts here;
+# oracle: tests/fuzz/fuzzrun_commands.py; docs/fuzzing.md.  `make test` counts here;
 # tests/mp/test_fuzz_long.py runs 100 000 inputs each.
 # mpy-timeout: 600
 import fuzzrun_commands as R

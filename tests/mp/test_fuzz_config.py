@@ -1,6 +1,6 @@
 # Fuzzing the configuration path (bankgate.config: parse, validate, validate_secrets) under
 # the unix port.  Generator, checks and the accepted-config oracle:
-# tests/mocks/fuzzrun_config.py; docs/fuzzing.md.  `make test` counts here;
+# tests/fuzz/fuzzrun_config.py; docs/fuzzing.md.  `make test` counts here;
 # tests/mp/test_fuzz_long_config.py runs 100 000 inputs each.
 # mpy-timeout: 900
 # mpy-heapsize: 512k

@@ -1,5 +1,5 @@
 # The long fuzz runs (`make fuzz` = pytest -m slow -k fuzz): the run_* functions of
-# tests/mocks/fuzzrun_*.py that test_fuzz_{proto,can,commands}.py run with small counts, here
+# tests/fuzz/fuzzrun_*.py that test_fuzz_{proto,can,commands}.py run with small counts, here
 # with LONG inputs per decoder and other seeds (so the long run explores new inputs).
 # The configuration runs are in test_fuzz_long_config.py (a process of their own).
 # Excluded from `make test` by the marker below.  Figures: docs/fuzzing.md.

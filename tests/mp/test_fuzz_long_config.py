@@ -1,5 +1,5 @@
 # The long configuration fuzz runs (`make fuzz`): the run_* functions of
-# tests/mocks/fuzzrun_config.py with LONG inputs each.  A file (and so a process) of its own: validate() and the JSON texts
+# tests/fuzz/fuzzrun_config.py with LONG inputs each.  A file (and so a process) of its own: validate() and the JSON texts
 # allocate freely (12 KB nesting texts), so these runs get a heap that only they have used.
 # Figures: docs/fuzzing.md.
 # mpy-mark: slow

@@ -1,7 +1,7 @@
 # Fuzzing the RS485 decoders (bankgate.proto.pylontech.decode / decode_group, pace.decode,
 # framing in proto.frame) under the unix port, and proof that fuzzed input cannot close a
 # contactor.  The generator, the per-input checks and the oracles are in
-# tests/mocks/fuzzrun_proto.py and fuzzlib.py; docs/fuzzing.md describes them.  These are the
+# tests/fuzz/fuzzrun_proto.py and fuzzlib.py; docs/fuzzing.md describes them.  These are the
 # `make test` counts; tests/mp/test_fuzz_long.py runs the same functions with 100 000 inputs.
 # mpy-timeout: 600
 # mpy-heapsize: 320k

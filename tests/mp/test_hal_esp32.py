@@ -1,8 +1,8 @@
 # Every board in boards/ opened through bankgate.hal.esp32.open_board on a strict
-# model of the official ESP32 port's machine module (tools/sim/strict_machine.py:
+# model of the official ESP32 port's machine module (tools/fakes/strict_machine.py:
 # no machine.CAN, TypeError on unknown keywords, ValueError("invalid pin") on pins
 # the chip / module variant does not have), CAN included via the TWAI register
-# driver on the register model tools/sim/faketwai.py.
+# driver on the register model tools/fakes/faketwai.py.
 import os
 import sys
 

@@ -1,7 +1,7 @@
 # Range proof for bankgate.metrics: every intermediate stays inside +-2**30 at
 # the documented input extremes.  The unix port is 64-bit and would not notice an
 # overflow of the ESP32's small-int range, so the Module records are filled with
-# CheckedInt values (tests/mocks/checkedint.py): every +, -, *, //, % and unary
+# CheckedInt values (tests/support/checkedint.py): every +, -, *, //, % and unary
 # minus on them raises RangeError when a result leaves the range.  The Metrics
 # result arrays are swapped for lists so results (accumulators, operating
 # points) stay CheckedInt across updates and are checked again when reused.

@@ -1,4 +1,4 @@
-# Rs485Master against the fake wire (tools/sim/fakebus.py) in simulated time.
+# Rs485Master against the fake wire (tools/fakes/fakebus.py) in simulated time.
 import mptest
 from fakehw import SimClock
 from fakebus import ElectricalModel, FakeRs485Wire, FakeUart

@@ -1,7 +1,7 @@
 # The soak (`make soak` = pytest -m slow -k soak): 24 simulated hours, 16 modules,
 # random faults (modules dropping and returning, noise bursts, alarms, broker outages
 # and stalls, Wi-Fi loss, inverter heartbeat loss), the real firmware with MQTT
-# telemetry.  Definitions of every check: tools/mp/soak.py.  The speed (simulated /
+# telemetry.  Definitions of every check: tools/rigs/soak.py.  The speed (simulated /
 # wall time) is printed; docs/performance.md has the latest figures.
 # mpy-mark: slow
 # mpy-heapsize: 8m

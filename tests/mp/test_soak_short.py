@@ -1,5 +1,5 @@
 # The shortened soak (part of `make test`): the real firmware with MQTT telemetry on
-# 16 simulated modules, random faults, independent checkers (tools/mp/soak.py has
+# 16 simulated modules, random faults, independent checkers (tools/rigs/soak.py has
 # the definitions and soak.check() the pass criteria).  12 simulated minutes here;
 # `make soak` runs 24 hours (tests/mp/test_soak_long.py).
 # mpy-heapsize: 4m

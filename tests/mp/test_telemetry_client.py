@@ -38,7 +38,7 @@ def _client(port, spies=None, **kw):
 
 def _service_nonblocking(c, now, spies):
     """service() must never wait on the network: proven by the socket's mode on every call that
-    reached it (tests/mocks/spysock.py), not by timing a call, which fails on a loaded machine."""
+    reached it (tools/fakes/spysock.py), not by timing a call, which fails on a loaded machine."""
     c.service(now)
     assert spies.blocking_ops == 0, "a socket call in blocking mode (%d of %d)" % (
         spies.blocking_ops, spies.ops)

@@ -1,6 +1,6 @@
 # Telemetry against misbehaving brokers (issue #21): a broker that stops acknowledging,
 # a slowloris broker, a broker that resets mid-publish, QoS 2 commands.  Simulated time:
-# the test drives `now`; the scripted broker is tools/mp/fakemqtt.py.
+# the test drives `now`; the scripted broker is tools/fakes/fakemqtt.py.
 # mpy-heapsize: 256k
 import json
 

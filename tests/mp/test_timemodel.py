@@ -2,7 +2,7 @@
 # deadline in the device code wraps, for any uptime and any starting tick.  Multi-day
 # runs step admission every minute (or hour) of simulated time on the Rig of
 # test_admission.py, the device tick counter starting where each test says.  The
-# whole-gateway version over three tick wraps is tools/mp/longrun.py
+# whole-gateway version over three tick wraps is tools/rigs/longrun.py
 # (tests/host/test_longrun.py).
 # mpy-timeout: 900
 # mpy-heapsize: 2m

@@ -1,5 +1,5 @@
 # The TWAI register driver (hal/twai_regs.py) against the register-level model
-# tools/sim/faketwai.FakeTwai on a FakeCanBus.
+# tools/fakes/faketwai.FakeTwai on a FakeCanBus.
 import mptest
 from fakehw import SimClock
 from fakecan import FakeCan, FakeCanBus

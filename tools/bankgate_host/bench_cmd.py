@@ -6,8 +6,8 @@
     bankgate bench --json         one JSON object instead of the table
 
 What is measured and how: docs/performance.md.  The MicroPython side is
-tools/mp/bench.py (CPU time, allocations, fixed vs float metrics, poll period and
-reaction time in simulated time) and tools/mp/bench_alone.py (the firmware alone in
+tools/rigs/bench.py (CPU time, allocations, fixed vs float metrics, poll period and
+reaction time in simulated time) and tools/rigs/bench_alone.py (the firmware alone in
 a small heap: run at 64 KiB, the target, and bisected for the smallest heap it runs
 in).  The heap figures that count come from the 32-bit unix port with the firmware
 FROZEN in (bytecode in the executable, as in ESP32 flash; 31-bit small ints, 4-byte
@@ -53,7 +53,7 @@ class BenchError(RuntimeError):
 
 
 def _run(script, args, heapsize, timeout=1800):
-    proc = mpy.run([os.path.join(mpy.MP_TOOLS, script)] + list(args), heapsize=heapsize,
+    proc = mpy.run([os.path.join(mpy.RIGS, script)] + list(args), heapsize=heapsize,
                    timeout=timeout)
     for line in proc.stdout.split("\n"):      # not splitlines(): it splits at \x1e too
         i = line.find(_MARK)          # (something may have printed without a newline first)
@@ -166,7 +166,7 @@ SIM_SPEED_TARGET = 100.0       # issue 4: >= 100 x real time, 16 modules, RS485 
 
 def _sim_run(emit):
     from .simulate_cmd import SIM_HEAPSIZE
-    proc = mpy.run([os.path.join(mpy.MP_TOOLS, "cli_simulate.py"), SIM_SCENARIO], heapsize=SIM_HEAPSIZE,
+    proc = mpy.run([os.path.join(mpy.CLI, "cli_simulate.py"), SIM_SCENARIO], heapsize=SIM_HEAPSIZE,
                    timeout=1800, emit=emit)
     res = None
     for line in proc.stdout.splitlines():
@@ -195,7 +195,7 @@ def measure_sim(reps):
 
 def measure_freshness(quick):
     """Issue 15: worst-case age of alarm data per baud and module count vs its bound
-    (tools/mp/bench_fresh.py, bankgate.pollplan)."""
+    (tools/rigs/bench_fresh.py, bankgate.pollplan)."""
     return _run("bench_fresh.py", ["--quick"] if quick else [], BENCH_HEAPSIZE)["freshness"]
 
 

@@ -15,7 +15,7 @@ import tempfile
 
 from . import REPO, mpy
 
-CLI = os.path.join(mpy.MP_TOOLS, "cli_config.py")
+CLI = os.path.join(mpy.CLI, "cli_config.py")
 BOARDS_DIR = os.path.join(REPO, "boards")
 DOCS = os.path.join(REPO, "docs", "configuration.md")
 # The validator runs from the compiled mirror (bankgate_host.mpy), as on the device.

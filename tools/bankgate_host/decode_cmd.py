@@ -5,7 +5,7 @@
     bankgate decode pylontech --group '~2002...'                (whole-group FF answer)
     bankgate decode pylontech-can 0x351 1402B0044006C201
 
-The decoding runs under the unix MicroPython port (tools/mp/cli_decode.py through
+The decoding runs under the unix MicroPython port (tools/cli/cli_decode.py through
 bankgate_host.mpy), i.e. it is exactly the firmware's bankgate.proto code.
 Prints one JSON object; exit 0 when accepted, 1 when the frame is rejected
 ({"ok": false, "error": "<name>: <detail>"}), 2 on usage errors.
@@ -59,7 +59,7 @@ def main(args):
             return 2
         cmd = args.command
         payload = args.args[0]
-    script = os.path.join(mpy.MP_TOOLS, "cli_decode.py")
+    script = os.path.join(mpy.CLI, "cli_decode.py")
     proc = mpy.run([script, args.family, str(cmd), args.mode, str(args.addr), payload], timeout=60)
     out = proc.stdout.strip().splitlines()
     if not out:

@@ -5,7 +5,7 @@
                                               (exit 1 on drift or a failed probe)
     python -m bankgate_host.faults --json     print the rows as JSON
 
-The probes are MicroPython (tools/mp/faultprobe.py): the real firmware on the
+The probes are MicroPython (tools/rigs/faultprobe.py): the real firmware on the
 simulated bank, the real configuration validator, the real telemetry against a
 recording broker stand-in.  Every time in the table is SIMULATED time, so the
 table is the same on every run of the same code; it changes when the firmware's
@@ -29,7 +29,7 @@ HEADER = """# Fault matrix
 
 Every fault the product knows, the reaction the firmware is designed to have, and
 the reaction measured by a probe.  **Generated** by `python -m bankgate_host.faults`
-from the probes in `tools/mp/faultprobe.py` (run by `tests/host/test_fault_matrix.py`,
+from the probes in `tools/rigs/faultprobe.py` (run by `tests/host/test_fault_matrix.py`,
 which fails when this file no longer matches what the firmware does): do not edit
 by hand.
 
@@ -37,7 +37,7 @@ How the probes work: each runs one short deterministic scenario under the unix
 MicroPython port -- the real firmware main loop (`bankgate.app.Gateway`) on the
 simulated bank (`tools/sim/bgsim`), or the real component for the non-physical rows
 (configuration validator and device start-up, MQTT telemetry against a recording
-broker stand-in, `tools/mp/fakemqtt.py`).  Unless a row says otherwise: 3 modules,
+broker stand-in, `tools/fakes/fakemqtt.py`).  Unless a row says otherwise: 3 modules,
 Pylontech RS485 at 9600 baud, branch topology with auxiliary feedback contacts, the
 main disconnect open (the "link isolated" input), no load, default configuration
 (`max_age_ms` 5 s, `period_ms` 50 ms, `watchdog_ms` 2 s), fault at 20 s after boot
@@ -69,7 +69,7 @@ def run_probes(ids=None, workers=2, timeout=600):
         if not g:
             continue
         procs.append(subprocess.Popen(
-            mpy.command([os.path.join(mpy.MP_TOOLS, "faultprobe.py")] + g, PROBE_HEAPSIZE),
+            mpy.command([os.path.join(mpy.RIGS, "faultprobe.py")] + g, PROBE_HEAPSIZE),
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     rows = {}
     errors = []
@@ -97,7 +97,7 @@ def run_probes(ids=None, workers=2, timeout=600):
 def probe_ids():
     """Probe ids in table order, read from faultprobe.py's PROBES list (no import)."""
     import re
-    src = open(os.path.join(mpy.MP_TOOLS, "faultprobe.py")).read()
+    src = open(os.path.join(mpy.RIGS, "faultprobe.py")).read()
     block = src[src.index("PROBES = ["):]
     block = block[:block.index("]\n")]
     return re.findall(r'\("([a-z_0-9]+)",', block)

@@ -4,13 +4,13 @@ The kit (../shared/micropython32/: a static 32-bit MicroPython unix port, its so
 build.sh) builds a binary with firmware/manifest.py frozen in: bytecode and constant data
 live in the executable (as in ESP32 flash), 31-bit small ints, 4-byte words and 16-byte GC
 blocks, so gc.mem_alloc() counts what the device's heap holds.  `bankgate bench` and
-tests/host/test_heap32.py run tools/mp/bench_alone.py on it.
+tests/host/test_heap32.py run tools/rigs/bench_alone.py on it.
 
     kit_dir()             the kit: $BANKGATE_MP32_KIT, else the first shared/micropython32/
                           beside the repository or beside one of its parent directories
     frozen_binary()       build (or reuse) build/frozen32/micropython-frozen-<key>, key = a hash
                           of the manifest, every lib/ source and the kit's build.sh + source
-    run(args, heapsize)   run a tools/mp module (-m) on it; the firmware comes from the
+    run(args, heapsize)   run a tools/rigs module (-m) on it; the firmware comes from the
                           frozen image only (lib/ is not on MICROPYPATH)
 """
 import fcntl
@@ -121,7 +121,7 @@ def command(module, args=(), heapsize="96k", binary=None):
 def environ():
     env = dict(os.environ)
     # .frozen first: the firmware (and umqtt) come from the image; the host-side helpers
-    # (tools/mp, tools/sim, tests/mocks) are .mpy compiled for x86 (their bytecode is on the
+    # (tools/cli, harness, rigs, fakes, sim; tests/fuzz, support) are .mpy compiled for x86 (their bytecode is on the
     # heap: bench_alone.py measures from a baseline taken after importing them)
     env["MICROPYPATH"] = os.pathsep.join([".frozen"] + mpy.compiled_path("bytecode", MARCH, skip=("lib",)))
     return env

@@ -39,13 +39,21 @@ ENV_BINARY = "BANKGATE_MICROPYTHON"
 ENV_MARCH = "BANKGATE_MPY_MARCH"
 
 LIB = os.path.join(REPO, "lib")
-MP_TOOLS = os.path.join(REPO, "tools", "mp")
+CLI = os.path.join(REPO, "tools", "cli")
+HARNESS = os.path.join(REPO, "tools", "harness")
+RIGS = os.path.join(REPO, "tools", "rigs")
+FAKES = os.path.join(REPO, "tools", "fakes")
 SIM = os.path.join(REPO, "tools", "sim")
-MOCKS = os.path.join(REPO, "tests", "mocks")
+FUZZ = os.path.join(REPO, "tests", "fuzz")
+SUPPORT = os.path.join(REPO, "tests", "support")
 
-# lib/ mirrors the device's /lib; tools/mp holds host-only MicroPython scripts;
-# tools/sim the bank simulator and the fake peripherals; tests/mocks test-only fakes.
-SOURCE_DIRS = [("lib", LIB), ("mp", MP_TOOLS), ("sim", SIM), ("mocks", MOCKS)]
+# One flat module namespace over these folders (modules import each other by bare name;
+# tools/README.md says what goes where): lib/ mirrors the device's /lib; tools/cli the
+# MicroPython back ends of `bankgate` commands; tools/harness the test harness;
+# tools/rigs the measurement rigs; tools/fakes stand-ins for hardware and network;
+# tools/sim the bank simulator; tests/fuzz the fuzz generators; tests/support test-only helpers.
+SOURCE_DIRS = [("lib", LIB), ("cli", CLI), ("harness", HARNESS), ("rigs", RIGS), ("fakes", FAKES),
+               ("sim", SIM), ("fuzz", FUZZ), ("support", SUPPORT)]
 DEFAULT_PATH = [d for _, d in SOURCE_DIRS]
 
 # Every run imports mpy-cross output, as the device does (it never compiles
@@ -299,7 +307,7 @@ class MpWorker:
     def __init__(self, heapsize=None, extra_path=()):
         self.heapsize = heapsize
         self.proc = subprocess.Popen(
-            command([os.path.join(MP_TOOLS, "mpworker.py")], heapsize),
+            command([os.path.join(HARNESS, "mpworker.py")], heapsize),
             env=environ(extra_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, bufsize=1)
 

@@ -79,7 +79,7 @@ class MpyFile(pytest.File):
         return self._results
 
     def _run(self, names):
-        script = os.path.join(mpy.MP_TOOLS, "mptest_run.py")
+        script = os.path.join(mpy.HARNESS, "mptest_run.py")
         try:
             # the whole test directory, so a test module importing a sibling never
             # runs a stale compiled copy of it

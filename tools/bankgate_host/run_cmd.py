@@ -35,7 +35,7 @@ def parse_hostport(text):
 def command(args):
     host, port = parse_hostport(args.mqtt)
     scen = args.sim if args.sim == "-" else os.path.abspath(args.sim)
-    argv = [os.path.join(mpy.MP_TOOLS, "cli_run.py"), scen, host, str(port)]
+    argv = [os.path.join(mpy.CLI, "cli_run.py"), scen, host, str(port)]
     if args.seconds is not None:
         argv += ["--seconds", repr(float(args.seconds))]
     if args.speed != 1.0:

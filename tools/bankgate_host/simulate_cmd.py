@@ -37,7 +37,7 @@ def add_arguments(p):
 
 
 def command(args):
-    script = os.path.join(mpy.MP_TOOLS, "cli_simulate.py")
+    script = os.path.join(mpy.CLI, "cli_simulate.py")
     argv = [script, os.path.abspath(args.scenario)]
     if args.until is not None:
         argv += ["--until", repr(float(args.until))]

@@ -1,7 +1,7 @@
 # A module record as a healthy Pylontech-style BMS leaves it after a full poll (analog, alarms,
 # limits, identity, parameters), written straight into a bankgate.model.Module: for tests and
 # probes that drive admission without a bus.  One copy for all of them (tests/mp/test_admission.py,
-# tools/mp/cfgprobe.py).
+# tools/harness/cfgprobe.py).
 
 
 def healthy(m, addr, mv, now, soc=600, chg_ma=50000, dsg_ma=100000):

@@ -4,7 +4,7 @@
 #   bankgate.hal.twai.TwaiCan     wraps MicroPython's generic machine.CAN (ESP32 TWAI
 #                                 builds, stm32, mimxrt, ...)
 #   bankgate.bus.mcp2515.Mcp2515  MCP2515 controller on SPI, pure MicroPython
-#   tools/sim/fakebus.FakeCan     simulated controller on a FakeCanBus (host tests)
+#   tools/fakes/fakebus.FakeCan   simulated controller on a FakeCanBus (host tests)
 #
 # The interface:
 #   send(can_id, buf, n) -> bool   queue a standard (11-bit) data frame with the first

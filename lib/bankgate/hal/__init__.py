@@ -1,6 +1,6 @@
 # The hardware boundary.  bankgate.hal.esp32 is the only module that imports
 # `machine`; it builds a Hardware object from a board definition.  Host tests and
-# the simulator build the same object from fakes (tools/sim/fakehw.py).  Every
+# the simulator build the same object from fakes (tools/fakes/fakehw.py).  Every
 # other module receives these objects and never asks for hardware itself.
 #
 # The interfaces (duck-typed, all non-blocking unless stated):

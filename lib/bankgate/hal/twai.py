@@ -8,7 +8,7 @@
 #
 # The machine.CAN object is created by the board layer (hal/esp32.py) and passed
 # in, so this module needs no `machine` import and runs against
-# tools/sim/fakebus.FakeMachineCan in host tests.  It implements the
+# tools/fakes/fakebus.FakeMachineCan in host tests.  It implements the
 # bankgate.bus.can interface:
 #   send()  copies the data into a preallocated buffer and queues a memoryview of
 #           exactly n bytes (one view per length, made once); machine.CAN.send()

@@ -2,7 +2,7 @@
 # memory-mapped registers: works on the official MicroPython images, which have no
 # machine.CAN.  The board layer (hal/esp32.py) passes in `machine.mem32` (any object
 # with mem32-style integer subscripting), so this module imports nothing from
-# `machine` and runs against tools/sim/faketwai.FakeTwai in host tests.
+# `machine` and runs against tools/fakes/faketwai.FakeTwai in host tests.
 #
 # STATUS: written from Espressif's manuals and ESP-IDF's register headers and
 # verified against a register-level model of the controller (tests/mp/

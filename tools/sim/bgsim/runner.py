@@ -1,5 +1,5 @@
 # The scenario runner: the REAL firmware main loop (bankgate.app.Gateway) on fake
-# hardware (tools/sim/fakehw.py, tools/sim/fakebus.py) against the bank model
+# hardware (tools/fakes/fakehw.py, tools/fakes/fakebus.py) against the bank model
 # (bgsim.physics + bgsim.bms + bgsim.emu), in simulated time, reporting JSON lines.
 #
 #   sim = Simulation(scenario_dict, out=callable(line_dict))
@@ -287,7 +287,7 @@ class Simulation:
         hw.input_ready = self._input_ready
 
         # -- network: with MQTT enabled and no real network given, a recording
-        # stand-in broker (tools/mp/fakemqtt.py) receives what the gateway publishes
+        # stand-in broker (tools/fakes/fakemqtt.py) receives what the gateway publishes
         self.broker = None
         if net is None and cfg["mqtt"]["enabled"]:
             import fakemqtt

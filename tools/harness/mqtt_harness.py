@@ -24,7 +24,7 @@
 # Status fields: online, loop_max_us (worst whole iteration), late_max_us (worst lateness of a
 # control step vs its 50 ms schedule), tel_max_us, stats (Telemetry.stats()), seq (EventLog.seq),
 # rescans, acks (calls that reached the fake gateway), sockets / socket_ops / blocking_ops (every
-# socket is a tools/sim/spysock.SpySocket: calls issued, and calls issued in blocking mode).
+# socket is a tools/fakes/spysock.SpySocket: calls issued, and calls issued in blocking mode).
 # The latencies are real time: printed by the tests and measured by `bankgate bench`, never
 # asserted (they depend on what else the machine runs); blocking_ops == 0 is the assertion.
 import json

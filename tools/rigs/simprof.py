@@ -2,7 +2,7 @@
 # sys.settrace, so this instruments by hand.)
 #
 #   .venv/bin/python -c "import sys; from bankgate_host import mpy; p = mpy.run(
-#       ['tools/mp/simprof.py'] + sys.argv[1:], heapsize='2m', timeout=3000);
+#       ['tools/rigs/simprof.py'] + sys.argv[1:], heapsize='2m', timeout=3000);
 #       print(p.stdout, p.stderr)" tests/scenarios/perf_16_modules.json [--until S] [options]
 #   (mpy.run compiles the tree and sets MICROPYPATH; 2m is the simulator's heap)
 #

@@ -6,8 +6,8 @@
 # device: bytecode in flash, tools/bankgate_host/frozen32.py; "frozen": true) and on the
 # 64-bit venv port with the firmware's bytecode in the heap (side by side).
 #
-# No simulator: 16 modules answer instantly on a fake RS485 port (tools/mp/benchrig.py),
-# MQTT telemetry is on and talks to a broker stand-in that allocates nothing (tools/mp/leanmqtt.py:
+# No simulator: 16 modules answer instantly on a fake RS485 port (tools/rigs/benchrig.py),
+# MQTT telemetry is on and talks to a broker stand-in that allocates nothing (tools/fakes/leanmqtt.py:
 # on the device the TCP/IP stack's buffers are outside the MicroPython heap).
 # The run builds the Gateway, brings every module in and runs `steps` loop iterations
 # (several poll sweeps, telemetry formatting and publishing).  It reports, in bytes of

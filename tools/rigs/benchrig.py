@@ -1,6 +1,6 @@
 # The bench rig: a bank of modules answering instantly on a fake RS485 port, so the
 # firmware's own CPU time and memory can be measured without the simulator.  Used by
-# tools/mp/bench.py and tools/mp/bench_alone.py (host-only, unix port).
+# tools/rigs/bench.py and tools/rigs/bench_alone.py (host-only, unix port).
 #
 #   frames = build_frames(n)            reply frames for n modules at addresses 2..n+1
 #   gw, clock, uart = make_gateway(n, frames, net=None)   warmed up: every module admitted

@@ -1,4 +1,4 @@
-# A broker stand-in for heap measurements (tools/mp/bench_alone.py): the same interface as
+# A broker stand-in for heap measurements (tools/rigs/bench_alone.py): the same interface as
 # fakemqtt.FakeSocket (bankgate.net socket_factory), but it allocates nothing while the
 # firmware runs.  On the device the TCP/IP stack copies what the firmware writes into its
 # own buffers, outside the MicroPython heap; fakemqtt's socket instead keeps the bytes,

@@ -20,7 +20,7 @@
 #             (control steps every period and on a changed check), per sweep, vs the sweep's wire time.
 #   alloc     bytes allocated per steady-state stage (gc disabled, gc.mem_alloc deltas) and
 #             heap_lock proofs for decode, control and metrics.
-#   metrics   fixed-point bankgate.metrics vs the float reference (tools/mp/metrics_float.py)
+#   metrics   fixed-point bankgate.metrics vs the float reference (tools/rigs/metrics_float.py)
 #   period    achieved poll-sweep period in simulated time (real Gateway on the simulated
 #             RS485 wire, bgsim) vs its wire-time lower bound.
 #   reaction  simulated time from a critical alarm to the outputs opening.
@@ -40,7 +40,7 @@ from benchrig import (  # noqa: E402
     ConstSensor, bench_config, build_frames, gateway, make_gateway, module_data)
 from fakehw import FakeHardware, SimClock  # noqa: E402
 
-TURNAROUND_US = 2000          # reply latency of the simulated BMS (tools/sim/fakebus attach())
+TURNAROUND_US = 2000          # reply latency of the simulated BMS (tools/fakes/fakebus attach())
 CAN_BITRATE = 500000
 POLL_CMDS = (0x42, 0x44, 0x92)
 IDENT_CMDS = (0x4F, 0x51, 0x93, 0x47)

@@ -590,7 +590,7 @@ def p_invalid_config():
 
 def _repo():
     """The repository (boards/ lives there): $BANKGATE_REPO, set by the generator, else
-    derived from this module's place in build/host-mpy/mp/."""
+    derived from this module's place in build/host-mpy/rigs/."""
     import os
     r = os.getenv("BANKGATE_REPO")
     if r:

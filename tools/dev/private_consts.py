@@ -5,8 +5,8 @@ MicroPython inlines a const() at compile time, but a PUBLIC const name (no leadi
 underscore) also stays in the module's globals dict, in RAM, so that other modules can
 import it; a private one (`_NAME`) does not.  Issue 17 counted 346 public const names.
 
-    python3 tools/private_consts.py            list the candidates per file (exit 0)
-    python3 tools/private_consts.py --apply    rename them to _NAME in their own file
+    python3 tools/dev/private_consts.py            list the candidates per file (exit 0)
+    python3 tools/dev/private_consts.py --apply    rename them to _NAME in their own file
 
 A name counts as used elsewhere if the identifier appears in any other .py file under
 lib/, firmware/, tools/ or tests/ (word match, strings and comments included: a
@@ -19,7 +19,7 @@ import re
 import sys
 import tokenize
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _CONST = re.compile(r"^([A-Z][A-Z0-9_]*)\s*=\s*const\(", re.M)
 
 

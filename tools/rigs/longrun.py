@@ -1,7 +1,7 @@
 # The multi-wrap harness: the REAL firmware (bankgate.app.Gateway) on the simulated bank
 # (bgsim) for weeks of device time -- at least three 2**30 ms tick wraps (12.43 days
 # each, 38 days) -- in minutes, judged by the soak's independent checker on every close
-# (tools/mp/soak.py, Soak._check_close: alarm reply on the wire, alarm age, no alarm
+# (tools/rigs/soak.py, Soak._check_close: alarm reply on the wire, alarm age, no alarm
 # reply for longer than max_age_ms, |dV| against the busbar, boot hold).
 #
 #   r = longrun.LongRun(days=38.5, tick_start_ms=0).run()     -> dict; check(r) asserts

@@ -23,8 +23,8 @@
 #
 # This module holds the run_* functions (generator, checks, oracles); the pytest items are in
 # tests/mp/test_fuzz_proto.py (fast counts, `make test`) and tests/mp/test_fuzz_long*.py
-# (>= 100 000 inputs, `make fuzz`).  They live in tests/mocks because the harness recompiles
-# tests/mocks when a file changes, while a test module imported by another test module
+# (>= 100 000 inputs, `make fuzz`).  They live in tests/fuzz because the harness recompiles
+# tests/fuzz when a file changes, while a test module imported by another test module
 # would run from a stale compiled copy.
 import micropython
 

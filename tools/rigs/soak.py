@@ -8,7 +8,7 @@
 # Set-up: n modules (Pylontech RS485, `baud`), branch topology with feedback contacts and
 # the "link isolated" input, the main disconnect closed at 30 s, an inverter cycling a
 # gentle charge/discharge profile with heartbeat, MQTT telemetry to a recording broker
-# stand-in (tools/mp/fakemqtt.py).
+# stand-in (tools/fakes/fakemqtt.py).
 #
 # Faults (seeded xorshift PRNG, reproducible): one new fault every 20..120 s of
 # simulated time, each undone after its duration:
@@ -128,7 +128,7 @@ class SoakSim(runner.Simulation):
 class Soak:
     def __init__(self, hours=1.0, n=16, baud=9600, seed=1, warmup_h=None, sample_s=600, scen=None):
         # scen: another scenario dict (n modules, branch topology with feedback) to judge
-        # with the same checkers, e.g. tools/mp/longrun.py's multi-day bank
+        # with the same checkers, e.g. tools/rigs/longrun.py's multi-day bank
         self.hours = hours
         self.seed = seed
         self.rng = fakebus.Prng(seed * 7919 + 17)

@@ -1,7 +1,7 @@
 # A straightforward FLOAT implementation of the imbalance metrics of
 # bankgate.metrics (docs/metrics.md), written the way one would without the
 # device's constraints: lists of the admitted modules, sum()/min()/max(), float
-# division, a dict of results.  HOST-ONLY reference (tools/mp, never deployed):
+# division, a dict of results.  HOST-ONLY reference (tools/rigs, never deployed):
 # `bankgate bench` runs it under the unix port next to the fixed-point
 # bankgate.metrics.Metrics on the same Bank, and reports
 #   - the speed ratio (float time / fixed time) and
