@@ -9,7 +9,7 @@ itself (the `homeassistant` package pinned in the Makefile, `make test-ha`, venv
   template engine against the state messages the same firmware published: numeric sensors
   give a number or None (unknown), enum sensors one of their options, binary sensors ON/OFF.
 
-The configs come from tools/mp/ha_dump.py: the real Gateway on fake hardware, 16 modules,
+The configs come from tools/rigs/ha_dump.py: the real Gateway on fake hardware, 16 modules,
 every option on (mqtt.ha_cells), run under MicroPython by the main venv (.venv)."""
 import asyncio
 import json
@@ -43,7 +43,7 @@ DROPPED_OK = {"sensor": {"options"}}
 
 def _dump():
     code = ("import sys; from bankgate_host import mpy; "
-            "p = mpy.run([mpy.MP_TOOLS + '/ha_dump.py', '%d'], heapsize='1m', timeout=900); "
+            "p = mpy.run([mpy.RIGS + '/ha_dump.py', '%d'], heapsize='1m', timeout=900); "
             "sys.stdout.write(p.stdout); sys.stderr.write(p.stderr); sys.exit(p.returncode)" % N)
     p = subprocess.run([HOST_PY, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
