@@ -31,13 +31,9 @@ class HaData:
         self.tel = tel
         self.max_age = cfg["gating"]["max_age_ms"]
         self.cells = bool(cfg["mqtt"].get("ha_cells"))
-        self.energy = None
+        self.energy = None              # bankgate.energy.Energy, loaded at the first service()
         hw = getattr(gw, "hw", None)
-        fs = getattr(hw, "fs", None) if hw is not None else None
-        if fs is not None and getattr(gw, "metrics", None) is not None:
-            from bankgate.energy import Energy
-            self.energy = Energy(fs)
-            self.energy.load()
+        self._fs = getattr(hw, "fs", None) if hw is not None else None   # None: no counters
         self._id_key = 0
         self._id_same = -1              # >= 0: identity changed, bank messages it stayed so
 
@@ -46,6 +42,10 @@ class HaData:
         discovery once the module identities have settled after a change."""
         gw = self.gw
         e = self.energy
+        if e is None and self._fs is not None and getattr(gw, "metrics", None) is not None:
+            from bankgate.energy import Energy     # (the Gateway builds telemetry before metrics)
+            e = self.energy = Energy(self._fs)
+            e.load()
         if e is not None:
             e.fold(now, gw.metrics, gw.bank)
         tel = self.tel
