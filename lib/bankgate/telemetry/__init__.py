@@ -36,6 +36,7 @@ from bankgate.events import EV_COMMAND, EV_MQTT, EVENT_NAMES
 from bankgate.telemetry import commands as cmds
 from bankgate.telemetry import ring as rg
 from bankgate.telemetry.client import Client
+from bankgate.telemetry.hadata import HaData, event_what
 from bankgate.telemetry import loss as _loss
 from bankgate.telemetry.transport import R_INTERNAL
 
@@ -135,10 +136,7 @@ class Telemetry:
         self._live = getattr(gateway, "module_snapshot", None) is not None and \
             getattr(gateway, "bank", None) is not None
         self._mod_live = -1             # next bank.modules index of the module cycle, -1: none
-        self.hax = None                 # Home Assistant fields and energy counters (hadata.py)
-        if self._live:
-            from bankgate.telemetry.hadata import HaData
-            self.hax = HaData(cfg, gateway, self)
+        self.hax = HaData(cfg, gateway, self) if self._live else None   # HA fields, energy (hadata.py)
         self._metrics_t = 0             # t_ms of the metrics/diagnoses messages still to encode
         self._sink = _Sink()
         self._mod_i = 0
@@ -316,8 +314,7 @@ class Telemetry:
             t = gw.hw.clock.ticks_ms()
             d = bank_fields(gw, t)
             d["seq"] = self.events.seq
-            if self.hax is not None:
-                self.hax.bank(d, t)
+            self.hax.bank(d, t)
             self._put(rg.K_BANK, d)
             d = None
             if self._next_mod is None or tk.due(now, self._next_mod):
@@ -338,9 +335,7 @@ class Telemetry:
             if i < n:
                 m = mods[i]
                 self._mod_live = i + 1
-                d = gw.module_snapshot(m)
-                if self.hax is not None:
-                    self.hax.module(d, m, gw.hw.clock.ticks_ms())
+                d = self.hax.module(gw.module_snapshot(m), m, gw.hw.clock.ticks_ms())
                 self._put(rg.K_MODULE + (m.slot & 15), d, m.addr & 0xFFFF)
                 return
             self._mod_live = -1
@@ -379,7 +374,7 @@ class Telemetry:
             return True
         if self._disc_i >= 0:
             disc = self.disc
-            if not self._disc_one(c, disc):
+            if not disc.send(c, self._sink, self._disc_i):
                 return False
             self.published += 1
             self._disc_i += 1
@@ -426,25 +421,6 @@ class Telemetry:
         self.published += 1
         return True
 
-    def _disc_one(self, c, disc):
-        """Discovery message _disc_i straight into the tx buffer (counted, then written in place
-        by json.dump: no payload string).  False: no room now."""
-        topic, d = disc.config(self._disc_i)
-        k = self._sink
-        k.buf = None
-        k.p = 0
-        json.dump(d, k, separators=_J)
-        n = k.p
-        topic = topic.encode()
-        if not c.fits(len(topic), n, 0):
-            return False
-        k.p = c.publish_into(topic, n, True)
-        k.buf = c.t.tx
-        k.lim = k.p + n
-        json.dump(d, k, separators=_J)
-        k.buf = None
-        return True
-
     def _topic(self, r, off, kind):
         if kind == rg.K_BANK:
             return self.t_bank
@@ -460,7 +436,6 @@ class Telemetry:
 
     def _event_json(self, r, off):
         seq, t, code, addr, a, b = r.event(off)
-        from bankgate.telemetry.hadata import event_what
         return ('{"seq":%d,"t_ms":%d,"code":%d,"ev":"%s","addr":%d,"a":%d,"b":%d,"what":"%s"}'
                 % (seq, t, code, EVENT_NAMES.get(code, "?"), addr, a, b, event_what(code, a, b))).encode()
 

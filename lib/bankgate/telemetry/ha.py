@@ -309,6 +309,25 @@ class Discovery:
     def _topic(self, comp, oid):
         return "%s/%s/%s/%s/config" % (self.prefix, comp, self.gid, oid)
 
+    def send(self, c, sink, i):
+        """Discovery message i straight into client c's tx buffer: counted, then written in
+        place by json.dump through sink (telemetry's _Sink): no payload string is built.
+        False: no room now (nothing written)."""
+        topic, d = self.config(i)
+        sink.buf = None
+        sink.p = 0
+        json.dump(d, sink, separators=_J)
+        n = sink.p
+        topic = topic.encode()
+        if not c.fits(len(topic), n, 0):
+            return False
+        sink.p = c.publish_into(topic, n, True)
+        sink.buf = c.t.tx
+        sink.lim = sink.p + n
+        json.dump(d, sink, separators=_J)
+        sink.buf = None
+        return True
+
     def message(self, i):
         """(topic, payload) of discovery message i (0 <= i < count()), both str."""
         topic, d = self.config(i)
