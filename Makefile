@@ -19,13 +19,14 @@ MP32     ?= $(abspath $(dir $(abspath $(firstword $(MAKEFILE_LIST))))../shared/m
 # (not on 32 bits: the bench and the frozen-heap test, which pick their binaries themselves)
 LANE32_TESTS ?= tests/mp tests/host --ignore=tests/host/test_bench.py --ignore=tests/host/test_heap32.py
 
-.PHONY: help setup test test-busy test-32 test-all test-days demo commission-demo fuzz soak longrun bench deploy config status clean flash-micropython
+.PHONY: help setup test test-busy test-32 test-all test-days test-ha demo commission-demo fuzz soak longrun bench deploy config status clean flash-micropython
 
 help:
 	@echo "make test     run the whole test suite (sets up .venv first)"
 	@echo "make test-32  the MicroPython-side tests again on the 32-bit port (MP32=...)"
 	@echo "make test-busy  make test while load generators keep every core busy"
 	@echo "make test-days  the slow ordinary-day scenarios (DAYS='pytest -k expression', default all)"
+	@echo "make test-ha  every discovery config against Home Assistant's own schemas (.venv-ha)"
 	@echo "make demo     firmware on the unix port + simulated bank + embedded broker"
 	@echo "make commission-demo   commissioning assistant on the simulated bank + HTML report"
 	@echo "make bench | fuzz | soak     measurements and long runs"
@@ -63,6 +64,25 @@ test-days: setup
 
 test-all: setup
 	$(BIN)/pytest -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
+
+# Home Assistant's own MQTT discovery schemas and sensor rules (tests/ha, docs/mqtt.md), in a
+# venv of its own: homeassistant pins its dependencies through the package_constraints.txt it
+# ships (without it pip backtracks for an hour), so it is installed alone first, then with them.
+HA_VENV    := .venv-ha
+HA_VERSION := 2024.3.3
+HA_STAMP   := $(HA_VENV)/.bankgate-ha-$(HA_VERSION)
+
+$(HA_STAMP):
+	rm -rf $(HA_VENV)
+	$(PYTHON) -m venv $(HA_VENV)
+	$(HA_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps homeassistant==$(HA_VERSION)
+	$(HA_VENV)/bin/pip install --quiet --disable-pip-version-check \
+	  -c "$$(ls $(HA_VENV)/lib/python3*/site-packages/homeassistant/package_constraints.txt)" \
+	  homeassistant==$(HA_VERSION) pytest==9.0.3
+	touch $@
+
+test-ha: setup $(HA_STAMP)
+	$(HA_VENV)/bin/pytest -o addopts=-ra -p no:cacheprovider -q tests/ha $(PYTEST_ARGS)
 
 COMMISSION_REPORT := build/commissioning-report.html
 demo: setup $(COMMISSION_REPORT)
@@ -113,4 +133,4 @@ status: setup
 	$(BIN)/bankgate status --port $(PORT)
 
 clean:
-	rm -rf $(VENV) lib/umqtt build .pytest_cache .hypothesis
+	rm -rf $(VENV) $(HA_VENV) lib/umqtt build .pytest_cache .hypothesis

@@ -116,6 +116,8 @@ SCHEMA = {
         "metrics_period_ms": ("int", 10000, 200, 600000, "Metrics and diagnoses publish period."),
         "discovery": ("bool", True, None, None, "Publish Home Assistant discovery."),
         "discovery_prefix": ("str", "homeassistant", 1, 32, "Home Assistant discovery prefix."),
+        "ha_cells": ("bool", False, None, None,
+                     "Home Assistant: one sensor per cell voltage of every module (memory, HA clutter)."),
         "ring_bytes": ("int", 8192, 1024, 65536,
                        "Store-and-forward ring (RAM, preallocated): events and telemetry kept while offline."),
         "connect_timeout_ms": ("int", 10000, 500, 60000,

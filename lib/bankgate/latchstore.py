@@ -107,6 +107,41 @@ def decode(data):
     return data[5], slot, value, data[12] | (data[13] << 8)
 
 
+def replace(fs, tmp, path, buf):
+    """Atomic replace of path by buf (the record of this module's header): write tmp, close
+    (littlefs and FAT commit on close), rename over path.  Raises on failure (path then
+    holds the previous record, or only tmp is left: see load()).  Also used by
+    bankgate.energy for the energy counters."""
+    f = fs.open(tmp, "wb")
+    try:
+        f.write(buf)
+        if hasattr(f, "flush"):
+            f.flush()
+    finally:
+        f.close()
+    try:
+        fs.rename(tmp, path)
+    except OSError as e:
+        if e.args and e.args[0] == errno.ENOENT:
+            raise
+        fs.remove(path)                   # a volume that will not rename over a file
+        fs.rename(tmp, path)
+
+
+def read(fs, path, n):
+    """At most n bytes of path, None if it does not exist; OSError else."""
+    try:
+        f = fs.open(path, "rb")
+    except OSError as e:
+        if e.args and e.args[0] == errno.ENOENT:
+            return None
+        raise
+    try:
+        return f.read(n)
+    finally:
+        f.close()
+
+
 class LatchStore:
     def __init__(self, fs, path=PATH, tmp=TMP):
         self.fs = fs
@@ -177,22 +212,8 @@ class LatchStore:
         buf = self._buf
         gen = (self.gen + 1) & 0xFFFF
         encode(buf, faults, slot, value, gen)
-        fs = self.fs
         try:
-            f = fs.open(self.tmp, "wb")
-            try:
-                f.write(buf)
-                if hasattr(f, "flush"):
-                    f.flush()
-            finally:
-                f.close()
-            try:
-                fs.rename(self.tmp, self.path)
-            except OSError as e:
-                if e.args and e.args[0] == errno.ENOENT:
-                    raise
-                fs.remove(self.path)          # a volume that will not rename over a file
-                fs.rename(self.tmp, self.path)
+            replace(self.fs, self.tmp, self.path, buf)
         except Exception as e:
             self.errors += 1
             self.last_error = "write %s: %r" % (self.path, e)

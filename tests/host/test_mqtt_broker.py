@@ -68,17 +68,20 @@ def test_topics_payloads_discovery_retained_status_qos1_events(broker_factory):
     seqs = sorted(set(e["seq"] for e in _events(sub)))
     assert seqs == list(range(1, seqs[-1] + 1))
     assert seqs[-1] >= 30
-    # discovery: one device, device/state classes and units, availability on the status topic
+    # discovery (HA's abbreviated keys, "~" = BASE): a gateway device and one device per module
+    # (via the gateway), device/state classes and units, availability on the status topic
     cfgs = {t: json.loads(p) for t, p, q, r in sub.get("/config")}
     volt = cfgs["homeassistant/sensor/bankgate/bank_voltage/config"]
-    assert volt["device_class"] == "voltage" and volt["unit_of_measurement"] == "V"
-    assert volt["state_class"] == "measurement" and volt["state_topic"] == BASE + "/bank"
-    assert volt["availability_topic"] == BASE + "/status"
+    assert volt["dev_cla"] == "voltage" and volt["unit_of_meas"] == "V" and volt["~"] == BASE
+    assert volt["stat_cla"] == "measurement" and volt["stat_t"] == "~/bank"
+    assert volt["avty"] == [{"t": "~/status"}]
     soc = cfgs["homeassistant/sensor/bankgate/m3_soc/config"]
-    assert soc["device_class"] == "battery" and soc["unit_of_measurement"] == "%"
-    assert cfgs["homeassistant/binary_sensor/bankgate/contactor_k2/config"]["device_class"] == "power"
-    assert cfgs["homeassistant/binary_sensor/bankgate/bank_fault/config"]["device_class"] == "problem"
-    assert len({json.dumps(c["device"], sort_keys=True) for c in cfgs.values()}) == 1
+    assert soc["dev_cla"] == "battery" and soc["unit_of_meas"] == "%" and soc["stat_t"] == "~/module/3"
+    assert soc["dev"]["via_device"] == "bankgate_bankgate" and soc["dev"]["ids"] == ["bankgate_bankgate_m3"]
+    assert cfgs["homeassistant/binary_sensor/bankgate/contactor_k2/config"]["dev_cla"] == "power"
+    assert cfgs["homeassistant/binary_sensor/bankgate/bank_fault/config"]["dev_cla"] == "problem"
+    devs = {c["dev"]["ids"][0] for c in cfgs.values()}
+    assert devs == {"bankgate_bankgate"} | {"bankgate_bankgate_m%d" % a for a in (2, 3, 4)}, devs
     # orderly stop: retained offline
     assert sub.get("/status")[-1][1] == b"offline"
     assert done["stats"]["dropped"] == 0

@@ -32,6 +32,17 @@ def test_run_sim_publishes_real_gateway_state(broker_factory):
     assert seqs[0] == 1 and seqs == list(range(1, seqs[-1] + 1))
     assert any(e["ev"] == "boot" for e in evs)
     assert len(sub.get("/config")) >= 40
+    # Home Assistant: a device per module (via the gateway), energy sensors, derate controls;
+    # the bank message carries the persisted energy (the simulator has a device filesystem)
+    cfgs = {t: json.loads(p) for t, p, q, r in sub.get("/config")}
+    devs = {c["dev"]["ids"][0]: c["dev"] for c in cfgs.values()}
+    assert set(devs) == {"bankgate_bankgate"} | {"bankgate_bankgate_m%d" % a for a in (2, 3, 4)}, sorted(devs)
+    assert all(devs["bankgate_bankgate_m%d" % a]["via_device"] == "bankgate_bankgate" for a in (2, 3, 4))
+    assert cfgs["homeassistant/sensor/bankgate/m3_energy_chg/config"]["stat_cla"] == "total_increasing"
+    assert cfgs["homeassistant/number/bankgate/ctl_chg_cap_a/config"]["cmd_t"] == "~/cmd/chg_cap_a"
+    assert type(bank["e_chg_wh"]) is int and bank["energy"]["verdict"] in ("missing", "ok"), bank
+    mod = json.loads(sub.get(base + "/module/3")[-1][1])
+    assert mod["avail"] in (0, 1) and type(mod["e_chg_wh"]) is int and "alarm_names" in mod
     sub.close()
 
 

@@ -39,6 +39,7 @@ from bankgate.events import EV_COMMAND, EV_MQTT, EVENT_NAMES
 from bankgate.telemetry import commands as cmds
 from bankgate.telemetry import ring as rg
 from bankgate.telemetry.client import Client
+from bankgate.telemetry.hadata import HaData, event_what
 from bankgate.telemetry import loss as _loss
 from bankgate.telemetry.transport import R_INTERNAL
 
@@ -49,7 +50,7 @@ _TX_BYTES = const(4096)
 _RX_BYTES = const(1024)
 _J = (",", ":")
 
-VERSION = "1"
+from bankgate import VERSION  # noqa: E402  (one version: the CLI's, HA's sw_version)
 
 
 try:
@@ -162,7 +163,7 @@ class Telemetry:
         self.disc = None
         if m["discovery"]:
             from bankgate.telemetry.ha import Discovery
-            self.disc = Discovery(cfg, base, self.t_status.decode(), discovery_version)
+            self.disc = Discovery(cfg, base, self.t_status.decode(), discovery_version, gateway)
         self.bank_period = m["bank_period_ms"]
         self.module_period = m["module_period_ms"]
         self.metrics_period = m["metrics_period_ms"]
@@ -173,6 +174,7 @@ class Telemetry:
         self._live = getattr(gateway, "module_snapshot", None) is not None and \
             getattr(gateway, "bank", None) is not None
         self._mod_live = -1             # next bank.modules index of the module cycle, -1: none
+        self.hax = HaData(cfg, gateway, self) if self._live else None   # HA fields, energy (hadata.py)
         self._metrics_t = 0             # t_ms of the metrics/diagnoses messages still to encode
         self._sink = _Sink()
         self._mod_i = 0
@@ -371,6 +373,7 @@ class Telemetry:
             t = gw.hw.clock.ticks_ms()
             d = bank_fields(gw, t)
             d["seq"] = self.events.seq
+            self.hax.bank(d, t)
             self._put(rg.K_BANK, d)
             d = None
             if self._next_mod is None or tk.due(now, self._next_mod):
@@ -391,7 +394,8 @@ class Telemetry:
             if i < n:
                 m = mods[i]
                 self._mod_live = i + 1
-                self._put(rg.K_MODULE + (m.slot & 15), gw.module_snapshot(m), m.addr & 0xFFFF)
+                d = self.hax.module(gw.module_snapshot(m), m, gw.hw.clock.ticks_ms())
+                self._put(rg.K_MODULE + (m.slot & 15), d, m.addr & 0xFFFF)
                 return
             self._mod_live = -1
         if self._metrics_snap is not None:
@@ -450,10 +454,8 @@ class Telemetry:
             return True
         if self._disc_i >= 0:
             disc = self.disc
-            topic, payload = disc.message(self._disc_i)
-            if not c.fits(len(topic), len(payload), 0):
+            if not disc.send(c, self._sink, self._disc_i):
                 return False
-            c.publish(topic.encode(), payload.encode(), True, 0)
             self.published += 1
             self._disc_i += 1
             if self._disc_i >= disc.count():
@@ -516,8 +518,8 @@ class Telemetry:
 
     def _event_json(self, r, off):
         seq, t, code, addr, a, b = r.event(off)
-        return ('{"seq":%d,"t_ms":%d,"code":%d,"ev":"%s","addr":%d,"a":%d,"b":%d}'
-                % (seq, t, code, EVENT_NAMES.get(code, "?"), addr, a, b)).encode()
+        return ('{"seq":%d,"t_ms":%d,"code":%d,"ev":"%s","addr":%d,"a":%d,"b":%d,"what":"%s"}'
+                % (seq, t, code, EVENT_NAMES.get(code, "?"), addr, a, b, event_what(code, a, b))).encode()
 
     # ----------------------------------------------------------- callbacks
     def _on_connect(self, now):

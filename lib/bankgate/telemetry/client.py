@@ -507,6 +507,35 @@ class Client:
         mv[k:k + n] = payload
         t.tx_len = k + n
 
+    def publish_into(self, topic, n, retain=False):
+        """Encode the head of a QoS 0 PUBLISH with an n-byte payload into the tx buffer (caller
+        checked fits()) and return the tx offset where the caller writes the payload itself
+        (discovery: json.dump straight into the buffer, no payload string)."""
+        t = self.t
+        tx = t.tx
+        k = t.tx_len
+        tl = len(topic)
+        rem = 2 + tl + n
+        tx[k] = 0x30 | (1 if retain else 0)
+        k += 1
+        while True:
+            b = rem & 0x7F
+            rem >>= 7
+            if rem:
+                tx[k] = b | 0x80
+                k += 1
+            else:
+                tx[k] = b
+                k += 1
+                break
+        tx[k] = tl >> 8
+        tx[k + 1] = tl & 0xFF
+        k += 2
+        t.tx_mv[k:k + tl] = topic
+        k += tl
+        t.tx_len = k + n
+        return k
+
     def subscribe(self, topic, qos=0):
         mq = self.mq
         if mq.pid >= 0xFFFF:
