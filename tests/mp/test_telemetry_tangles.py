@@ -1,6 +1,7 @@
 # Telemetry untangled (issue 20): the client encodes CONNECT itself (no swap of umqtt's
 # module-global `socket`), and telemetry takes its time from the injected clock (never
 # time.ticks_us() directly).  The import side is in tests/host/test_telemetry_tangles.py.
+# mpy-heapsize: 512k
 import sys
 
 from bankgate import config

@@ -120,152 +120,9 @@ def bank_fields(gw, now):
     return gw.bank_fields(now)
 
 
-class Telemetry:
-    def __init__(self, net, cfg, gateway, discovery_version=VERSION, clock=None):
-        m = cfg["mqtt"]
-        if clock is None:
-            clock = getattr(getattr(gateway, "hw", None), "clock", None)
-        self.clock = clock if clock is not None else tk.PortTicks()
-        self.cfg = cfg
-        self.gw = gateway
-        self.events = gateway.events
-        self.net = net
-        gid = cfg["gateway_id"]
-        base = "%s/%s" % (m["prefix"], gid)
-        self.base = base
-        self.t_status = (base + "/status").encode()
-        self.t_bank = (base + "/bank").encode()
-        self.t_metrics = (base + "/metrics").encode()
-        self.t_diag = (base + "/diagnoses").encode()
-        self.t_event = (base + "/event").encode()
-        self.t_reply = (base + "/cmd_result").encode()
-        self.t_derate = (base + "/derate").encode()
-        self.t_module = base + "/module/%d"
-        self.t_cmd = (base + "/cmd/").encode()
-        self.t_cmd_sub = (base + "/cmd/+").encode()
-        self.t_ha_status = (m["discovery_prefix"] + "/status").encode()
-        user = getattr(net, "user", None)
-        pswd = getattr(net, "password", None)
-        self.client = Client(
-            net, m["host"], m["port"], ("bankgate-" + gid).encode(), keepalive_s=m["keepalive_s"],
-            tls=m["tls"], user=user.encode() if user else None,
-            password=(pswd or "").encode() if user else None,
-            will_topic=self.t_status, will_msg=b"offline", tx_size=_TX_BYTES, rx_size=_RX_BYTES,
-            connect_timeout_ms=m["connect_timeout_ms"], max_backoff_ms=m["reconnect_max_ms"])
-        c = self.client
-        c.on_connect = self._on_connect
-        c.on_disconnect = self._on_disconnect
-        c.on_message = self._on_message
-        c.on_puback = self._on_puback
-        c.on_oversize = self._on_oversize
-        c.on_refused = self._on_refused
-        self.ring = rg.Ring(m["ring_bytes"])
-        self.disc = None
-        if m["discovery"]:
-            from bankgate.telemetry.ha import Discovery
-            self.disc = Discovery(cfg, base, self.t_status.decode(), discovery_version, gateway)
-        self.bank_period = m["bank_period_ms"]
-        self.module_period = m["module_period_ms"]
-        self.metrics_period = m["metrics_period_ms"]
-        self._next_bank = None          # None: at the first service()
-        self._next_mod = None
-        self._next_metrics = None
-        self._mods = None               # module dicts of the current module cycle (snapshot path)
-        self._live = getattr(gateway, "module_snapshot", None) is not None and \
-            getattr(gateway, "bank", None) is not None
-        self._mod_live = -1             # next bank.modules index of the module cycle, -1: none
-        self.hax = HaData(cfg, gateway, self) if self._live else None   # HA fields, energy (hadata.py)
-        self._metrics_t = 0             # t_ms of the metrics/diagnoses messages still to encode
-        self._sink = _Sink()
-        self._mod_i = 0
-        self._metrics_snap = None       # snapshot whose metrics/diagnoses are still to encode
-        self._diag_pending = False
-        self._derate_sent = -1          # derate.version last put in the ring (-1: publish now)
-        self._next_derate = None        # also republished every metrics period (retained state)
-        ev = self.events
-        self._ev_next = ev.oldest() if ev.seq else 1
-        self._evrec = [0, 0, 0, 0, 0]
-        self._session = 0               # session set-up steps left after CONNACK (status, 2 subs)
-        self._disc_i = -1               # next discovery message, -1: none pending
-        self._inflight = 0
-        self._report_window = 0
-        self._reports = 0
-        # counters
-        self.published = 0              # PUBLISH packets encoded for the broker
-        self.reconnects = 0
-        self.rejected_commands = 0
-        self.accepted_commands = 0
-        self.events_lost = 0            # events overwritten in the EventLog before telemetry copied them
-        self.service_max_us = 0         # worst real time of one service() call
-        self.overruns = 0               # calls that ended past their budget (one unit of work overran)
-        self.internal_errors = 0        # exceptions caught in service() (bugs, MemoryError)
-        self.last_exception = None
-        self.loss = _loss.LossWatch()   # why the ring dropped events; reported at the next PUBACK
+class _Produce:
+    """What goes into the store-and-forward ring: events copied from the gateway's log, the bank / module / metrics / derate messages streamed from the live records, at most one per call (Telemetry holds the state)."""
 
-    # --------------------------------------------------------------- public
-    @property
-    def online(self):
-        return self.client.online
-
-    @property
-    def dropped(self):
-        r = self.ring
-        return r.dropped_events + r.dropped_telemetry + self.events_lost
-
-    def stats(self):
-        c = self.client
-        r = self.ring
-        return {"online": c.online, "published": self.published, "dropped": self.dropped,
-                "dropped_events": r.dropped_events + self.events_lost,
-                "dropped_telemetry": r.dropped_telemetry, "queued": r.n_records,
-                "queued_bytes": r.used(), "reconnects": self.reconnects,
-                "connects": c.connects, "attempts": c.attempts,
-                "rejected_commands": self.rejected_commands,
-                "accepted_commands": self.accepted_commands, "rx_oversize": c.rx_oversize,
-                "last_error": c.last_error, "service_max_us": self.service_max_us,
-                "overruns": self.overruns, "internal_errors": self.internal_errors,
-                "resends": c.resends, "noack_drops": c.noack_drops, "slow_connects": c.slow_connects + c.slow_sessions,
-                "rx_qos_refused": c.rx_qos_refused, "loss_cause": self.loss.cause_name()}
-
-    def service(self, now, budget_ms=5):
-        clk = self.clock
-        t0 = clk.ticks_us()
-        budget_us = budget_ms * 1000
-        c = self.client
-        try:
-            self.net.service(now)
-            self._copy_events(now)
-            self._produce(now)
-            self.loss.watch(now, self)
-            if tk.diff(clk.ticks_us(), t0) < budget_us:
-                c.service(now)
-                while c.online and tk.diff(clk.ticks_us(), t0) < budget_us:
-                    if not self._send_one(now):
-                        break
-                c.flush(now)
-        except Exception as e:  # noqa: BLE001
-            # Telemetry must never take the control loop down: a bug or a MemoryError here drops
-            # the connection (it is retried after the backoff) and is counted, nothing more.
-            self.internal_errors += 1
-            self.last_exception = e
-            try:
-                c._lost(now, R_INTERNAL)
-            except Exception:  # noqa: BLE001
-                pass
-        dt = tk.diff(clk.ticks_us(), t0)
-        if dt > self.service_max_us:
-            self.service_max_us = dt
-        if dt > budget_us:
-            self.overruns += 1
-
-    def republish_discovery(self):
-        if self.disc is not None:
-            self._disc_i = 0
-
-    def stop(self, now):
-        self.client.close(now, self.t_status)
-
-    # ----------------------------------------------------------- producing
     def _copy_events(self, now):
         ev = self.events
         n = 0
@@ -431,6 +288,195 @@ class Telemetry:
         write(k)
         k.buf = None
 
+
+class _Inbox(_Produce):
+    """Commands received over MQTT (bankgate.telemetry.commands): executed or rejected, counted, replied to (Telemetry holds the state)."""
+
+    def _on_message(self, topic, payload):
+        t = bytes(topic)
+        if t == self.t_ha_status:
+            if bytes(payload) == b"online":
+                self.republish_discovery()
+            return
+        p = self.t_cmd
+        if t[:len(p)] != p:
+            return
+        code, args, reason = cmds.parse(topic[len(p):], payload)
+        if reason == cmds.OK:
+            reason = cmds.execute(self.gw, code, args, self.republish_discovery, self._now())
+        if reason != cmds.OK:
+            self._reject(code, reason)
+            return
+        self.accepted_commands += 1
+        now = self._now()
+        self.events.emit(now, EV_COMMAND, -1, code, 1)
+        self._reply(code, True, reason)
+
+    def _reject(self, code, reason):
+        self.rejected_commands += 1
+        now = self._now()
+        d = tk.diff(now, self._report_window)
+        if d >= 1000 or d < 0:           # < 0: a window older than 6.2 days (wrapped)
+            self._report_window = now
+            self._reports = 0
+        if self._reports >= _REPORTS_PER_S:
+            return
+        self._reports += 1
+        self.events.emit(now, EV_COMMAND, -1, code, 0)
+        self._reply(code, False, reason)
+
+    def _reply(self, code, ok, reason):
+        d = '{"cmd":"%s","ok":%s,"reason":"%s","rejected":%d}' % (
+            cmds.NAMES[code], "true" if ok else "false", reason, self.rejected_commands)
+        self.ring.append(rg.K_REPLY, d.encode())
+
+
+class Telemetry(_Inbox):
+    def __init__(self, net, cfg, gateway, discovery_version=VERSION, clock=None):
+        m = cfg["mqtt"]
+        if clock is None:
+            clock = getattr(getattr(gateway, "hw", None), "clock", None)
+        self.clock = clock if clock is not None else tk.PortTicks()
+        self.cfg = cfg
+        self.gw = gateway
+        self.events = gateway.events
+        self.net = net
+        gid = cfg["gateway_id"]
+        base = "%s/%s" % (m["prefix"], gid)
+        self.base = base
+        self.t_status = (base + "/status").encode()
+        self.t_bank = (base + "/bank").encode()
+        self.t_metrics = (base + "/metrics").encode()
+        self.t_diag = (base + "/diagnoses").encode()
+        self.t_event = (base + "/event").encode()
+        self.t_reply = (base + "/cmd_result").encode()
+        self.t_derate = (base + "/derate").encode()
+        self.t_module = base + "/module/%d"
+        self.t_cmd = (base + "/cmd/").encode()
+        self.t_cmd_sub = (base + "/cmd/+").encode()
+        self.t_ha_status = (m["discovery_prefix"] + "/status").encode()
+        user = getattr(net, "user", None)
+        pswd = getattr(net, "password", None)
+        self.client = Client(
+            net, m["host"], m["port"], ("bankgate-" + gid).encode(), keepalive_s=m["keepalive_s"],
+            tls=m["tls"], user=user.encode() if user else None,
+            password=(pswd or "").encode() if user else None,
+            will_topic=self.t_status, will_msg=b"offline", tx_size=_TX_BYTES, rx_size=_RX_BYTES,
+            connect_timeout_ms=m["connect_timeout_ms"], max_backoff_ms=m["reconnect_max_ms"])
+        c = self.client
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_puback = self._on_puback
+        c.on_oversize = self._on_oversize
+        c.on_refused = self._on_refused
+        self.ring = rg.Ring(m["ring_bytes"])
+        self.disc = None
+        if m["discovery"]:
+            from bankgate.telemetry.ha import Discovery
+            self.disc = Discovery(cfg, base, self.t_status.decode(), discovery_version, gateway)
+        self.bank_period = m["bank_period_ms"]
+        self.module_period = m["module_period_ms"]
+        self.metrics_period = m["metrics_period_ms"]
+        self._next_bank = None          # None: at the first service()
+        self._next_mod = None
+        self._next_metrics = None
+        self._mods = None               # module dicts of the current module cycle (snapshot path)
+        self._live = getattr(gateway, "module_snapshot", None) is not None and \
+            getattr(gateway, "bank", None) is not None
+        self._mod_live = -1             # next bank.modules index of the module cycle, -1: none
+        self.hax = HaData(cfg, gateway, self) if self._live else None   # HA fields, energy (hadata.py)
+        self._metrics_t = 0             # t_ms of the metrics/diagnoses messages still to encode
+        self._sink = _Sink()
+        self._mod_i = 0
+        self._metrics_snap = None       # snapshot whose metrics/diagnoses are still to encode
+        self._diag_pending = False
+        self._derate_sent = -1          # derate.version last put in the ring (-1: publish now)
+        self._next_derate = None        # also republished every metrics period (retained state)
+        ev = self.events
+        self._ev_next = ev.oldest() if ev.seq else 1
+        self._evrec = [0, 0, 0, 0, 0]
+        self._session = 0               # session set-up steps left after CONNACK (status, 2 subs)
+        self._disc_i = -1               # next discovery message, -1: none pending
+        self._inflight = 0
+        self._report_window = 0
+        self._reports = 0
+        # counters
+        self.published = 0              # PUBLISH packets encoded for the broker
+        self.reconnects = 0
+        self.rejected_commands = 0
+        self.accepted_commands = 0
+        self.events_lost = 0            # events overwritten in the EventLog before telemetry copied them
+        self.service_max_us = 0         # worst real time of one service() call
+        self.overruns = 0               # calls that ended past their budget (one unit of work overran)
+        self.internal_errors = 0        # exceptions caught in service() (bugs, MemoryError)
+        self.last_exception = None
+        self.loss = _loss.LossWatch()   # why the ring dropped events; reported at the next PUBACK
+
+    # --------------------------------------------------------------- public
+    @property
+    def online(self):
+        return self.client.online
+
+    @property
+    def dropped(self):
+        r = self.ring
+        return r.dropped_events + r.dropped_telemetry + self.events_lost
+
+    def stats(self):
+        c = self.client
+        r = self.ring
+        return {"online": c.online, "published": self.published, "dropped": self.dropped,
+                "dropped_events": r.dropped_events + self.events_lost,
+                "dropped_telemetry": r.dropped_telemetry, "queued": r.n_records,
+                "queued_bytes": r.used(), "reconnects": self.reconnects,
+                "connects": c.connects, "attempts": c.attempts,
+                "rejected_commands": self.rejected_commands,
+                "accepted_commands": self.accepted_commands, "rx_oversize": c.rx_oversize,
+                "last_error": c.last_error, "service_max_us": self.service_max_us,
+                "overruns": self.overruns, "internal_errors": self.internal_errors,
+                "resends": c.resends, "noack_drops": c.noack_drops, "slow_connects": c.slow_connects + c.slow_sessions,
+                "rx_qos_refused": c.rx_qos_refused, "loss_cause": self.loss.cause_name()}
+
+    def service(self, now, budget_ms=5):
+        clk = self.clock
+        t0 = clk.ticks_us()
+        budget_us = budget_ms * 1000
+        c = self.client
+        try:
+            self.net.service(now)
+            self._copy_events(now)
+            self._produce(now)
+            self.loss.watch(now, self)
+            if tk.diff(clk.ticks_us(), t0) < budget_us:
+                c.service(now)
+                while c.online and tk.diff(clk.ticks_us(), t0) < budget_us:
+                    if not self._send_one(now):
+                        break
+                c.flush(now)
+        except Exception as e:  # noqa: BLE001
+            # Telemetry must never take the control loop down: a bug or a MemoryError here drops
+            # the connection (it is retried after the backoff) and is counted, nothing more.
+            self.internal_errors += 1
+            self.last_exception = e
+            try:
+                c._lost(now, R_INTERNAL)
+            except Exception:  # noqa: BLE001
+                pass
+        dt = tk.diff(clk.ticks_us(), t0)
+        if dt > self.service_max_us:
+            self.service_max_us = dt
+        if dt > budget_us:
+            self.overruns += 1
+
+    def republish_discovery(self):
+        if self.disc is not None:
+            self._disc_i = 0
+
+    def stop(self, now):
+        self.client.close(now, self.t_status)
+
+    # ----------------------------------------------------------- producing
     # ------------------------------------------------------------- sending
     def _send_one(self, now):
         """Encode one message into the transport's tx buffer.  False: nothing to do / no room."""
@@ -552,44 +598,6 @@ class Telemetry:
 
     def _on_refused(self, qos):
         self._reject(cmds.CMD_UNKNOWN, cmds.E_QOS)
-
-    def _on_message(self, topic, payload):
-        t = bytes(topic)
-        if t == self.t_ha_status:
-            if bytes(payload) == b"online":
-                self.republish_discovery()
-            return
-        p = self.t_cmd
-        if t[:len(p)] != p:
-            return
-        code, args, reason = cmds.parse(topic[len(p):], payload)
-        if reason == cmds.OK:
-            reason = cmds.execute(self.gw, code, args, self.republish_discovery, self._now())
-        if reason != cmds.OK:
-            self._reject(code, reason)
-            return
-        self.accepted_commands += 1
-        now = self._now()
-        self.events.emit(now, EV_COMMAND, -1, code, 1)
-        self._reply(code, True, reason)
-
-    def _reject(self, code, reason):
-        self.rejected_commands += 1
-        now = self._now()
-        d = tk.diff(now, self._report_window)
-        if d >= 1000 or d < 0:           # < 0: a window older than 6.2 days (wrapped)
-            self._report_window = now
-            self._reports = 0
-        if self._reports >= _REPORTS_PER_S:
-            return
-        self._reports += 1
-        self.events.emit(now, EV_COMMAND, -1, code, 0)
-        self._reply(code, False, reason)
-
-    def _reply(self, code, ok, reason):
-        d = '{"cmd":"%s","ok":%s,"reason":"%s","rejected":%d}' % (
-            cmds.NAMES[code], "true" if ok else "false", reason, self.rejected_commands)
-        self.ring.append(rg.K_REPLY, d.encode())
 
     def _now(self):
         return self.clock.ticks_ms()

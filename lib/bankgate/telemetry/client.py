@@ -146,7 +146,320 @@ def packet_size(topic_len, payload_len, qos):
     return n + rem
 
 
-class Client:
+class _Inbound:
+    """Inbound packets: parse the receive buffer, dispatch CONNACK/SUBACK/PUBACK/PUBLISH/PINGRESP, acknowledge QoS 1/2; anything malformed drops the connection (Client holds the state)."""
+
+    def _parse(self, now):
+        t = self.t
+        rx = t.rx
+        while True:
+            if self._discard:
+                n = self._discard if self._discard < t.rx_len else t.rx_len
+                if not n:
+                    return
+                t.consume_rx(n)
+                self._discard -= n
+                continue
+            have = t.rx_len
+            if have < 2:
+                return
+            # remaining length: 1..4 bytes, 7 bits each
+            rem = 0
+            shift = 0
+            i = 1
+            while True:
+                if i >= have:
+                    return            # header incomplete
+                b = rx[i]
+                rem |= (b & 0x7F) << shift
+                i += 1
+                if not b & 0x80:
+                    break
+                shift += 7
+                if shift > 21:
+                    self.protocol_errors += 1
+                    self._close(now, R_PROTOCOL)
+                    return
+            total = i + rem
+            op = rx[0] & 0xF0
+            if total > len(rx):
+                if op == 0x30:
+                    self.rx_oversize += 1
+                    self._discard = total
+                    if self.on_oversize is not None:
+                        self.on_oversize()
+                    continue
+                self.protocol_errors += 1
+                self._close(now, R_PROTOCOL)
+                return
+            if have < total:
+                return
+            if not self._dispatch(now, op, rx[0], i, rem):
+                return
+            t.consume_rx(total)
+
+    def _dispatch(self, now, op, b0, i, rem):
+        rx = self.t.rx
+        if op == 0x20:                             # CONNACK: 20 02 flags rc
+            if rem != 2:
+                return self._bad(now)
+            rc = rx[i + 1]
+            self.last_connack = rc
+            if rc != 0:
+                self._close(now, R_REFUSED)
+                return False
+            self._connack = True
+            self.state = C_ONLINE
+            self._t_online = now
+            self.connects += 1
+            self._ping_out = False
+            if self.on_connect is not None:
+                self.on_connect(now)
+            return True
+        if self.state != C_ONLINE:
+            return self._bad(now)                  # nothing but CONNACK may come first
+        if op == 0xD0:                             # PINGRESP
+            self._ping_out = False
+            return True
+        if op == 0x40:                             # PUBACK: 40 02 pid
+            if rem != 2:
+                return self._bad(now)
+            pid = rx[i] << 8 | rx[i + 1]
+            k = self._if_slot(pid) if pid else -1
+            if k >= 0:
+                self._ifp[k] = 0
+                self.inflight -= 1
+                self.pubacks += 1
+                self.t_puback = now
+                self._t_wait = now if self.inflight else -1
+            else:
+                self.puback_unknown += 1
+            if self.on_puback is not None:
+                self.on_puback(pid)
+            return True
+        if op == 0x90:                             # SUBACK: pid + return codes
+            return True
+        if op == 0x30:                             # PUBLISH
+            qos = (b0 >> 1) & 3
+            if rem < 2:
+                return self._bad(now)
+            tl = rx[i] << 8 | rx[i + 1]
+            p = i + 2 + tl
+            end = i + rem
+            pid = 0
+            if qos:
+                pid = rx[p] << 8 | rx[p + 1] if p + 2 <= end else -1
+                p += 2
+            if p > end or qos == 3 or pid < 0:
+                return self._bad(now)
+            if qos == 2:
+                # refused: never executed; PUBREC so the broker can complete the exchange
+                self.rx_qos_refused += 1
+                self._ack2(0x50, pid)
+                if self.on_refused is not None:
+                    self.on_refused(qos)
+                return True
+            mv = self.t.rx_mv
+            if self.on_message is not None:
+                self.on_message(mv[i + 2:i + 2 + tl], mv[p:end])
+            if qos == 1 and self.t.tx_free() >= 4:
+                self.stream.write(b"\x40\x02")
+                rx2 = self.t.tx
+                k = self.t.tx_len
+                rx2[k] = pid >> 8
+                rx2[k + 1] = pid & 0xFF
+                self.t.tx_len = k + 2
+            return True
+        if op == 0x60:                             # PUBREL (of a refused QoS 2 PUBLISH)
+            if rem != 2:
+                return self._bad(now)
+            self._ack2(0x70, rx[i] << 8 | rx[i + 1])
+            return True
+        # PUBREC/PUBCOMP/UNSUBACK or reserved: not part of our session
+        self.protocol_errors += 1
+        return True
+
+    def _ack2(self, typ, pid):
+        """Four-byte acknowledgement (PUBREC 0x50 / PUBCOMP 0x70) for packet `pid`."""
+        t = self.t
+        if t.tx_free() < 4:
+            return
+        tx = t.tx
+        k = t.tx_len
+        tx[k] = typ
+        tx[k + 1] = 2
+        tx[k + 2] = pid >> 8
+        tx[k + 3] = pid & 0xFF
+        t.tx_len = k + 4
+
+    def _bad(self, now):
+        self.protocol_errors += 1
+        self._close(now, R_PROTOCOL)
+        return False
+
+
+class _Outbound(_Inbound):
+    """Outbound packets: QoS 0 publish, the QoS 1 in-flight table (packet ids, resend, forget), publish_into, subscribe, flush (Client holds the state)."""
+
+    def fits(self, topic_len, payload_len, qos):
+        return packet_size(topic_len, payload_len, qos) <= self.t.tx_free()
+
+    def publish(self, topic, payload, retain=False, qos=0):
+        """Encode one PUBLISH into the tx buffer (caller checked fits(), and for QoS 1
+        inflight_room()).  Returns the packet id for QoS 1 (the PUBACK arrives later through
+        on_puback; without it the packet is due for a resend after puback_timeout_ms), else 0."""
+        if qos:
+            pid = self._next_pid()
+            self._encode_q1(topic, payload, pid, retain, False)
+            if self._t_wait < 0:
+                self._t_wait = self._now
+            k = self._if_slot(0)
+            if k >= 0:
+                self._ifp[k] = pid
+                self._if0[k] = self._now
+                self._ift[k] = self._now
+                self.inflight += 1
+            return pid
+        self.mq.publish(topic, payload, retain, 0)
+        return 0
+
+    def inflight_room(self):
+        return self.inflight < self.inflight_max
+
+    def due_resend(self, now):
+        """Packet id of the in-flight QoS 1 PUBLISH longest past puback_timeout_ms, or 0."""
+        if not self.inflight:
+            return 0
+        p = self._ifp
+        t = self._ift
+        best = 0
+        age = -1
+        for k in range(self.inflight_max):
+            if p[k]:
+                a = tk.diff(now, t[k])
+                if a >= self.puback_timeout_ms and a > age:
+                    age = a
+                    best = p[k]
+        return best
+
+    def republish(self, topic, payload, pid, retain=False):
+        """Send in-flight packet `pid` again: same id, DUP = 1 (caller checked fits())."""
+        k = self._if_slot(pid)
+        if k < 0:
+            return False
+        self._encode_q1(topic, payload, pid, retain, True)
+        self._ift[k] = self._now
+        self.resends += 1
+        return True
+
+    def forget(self, pid):
+        """The owner no longer holds `pid` (dropped from its store): stop waiting for it."""
+        k = self._if_slot(pid)
+        if k >= 0:
+            self._ifp[k] = 0
+            self.inflight -= 1
+
+    def _if_slot(self, pid):
+        p = self._ifp
+        for k in range(self.inflight_max):
+            if p[k] == pid:
+                return k
+        return -1
+
+    def _clear_inflight(self):
+        p = self._ifp
+        for k in range(self.inflight_max):
+            p[k] = 0
+        self.inflight = 0
+        self._t_wait = -1
+
+    def _next_pid(self):
+        pid = self._pid
+        while True:
+            pid = pid + 1 if pid < 0xFFFF else 1
+            if self._if_slot(pid) < 0:
+                self._pid = pid
+                return pid
+
+    def _encode_q1(self, topic, payload, pid, retain, dup):
+        """QoS 1 PUBLISH straight into the tx buffer: 0x32 | DUP 0x08 | RETAIN, remaining
+        length, topic, packet id, payload."""
+        t = self.t
+        tx = t.tx
+        k = t.tx_len
+        tl = len(topic)
+        rem = 2 + tl + 2 + len(payload)
+        tx[k] = 0x32 | (0x08 if dup else 0) | (1 if retain else 0)
+        k += 1
+        while True:
+            b = rem & 0x7F
+            rem >>= 7
+            if rem:
+                tx[k] = b | 0x80
+                k += 1
+            else:
+                tx[k] = b
+                k += 1
+                break
+        tx[k] = tl >> 8
+        tx[k + 1] = tl & 0xFF
+        k += 2
+        mv = t.tx_mv
+        mv[k:k + tl] = topic
+        k += tl
+        tx[k] = pid >> 8
+        tx[k + 1] = pid & 0xFF
+        k += 2
+        n = len(payload)
+        mv[k:k + n] = payload
+        t.tx_len = k + n
+
+    def publish_into(self, topic, n, retain=False):
+        """Encode the head of a QoS 0 PUBLISH with an n-byte payload into the tx buffer (caller
+        checked fits()) and return the tx offset where the caller writes the payload itself
+        (discovery: json.dump straight into the buffer, no payload string)."""
+        t = self.t
+        tx = t.tx
+        k = t.tx_len
+        tl = len(topic)
+        rem = 2 + tl + n
+        tx[k] = 0x30 | (1 if retain else 0)
+        k += 1
+        while True:
+            b = rem & 0x7F
+            rem >>= 7
+            if rem:
+                tx[k] = b | 0x80
+                k += 1
+            else:
+                tx[k] = b
+                k += 1
+                break
+        tx[k] = tl >> 8
+        tx[k + 1] = tl & 0xFF
+        k += 2
+        t.tx_mv[k:k + tl] = topic
+        k += tl
+        t.tx_len = k + n
+        return k
+
+    def subscribe(self, topic, qos=0):
+        mq = self.mq
+        if mq.pid >= 0xFFFF:
+            mq.pid = 0
+        try:
+            mq.subscribe(topic, qos)
+        except _WouldBlock:
+            pass
+        return mq.pid
+
+    def flush(self, now):
+        if self.t.state == T_UP and self.t.tx_len:
+            if not self.t.pump(now):
+                self._lost(now, self.t.error)
+
+
+class Client(_Outbound):
     def __init__(self, net, host, port, client_id, keepalive_s=30, tls=False,
                  user=None, password=None, will_topic=None, will_msg=b"offline",
                  tx_size=4096, rx_size=1024, connect_timeout_ms=10000,
@@ -394,308 +707,4 @@ class Client:
             self._next_try = None
 
     # ------------------------------------------------------------ sending
-    def fits(self, topic_len, payload_len, qos):
-        return packet_size(topic_len, payload_len, qos) <= self.t.tx_free()
-
-    def publish(self, topic, payload, retain=False, qos=0):
-        """Encode one PUBLISH into the tx buffer (caller checked fits(), and for QoS 1
-        inflight_room()).  Returns the packet id for QoS 1 (the PUBACK arrives later through
-        on_puback; without it the packet is due for a resend after puback_timeout_ms), else 0."""
-        if qos:
-            pid = self._next_pid()
-            self._encode_q1(topic, payload, pid, retain, False)
-            if self._t_wait < 0:
-                self._t_wait = self._now
-            k = self._if_slot(0)
-            if k >= 0:
-                self._ifp[k] = pid
-                self._if0[k] = self._now
-                self._ift[k] = self._now
-                self.inflight += 1
-            return pid
-        self.mq.publish(topic, payload, retain, 0)
-        return 0
-
-    def inflight_room(self):
-        return self.inflight < self.inflight_max
-
-    def due_resend(self, now):
-        """Packet id of the in-flight QoS 1 PUBLISH longest past puback_timeout_ms, or 0."""
-        if not self.inflight:
-            return 0
-        p = self._ifp
-        t = self._ift
-        best = 0
-        age = -1
-        for k in range(self.inflight_max):
-            if p[k]:
-                a = tk.diff(now, t[k])
-                if a >= self.puback_timeout_ms and a > age:
-                    age = a
-                    best = p[k]
-        return best
-
-    def republish(self, topic, payload, pid, retain=False):
-        """Send in-flight packet `pid` again: same id, DUP = 1 (caller checked fits())."""
-        k = self._if_slot(pid)
-        if k < 0:
-            return False
-        self._encode_q1(topic, payload, pid, retain, True)
-        self._ift[k] = self._now
-        self.resends += 1
-        return True
-
-    def forget(self, pid):
-        """The owner no longer holds `pid` (dropped from its store): stop waiting for it."""
-        k = self._if_slot(pid)
-        if k >= 0:
-            self._ifp[k] = 0
-            self.inflight -= 1
-
-    def _if_slot(self, pid):
-        p = self._ifp
-        for k in range(self.inflight_max):
-            if p[k] == pid:
-                return k
-        return -1
-
-    def _clear_inflight(self):
-        p = self._ifp
-        for k in range(self.inflight_max):
-            p[k] = 0
-        self.inflight = 0
-        self._t_wait = -1
-
-    def _next_pid(self):
-        pid = self._pid
-        while True:
-            pid = pid + 1 if pid < 0xFFFF else 1
-            if self._if_slot(pid) < 0:
-                self._pid = pid
-                return pid
-
-    def _encode_q1(self, topic, payload, pid, retain, dup):
-        """QoS 1 PUBLISH straight into the tx buffer: 0x32 | DUP 0x08 | RETAIN, remaining
-        length, topic, packet id, payload."""
-        t = self.t
-        tx = t.tx
-        k = t.tx_len
-        tl = len(topic)
-        rem = 2 + tl + 2 + len(payload)
-        tx[k] = 0x32 | (0x08 if dup else 0) | (1 if retain else 0)
-        k += 1
-        while True:
-            b = rem & 0x7F
-            rem >>= 7
-            if rem:
-                tx[k] = b | 0x80
-                k += 1
-            else:
-                tx[k] = b
-                k += 1
-                break
-        tx[k] = tl >> 8
-        tx[k + 1] = tl & 0xFF
-        k += 2
-        mv = t.tx_mv
-        mv[k:k + tl] = topic
-        k += tl
-        tx[k] = pid >> 8
-        tx[k + 1] = pid & 0xFF
-        k += 2
-        n = len(payload)
-        mv[k:k + n] = payload
-        t.tx_len = k + n
-
-    def publish_into(self, topic, n, retain=False):
-        """Encode the head of a QoS 0 PUBLISH with an n-byte payload into the tx buffer (caller
-        checked fits()) and return the tx offset where the caller writes the payload itself
-        (discovery: json.dump straight into the buffer, no payload string)."""
-        t = self.t
-        tx = t.tx
-        k = t.tx_len
-        tl = len(topic)
-        rem = 2 + tl + n
-        tx[k] = 0x30 | (1 if retain else 0)
-        k += 1
-        while True:
-            b = rem & 0x7F
-            rem >>= 7
-            if rem:
-                tx[k] = b | 0x80
-                k += 1
-            else:
-                tx[k] = b
-                k += 1
-                break
-        tx[k] = tl >> 8
-        tx[k + 1] = tl & 0xFF
-        k += 2
-        t.tx_mv[k:k + tl] = topic
-        k += tl
-        t.tx_len = k + n
-        return k
-
-    def subscribe(self, topic, qos=0):
-        mq = self.mq
-        if mq.pid >= 0xFFFF:
-            mq.pid = 0
-        try:
-            mq.subscribe(topic, qos)
-        except _WouldBlock:
-            pass
-        return mq.pid
-
-    def flush(self, now):
-        if self.t.state == T_UP and self.t.tx_len:
-            if not self.t.pump(now):
-                self._lost(now, self.t.error)
-
     # ------------------------------------------------------------ receiving
-    def _parse(self, now):
-        t = self.t
-        rx = t.rx
-        while True:
-            if self._discard:
-                n = self._discard if self._discard < t.rx_len else t.rx_len
-                if not n:
-                    return
-                t.consume_rx(n)
-                self._discard -= n
-                continue
-            have = t.rx_len
-            if have < 2:
-                return
-            # remaining length: 1..4 bytes, 7 bits each
-            rem = 0
-            shift = 0
-            i = 1
-            while True:
-                if i >= have:
-                    return            # header incomplete
-                b = rx[i]
-                rem |= (b & 0x7F) << shift
-                i += 1
-                if not b & 0x80:
-                    break
-                shift += 7
-                if shift > 21:
-                    self.protocol_errors += 1
-                    self._close(now, R_PROTOCOL)
-                    return
-            total = i + rem
-            op = rx[0] & 0xF0
-            if total > len(rx):
-                if op == 0x30:
-                    self.rx_oversize += 1
-                    self._discard = total
-                    if self.on_oversize is not None:
-                        self.on_oversize()
-                    continue
-                self.protocol_errors += 1
-                self._close(now, R_PROTOCOL)
-                return
-            if have < total:
-                return
-            if not self._dispatch(now, op, rx[0], i, rem):
-                return
-            t.consume_rx(total)
-
-    def _dispatch(self, now, op, b0, i, rem):
-        rx = self.t.rx
-        if op == 0x20:                             # CONNACK: 20 02 flags rc
-            if rem != 2:
-                return self._bad(now)
-            rc = rx[i + 1]
-            self.last_connack = rc
-            if rc != 0:
-                self._close(now, R_REFUSED)
-                return False
-            self._connack = True
-            self.state = C_ONLINE
-            self._t_online = now
-            self.connects += 1
-            self._ping_out = False
-            if self.on_connect is not None:
-                self.on_connect(now)
-            return True
-        if self.state != C_ONLINE:
-            return self._bad(now)                  # nothing but CONNACK may come first
-        if op == 0xD0:                             # PINGRESP
-            self._ping_out = False
-            return True
-        if op == 0x40:                             # PUBACK: 40 02 pid
-            if rem != 2:
-                return self._bad(now)
-            pid = rx[i] << 8 | rx[i + 1]
-            k = self._if_slot(pid) if pid else -1
-            if k >= 0:
-                self._ifp[k] = 0
-                self.inflight -= 1
-                self.pubacks += 1
-                self.t_puback = now
-                self._t_wait = now if self.inflight else -1
-            else:
-                self.puback_unknown += 1
-            if self.on_puback is not None:
-                self.on_puback(pid)
-            return True
-        if op == 0x90:                             # SUBACK: pid + return codes
-            return True
-        if op == 0x30:                             # PUBLISH
-            qos = (b0 >> 1) & 3
-            if rem < 2:
-                return self._bad(now)
-            tl = rx[i] << 8 | rx[i + 1]
-            p = i + 2 + tl
-            end = i + rem
-            pid = 0
-            if qos:
-                pid = rx[p] << 8 | rx[p + 1] if p + 2 <= end else -1
-                p += 2
-            if p > end or qos == 3 or pid < 0:
-                return self._bad(now)
-            if qos == 2:
-                # refused: never executed; PUBREC so the broker can complete the exchange
-                self.rx_qos_refused += 1
-                self._ack2(0x50, pid)
-                if self.on_refused is not None:
-                    self.on_refused(qos)
-                return True
-            mv = self.t.rx_mv
-            if self.on_message is not None:
-                self.on_message(mv[i + 2:i + 2 + tl], mv[p:end])
-            if qos == 1 and self.t.tx_free() >= 4:
-                self.stream.write(b"\x40\x02")
-                rx2 = self.t.tx
-                k = self.t.tx_len
-                rx2[k] = pid >> 8
-                rx2[k + 1] = pid & 0xFF
-                self.t.tx_len = k + 2
-            return True
-        if op == 0x60:                             # PUBREL (of a refused QoS 2 PUBLISH)
-            if rem != 2:
-                return self._bad(now)
-            self._ack2(0x70, rx[i] << 8 | rx[i + 1])
-            return True
-        # PUBREC/PUBCOMP/UNSUBACK or reserved: not part of our session
-        self.protocol_errors += 1
-        return True
-
-    def _ack2(self, typ, pid):
-        """Four-byte acknowledgement (PUBREC 0x50 / PUBCOMP 0x70) for packet `pid`."""
-        t = self.t
-        if t.tx_free() < 4:
-            return
-        tx = t.tx
-        k = t.tx_len
-        tx[k] = typ
-        tx[k + 1] = 2
-        tx[k + 2] = pid >> 8
-        tx[k + 3] = pid & 0xFF
-        t.tx_len = k + 4
-
-    def _bad(self, now):
-        self.protocol_errors += 1
-        self._close(now, R_PROTOCOL)
-        return False
