@@ -161,8 +161,10 @@ class Console:
             d["latch_store"] = _store(gw)
             # for `bankgate status`'s text view: which outputs the configuration uses, and
             # the join limit a pending dv is compared with
-            d["configured_outputs"] = list(gw.cfg["contactors"]["outputs"])
-            d["gating"] = {"max_dv_mv": gw.cfg["gating"]["max_dv_mv"]}
+            c = gw.cfg.get("contactors")
+            d["configured_outputs"] = list(c["outputs"]) if c else []
+            g = gw.cfg.get("gating")
+            d["gating"] = {"max_dv_mv": g["max_dv_mv"]} if g else {}
         d["cmd"] = "status"
         d["ok"] = True
         d["error"] = self.error
