@@ -1158,6 +1158,9 @@ class Simulation:
     def run_realtime(self, until_s=None, speed=1.0):
         """Run with simulated time following wall-clock time x speed (for `bankgate
         run --sim`: a real broker, a person watching).  until_s None: forever."""
+        # stopped before the scenario's end (demo --seconds): what was not yet due is
+        # "not reached", as with `simulate --until`, not failed
+        self.truncated = until_s is not None and until_s < self.s["duration_s"]
         self._start_line()
         if self.failed_start is not None:
             self.out({"t": 0.0, "type": "error", "error": self.failed_start})
