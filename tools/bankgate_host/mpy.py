@@ -178,7 +178,10 @@ def ensure_compiled(src_dir, out_dir, emit="bytecode", march=None):
         for f in files:
             p = os.path.join(root, f)
             if f.endswith(".mpy") and p not in wanted:
-                os.unlink(p)
+                try:
+                    os.unlink(p)            # a stale module (moved or deleted source)
+                except FileNotFoundError:
+                    pass                    # another process removed it first
 
 
 def build_dir(emit="bytecode", march=None):
