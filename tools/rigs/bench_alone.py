@@ -160,7 +160,7 @@ def main(n=16, steps=4000, want_parts=False):
         res["config_bytes"] = gc.mem_alloc() - c0
         config = None
         from bankgate import firmware
-        firmware.forget("bankgate.config", "bankgate.boards")
+        firmware.forget("bankgate.config", "bankgate.boards", "bankgate.jsonfile")
         gc.collect()
         a1c = gc.mem_alloc()
         from bankgate import app  # noqa: F401
