@@ -6,27 +6,43 @@ import re
 import signal
 import subprocess
 import time
+import uuid
 
 from bankgate_host import REPO
 
 BANKGATE = os.path.join(REPO, ".venv", "bin", "bankgate")
 
 
-def _leftovers(port):
-    out = subprocess.run(["pgrep", "-af", "127.0.0.1:%s|bankgate-demo-" % port],
-                         capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "pgrep" not in line]
+def _tagged_env():
+    """The demo's environment with a tag of this test's own: every process the demo starts
+    (broker, firmware runner, MicroPython) inherits it, so leftovers are found by the tag,
+    never confused with another test's demo running at the same time."""
+    tag = uuid.uuid4().hex
+    return dict(os.environ, BANKGATE_TEST_TAG=tag), ("BANKGATE_TEST_TAG=" + tag).encode()
 
 
-def _port(text):
-    m = re.search(r"embedded MQTT broker \(amqtt\) on 127\.0\.0\.1:(\d+)", text)
-    assert m, text[-2000:]
-    return m.group(1)
+def _leftovers(mark):
+    """Processes still alive that carry this run's tag (Linux /proc)."""
+    left = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/environ" % pid, "rb") as f:
+                env = f.read().split(b"\0")
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue                      # gone meanwhile, or not ours to read
+        if mark in env:
+            left.append("%s %s" % (pid, cmd))
+    return left
 
 
 def test_demo_runs_publishes_and_stops():
+    env, mark = _tagged_env()
     proc = subprocess.run([BANKGATE, "demo", "--seconds", "25", "--speed", "4", "--plain"],
-                          capture_output=True, text=True, timeout=180, cwd=REPO)
+                          capture_output=True, text=True, timeout=180, cwd=REPO, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     seen = int(re.search(r"demo: done \((\d+) MQTT messages seen\)", out).group(1))
@@ -38,11 +54,13 @@ def test_demo_runs_publishes_and_stops():
     counts = [int(c) for c in re.findall(r"^demo: bank=.* msgs=(\d+)$", out, re.M)]
     assert len(counts) >= 10, out[-2000:]
     assert counts[-1] > counts[len(counts) // 2] > counts[0], counts
-    assert _leftovers(_port(out)) == []
+    assert "embedded MQTT broker (amqtt) on 127.0.0.1:" in out, out[-2000:]
+    assert _leftovers(mark) == []
 
 
 def test_ctrl_c_stops_everything():
-    proc = subprocess.Popen([BANKGATE, "demo", "--plain"], stdout=subprocess.PIPE,
+    env, mark = _tagged_env()
+    proc = subprocess.Popen([BANKGATE, "demo", "--plain"], stdout=subprocess.PIPE, env=env,
                             stderr=subprocess.STDOUT, text=True, cwd=REPO)
     lines = []
     end = time.monotonic() + 120
@@ -54,8 +72,9 @@ def test_ctrl_c_stops_everything():
         if line.startswith("demo: bank=") and "modules=[2:" in line:
             break                         # the view shows real state: interrupt now
     proc.send_signal(signal.SIGINT)
-    rest, _ = proc.communicate(timeout=60)
+    rest, _ = proc.communicate(timeout=600)   # a hang guard, not a speed limit
     out = "".join(lines) + rest
     assert proc.returncode == 0, out[-3000:]
     assert "demo: stopped" in out
-    assert _leftovers(_port(out)) == []
+    assert "embedded MQTT broker (amqtt) on 127.0.0.1:" in out, out[-2000:]
+    assert _leftovers(mark) == []

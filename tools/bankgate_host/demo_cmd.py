@@ -290,13 +290,22 @@ def main(args):
               "seconds (Ctrl-C to stop)" % (args.speed, args.speed), flush=True)
         last = 0
         end = time.monotonic() + args.seconds if args.seconds else None
-        while firmware.poll() is None:
+        # Ctrl-C from here on only sets a flag that the loop checks: a KeyboardInterrupt
+        # can be lost (one raised while the main thread runs a finalizer -- __del__, a
+        # weakref callback -- is printed as "Exception ignored" and dropped); once, on a
+        # loaded machine, the demo went on running for a minute after Ctrl-C. A flag is
+        # not lost, and the cleanup below cannot be cut short by a second Ctrl-C
+        stop = []
+        signal.signal(signal.SIGINT, lambda signum, frame: stop.append(signum))
+        while firmware.poll() is None and not stop:
             if end is not None and time.monotonic() > end + 10:
                 break
             time.sleep(0.1)
             if time.monotonic() - last >= 1.0:
                 last = time.monotonic()
                 view.render()
+        if stop:
+            raise KeyboardInterrupt
         out = ""
         if firmware.poll() is not None:
             log.seek(0)
