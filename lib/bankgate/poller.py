@@ -170,6 +170,7 @@ class Poller(SlowReads):
         self._t_reprobe = array.array("i", bytes(4 * n))
         self._id_pending = 0                           # slots whose identity is to be read
         self._t_ident = 0
+        self._gone_ms = cfg["gating"]["max_age_ms"]     # lost longer: forget the identity
         self._init_slow(cfg, n)
         self._scratch = Module(-1)                     # decode target for unassigned addresses
         # transaction state
@@ -371,6 +372,7 @@ class Poller(SlowReads):
                 self._cur = s + 1
                 if clock.due(now, self._t_reprobe[s]):
                     self._t_reprobe[s] = clock.add(now, REPROBE_MS)
+                    self._forget_if_gone(s, now)
                     self._start(_K_REPROBE, a, s, self.probe_cmd, now)
                     return
                 continue
@@ -396,6 +398,17 @@ class Poller(SlowReads):
             if clock.diff(self._t_reprobe[s], t) < 0:
                 t = self._t_reprobe[s]
         self._t_next = t
+
+    def _forget_if_gone(self, s, now):
+        """Before re-probing lost slot s: when its data is older than gating.max_age_ms
+        (admission already counts the module as gone, its contactor is open), a
+        different module may answer now (replaced at the same address): forget the
+        identity, so the identity checks wait for the new module's own (model,
+        firmware).  A shorter dropout keeps it (the module cannot have been swapped;
+        its serial is re-read anyway).  Allocation-free."""
+        m = self.bank.modules[s]
+        if m.id_valid and (not m.analog_valid or clock.diff(now, m.t_analog) > self._gone_ms):
+            m.clear_identity()
 
     # ------------------------------------------------------------------ completion
     def _cmd_index(self, cmd):
