@@ -12,6 +12,8 @@
 #             next free slots.
 #   2. GROUP  where the family supports it, one 0x42 group query (INFO FF) to the
 #             first answering address: the pack count it reports is COUNT evidence.
+#             While discovery's count_mismatch stands, a sweep may start with a
+#             count-only 0x44 group query (pollslow._group_recheck, GROUP_RECHECK_MS).
 #   3. CYCLE  (issue 15, bankgate.pollplan) every sweep visits every slot and reads
 #             its FAST commands (POLL_CMDS without the limits command: analog +
 #             alarm, the data gating.max_age_ms governs), whatever else is pending.
@@ -64,7 +66,7 @@ from micropython import const
 from bankgate import clock
 from bankgate import discovery as dsc
 from bankgate.model import Module
-from bankgate.pollslow import IDENT_PERIOD_MS, SlowReads
+from bankgate.pollslow import GROUP_RECHECK_MS, IDENT_PERIOD_MS, NoSlots, SlowReads
 from bankgate.proto import errors as perr
 from bankgate.proto import registry
 
@@ -89,6 +91,7 @@ _K_GROUP = const(1)
 _K_IDENT = const(2)
 _K_POLL = const(3)
 _K_REPROBE = const(4)
+_K_COUNT = const(5)      # group query re-read for its pack count only (pollslow._group_recheck)
 
 _CMASK = const(0x3FFFFFFF)
 _MAX_CMDS = const(12)
@@ -282,6 +285,7 @@ class Poller(SlowReads):
         self._t_aged = now
         self._t_next = clock.hold(now, self._t_next)
         self._t_ident = clock.hold(now, self._t_ident)
+        self._t_group = clock.hold(now, self._t_group)
         k = self._age_k                                # one slot per pass (round robin)
         self._age_k = k + 1 if k + 1 < len(self._t_reprobe) else 0
         clock.hold_range(now, self._t_reprobe, k, k + 1)
@@ -292,7 +296,7 @@ class Poller(SlowReads):
     # ------------------------------------------------------------------ scheduling
     def _start(self, kind, addr, slot, cmd, now):
         fam = self.fam
-        if kind == _K_GROUP:
+        if kind == _K_GROUP or kind == _K_COUNT:
             n = fam.encode_group_request(cmd, addr, self._tx)
         else:
             n = fam.encode_request(cmd, addr, self._tx)
@@ -366,6 +370,8 @@ class Poller(SlowReads):
                 self._new_sweep(now)
                 s = 0
                 self._cur = 0
+                if self._busy:           # the sweep starts with a group count re-read
+                    return
             bit = 1 << s
             a = self.bank.modules[s].addr
             if self.lost_mask & bit:
@@ -441,7 +447,8 @@ class Poller(SlowReads):
                 self.cmd_bad[ci] = (self.cmd_bad[ci] + 1) & _CMASK
             elif outcome == dsc.R_GOOD and kind != _K_GROUP:
                 self.cmd_len[ci] = self.rs.n
-        if kind == _K_GROUP:
+        if kind == _K_GROUP or kind == _K_COUNT:
+            self._t_group = clock.add(now, GROUP_RECHECK_MS)
             if outcome == dsc.R_GOOD:
                 # decode_group returns the packs it wrote (those with a slot); the
                 # count the master reported comes from the family (group_count)
@@ -468,6 +475,8 @@ class Poller(SlowReads):
             try:
                 if self._t_kind == _K_GROUP:
                     return self.fam.decode_group(self._t_cmd, rs.rx, rs.n, self.bank, self._t_addr, now)
+                if self._t_kind == _K_COUNT:         # validated, no slot written
+                    return self.fam.decode_group(self._t_cmd, rs.rx, rs.n, NoSlots, self._t_addr, now)
                 return self.fam.decode(self._t_cmd, rs.rx, rs.n, self._t_addr,
                                        m if m is not None else self._scratch, now)
             except Exception:
