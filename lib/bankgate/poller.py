@@ -445,7 +445,7 @@ class Poller(SlowReads):
             self.cmd_req[ci] = (self.cmd_req[ci] + 1) & _CMASK
             if outcome == dsc.R_CORRUPT:
                 self.cmd_bad[ci] = (self.cmd_bad[ci] + 1) & _CMASK
-            elif outcome == dsc.R_GOOD and kind != _K_GROUP:
+            elif outcome == dsc.R_GOOD and kind != _K_GROUP and kind != _K_COUNT:
                 self.cmd_len[ci] = self.rs.n
         if kind == _K_GROUP or kind == _K_COUNT:
             self._t_group = clock.add(now, GROUP_RECHECK_MS)

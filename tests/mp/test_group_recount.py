@@ -108,3 +108,18 @@ def test_count_only_decode_and_cost_allocate_nothing():
     assert c16 > mptest.no_alloc(cost, 3) > 0
     # 16 packs of 15 cells (8 sensors budgeted): 36 + 2 * (3 + 16 * 34) characters at 9600 baud
     assert c16 == (36 + 2 * (3 + 16 * 34)) * (10000000 // 9600) + pollplan.TURNAROUND_US + 2000 + 20000
+
+
+def test_count_reads_do_not_set_the_single_answer_length():
+    # bushealth judges the error rate by reply length (cmd_len per command): a 0x44 group
+    # answer must not stand for the length of a module's own 0x44 answer
+    r = Rig(addresses=(2, 3, 4), stubs=(2, 3, 4, 5), scan=(2, 4))
+    reads = _count_group_reads(r)
+    r.run_sweeps(3)
+    p = r.poller
+    i = p._cmd_index(0x44)
+    single = p.cmd_len[i]
+    assert single > 0
+    r.run_ms(3 * GROUP_RECHECK_MS)
+    assert len([1 for _, c in reads if c == 0x44]) >= 2
+    assert p.cmd_len[i] == single
