@@ -234,13 +234,19 @@ class Gateway:
             state, reason, value, dv = MOD_STATE_NAMES[v[0]], CHECK_NAMES[v[1]], v[2], v[4]
         else:
             state, reason, value, dv = "unexpected", "not_configured", m.addr, 0
+        # online: this module answered and its analog data is within gating.max_age_ms.
+        # A slot that never answered (absent, or analog data a group answer put there) has
+        # no measurements: null, never a voltage it did not report itself
+        heard = m.seen and m.analog_valid
+        online = heard and tk.diff(self.hw.clock.ticks_ms(), m.t_analog) <= self.cfg["gating"]["max_age_ms"]
         return {
             "slot": s, "addr": m.addr, "state": state, "reason": reason, "value": value, "dv_mv": dv,
-            "online": m.analog_valid, "mv": m.voltage_mv, "ma": m.current_ma,
-            "soc_pm": m.soc_pm, "soh_pm": m.soh_pm,
-            "temp_dc": max(m.temp_dc[i] for i in range(m.n_temps)) if m.n_temps else None,
-            "cell_min_mv": min(m.cell_mv[i] for i in range(m.n_cells)) if m.n_cells else None,
-            "cell_max_mv": max(m.cell_mv[i] for i in range(m.n_cells)) if m.n_cells else None,
+            "online": online, "mv": m.voltage_mv if heard else None,
+            "ma": m.current_ma if heard else None,
+            "soc_pm": m.soc_pm if heard else None, "soh_pm": m.soh_pm if heard else None,
+            "temp_dc": max(m.temp_dc[i] for i in range(m.n_temps)) if heard and m.n_temps else None,
+            "cell_min_mv": min(m.cell_mv[i] for i in range(m.n_cells)) if heard and m.n_cells else None,
+            "cell_max_mv": max(m.cell_mv[i] for i in range(m.n_cells)) if heard and m.n_cells else None,
             "chg_limit_ma": m.chg_limit_ma, "dsg_limit_ma": m.dsg_limit_ma,
             "alarms": m.alarms, "protections": m.protections,
             "serial": m.serial_str() if m.serial_len else None,

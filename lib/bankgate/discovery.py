@@ -26,7 +26,8 @@
 #                   a = slot it was given (-1: no free slot), b = good replies.
 #   F_COUNT       4 "count_mismatch"     a = modules found, b = bank.expected_modules.
 #                   (the group query's pack count replaces `a` when it disagrees with
-#                   the scan; snapshot() shows both.)
+#                   the scan; snapshot() shows both.  While it stands the poller re-reads
+#                   the group count, pollslow._group_recheck, so it clears once they agree.)
 #   F_TOO_MANY    6 "above_max_parallel" a = modules found, b = bank.max_parallel.
 #   F_SWAPPED     5 "swapped"            a new serial number at a known address.
 #                   a = hash of the old serial, b = hash of the new one (16 bit).

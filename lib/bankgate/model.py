@@ -169,14 +169,57 @@ class Module:
         self.t_last_reply = clock.hold(now, self.t_last_reply)
 
     def clear_data(self):
-        """Forget measured data (module lost or replaced); keeps the slot and address."""
+        """Forget everything the previous occupant of this slot reported (its address
+        vanished, or the slot goes to another address): measured data, limits,
+        parameters and identity.  Keeps the slot, the address and the bus statistics.
+        Nothing of the old module may pass a check for the next one that answers here:
+        the identity/compatibility checks (model, firmware, cell count) judge only what
+        the new module itself reports.  Allocation-free."""
         self.analog_valid = False
         self.alarm_valid = False
         self.mgmt_valid = False
         self.params_valid = False
-        self.id_valid = False
         self.alarms = 0
         self.protections = 0
+        self.n_cells = 0
+        self.n_temps = 0
+        self.current_ma = 0
+        self.voltage_mv = 0
+        self.remaining_mah = 0
+        self.total_mah = 0
+        self.cycles = 0
+        self.soc_pm = 0
+        self.soh_pm = 1000
+        self.fp = 0
+        self.chg_v_mv = 0
+        self.dsg_v_mv = 0
+        self.chg_limit_ma = 0
+        self.dsg_limit_ma = 0
+        self.mgmt_flags = 0
+        self.cell_hi_mv = 0
+        self.cell_lo_mv = 0
+        self.cell_uv_mv = 0
+        self.mod_hi_mv = 0
+        self.mod_lo_mv = 0
+        self.mod_uv_mv = 0
+        self.params_chg_ma = 0
+        self.params_dsg_ma = 0
+        self.clear_identity()
+
+    def clear_identity(self):
+        """Forget the identity (serial, model, manufacturer, firmware and protocol
+        versions): the module must be identified again (0x51 for model and firmware)
+        before admission's identity checks can pass (no_identity until then; an
+        identity read of only the serial or protocol version does not bring back a
+        previous module's model or firmware).  The poller calls it for a lost slot
+        whose data went stale (a module may have been replaced meanwhile).
+        Allocation-free."""
+        self.id_valid = False
+        self.serial_len = 0
+        self.model_len = 0
+        self.manufacturer_len = 0
+        self.sw_version = -1
+        self.proto_version = -1
 
     def serial_str(self):
         return bytes(self.serial[: self.serial_len]).decode()

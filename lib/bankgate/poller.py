@@ -12,6 +12,8 @@
 #             next free slots.
 #   2. GROUP  where the family supports it, one 0x42 group query (INFO FF) to the
 #             first answering address: the pack count it reports is COUNT evidence.
+#             While discovery's count_mismatch stands, a sweep may start with a
+#             count-only 0x44 group query (pollslow._group_recheck, GROUP_RECHECK_MS).
 #   3. CYCLE  (issue 15, bankgate.pollplan) every sweep visits every slot and reads
 #             its FAST commands (POLL_CMDS without the limits command: analog +
 #             alarm, the data gating.max_age_ms governs), whatever else is pending.
@@ -64,7 +66,7 @@ from micropython import const
 from bankgate import clock
 from bankgate import discovery as dsc
 from bankgate.model import Module
-from bankgate.pollslow import IDENT_PERIOD_MS, SlowReads
+from bankgate.pollslow import GROUP_RECHECK_MS, IDENT_PERIOD_MS, NoSlots, SlowReads
 from bankgate.proto import errors as perr
 from bankgate.proto import registry
 
@@ -89,6 +91,7 @@ _K_GROUP = const(1)
 _K_IDENT = const(2)
 _K_POLL = const(3)
 _K_REPROBE = const(4)
+_K_COUNT = const(5)      # group query re-read for its pack count only (pollslow._group_recheck)
 
 _CMASK = const(0x3FFFFFFF)
 _MAX_CMDS = const(12)
@@ -170,6 +173,7 @@ class Poller(SlowReads):
         self._t_reprobe = array.array("i", bytes(4 * n))
         self._id_pending = 0                           # slots whose identity is to be read
         self._t_ident = 0
+        self._gone_ms = cfg["gating"]["max_age_ms"]     # lost longer: forget the identity
         self._init_slow(cfg, n)
         self._scratch = Module(-1)                     # decode target for unassigned addresses
         # transaction state
@@ -281,6 +285,7 @@ class Poller(SlowReads):
         self._t_aged = now
         self._t_next = clock.hold(now, self._t_next)
         self._t_ident = clock.hold(now, self._t_ident)
+        self._t_group = clock.hold(now, self._t_group)
         k = self._age_k                                # one slot per pass (round robin)
         self._age_k = k + 1 if k + 1 < len(self._t_reprobe) else 0
         clock.hold_range(now, self._t_reprobe, k, k + 1)
@@ -291,7 +296,7 @@ class Poller(SlowReads):
     # ------------------------------------------------------------------ scheduling
     def _start(self, kind, addr, slot, cmd, now):
         fam = self.fam
-        if kind == _K_GROUP:
+        if kind == _K_GROUP or kind == _K_COUNT:
             n = fam.encode_group_request(cmd, addr, self._tx)
         else:
             n = fam.encode_request(cmd, addr, self._tx)
@@ -365,12 +370,15 @@ class Poller(SlowReads):
                 self._new_sweep(now)
                 s = 0
                 self._cur = 0
+                if self._busy:           # the sweep starts with a group count re-read
+                    return
             bit = 1 << s
             a = self.bank.modules[s].addr
             if self.lost_mask & bit:
                 self._cur = s + 1
                 if clock.due(now, self._t_reprobe[s]):
                     self._t_reprobe[s] = clock.add(now, REPROBE_MS)
+                    self._forget_if_gone(s, now)
                     self._start(_K_REPROBE, a, s, self.probe_cmd, now)
                     return
                 continue
@@ -396,6 +404,17 @@ class Poller(SlowReads):
             if clock.diff(self._t_reprobe[s], t) < 0:
                 t = self._t_reprobe[s]
         self._t_next = t
+
+    def _forget_if_gone(self, s, now):
+        """Before re-probing lost slot s: when its data is older than gating.max_age_ms
+        (admission already counts the module as gone, its contactor is open), a
+        different module may answer now (replaced at the same address): forget the
+        identity, so the identity checks wait for the new module's own (model,
+        firmware).  A shorter dropout keeps it (the module cannot have been swapped;
+        its serial is re-read anyway).  Allocation-free."""
+        m = self.bank.modules[s]
+        if m.id_valid and (not m.analog_valid or clock.diff(now, m.t_analog) > self._gone_ms):
+            m.clear_identity()
 
     # ------------------------------------------------------------------ completion
     def _cmd_index(self, cmd):
@@ -426,9 +445,10 @@ class Poller(SlowReads):
             self.cmd_req[ci] = (self.cmd_req[ci] + 1) & _CMASK
             if outcome == dsc.R_CORRUPT:
                 self.cmd_bad[ci] = (self.cmd_bad[ci] + 1) & _CMASK
-            elif outcome == dsc.R_GOOD and kind != _K_GROUP:
+            elif outcome == dsc.R_GOOD and kind != _K_GROUP and kind != _K_COUNT:
                 self.cmd_len[ci] = self.rs.n
-        if kind == _K_GROUP:
+        if kind == _K_GROUP or kind == _K_COUNT:
+            self._t_group = clock.add(now, GROUP_RECHECK_MS)
             if outcome == dsc.R_GOOD:
                 # decode_group returns the packs it wrote (those with a slot); the
                 # count the master reported comes from the family (group_count)
@@ -455,6 +475,8 @@ class Poller(SlowReads):
             try:
                 if self._t_kind == _K_GROUP:
                     return self.fam.decode_group(self._t_cmd, rs.rx, rs.n, self.bank, self._t_addr, now)
+                if self._t_kind == _K_COUNT:         # validated, no slot written
+                    return self.fam.decode_group(self._t_cmd, rs.rx, rs.n, NoSlots, self._t_addr, now)
                 return self.fam.decode(self._t_cmd, rs.rx, rs.n, self._t_addr,
                                        m if m is not None else self._scratch, now)
             except Exception:

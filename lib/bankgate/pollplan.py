@@ -84,6 +84,13 @@ def tx_us(family, cmd, baud, cells, gap_ms):
     return n * ch + TURNAROUND_US + _LOOP_SLACK_US + gap_ms * 1000
 
 
+def group_tx_us(family, cmd, baud, cells, gap_ms, packs):
+    """Bus time of one answered whole-group query (0x42/0x44 INFO FF) of `packs` packs,
+    microseconds (as the plan's group figures; allocation-free)."""
+    ch = 2 * _FRAME_OVERHEAD + 2 * (1 + 2 + packs * (reply_info(family, cmd, cells) - 2))
+    return ch * char_us(baud) + TURNAROUND_US + _LOOP_SLACK_US + gap_ms * 1000
+
+
 def fast_cmds(family):
     return _FAST.get(family, ())
 

@@ -12,8 +12,21 @@ from bankgate import clock
 from bankgate import pollplan
 
 IDENT_PERIOD_MS = const(60000)    # routine identity re-read (swap detection)
+GROUP_RECHECK_MS = const(10000)   # group count re-read while a count mismatch stands
 _K_IDENT = const(2)               # (bankgate.poller's transaction kinds)
 _K_POLL = const(3)
+_K_COUNT = const(5)
+_F_COUNT = const(4)               # bankgate.discovery.F_COUNT
+
+
+class NoSlots:
+    """decode_group target of a count-only group read: every pack is validated (and the
+    family's group_count() updated), none is written into a slot -- pack i is not
+    necessarily the module at master + i (a silent or missing pack shifts the rest)."""
+
+    @staticmethod
+    def slot_for(addr):
+        return None
 
 
 class SlowReads:
@@ -54,6 +67,12 @@ class SlowReads:
         self._cost = cost                    # {cmd: wire time, us}: a few entries (a 256-entry
                                              # array took 1 KB of the ESP32's heap)
         self._slow_budget = budget
+        self._t_group = 0
+        if not self.is_can:
+            b = cfg["bank"]
+            self._fname = b["family"]
+            self._baud = b["baud"]
+            self._cells = b["cells"]
         self._slow_left = budget
         ma = cfg["gating"]["max_age_ms"]
         f = self.plan["worst_age_ms"] if self.plan is not None else 2 * pollplan.CAN_FRAME_MS + 500
@@ -143,11 +162,38 @@ class SlowReads:
         self._slow_start(bs, bc, now, bf)
         return self._busy
 
+    def _group_recheck(self, now):
+        """Start of a sweep: while discovery's count_mismatch stands, ask the group master
+        for its pack count again (0x44 INFO FF, the short group answer; count only) every
+        GROUP_RECHECK_MS, so the finding follows the group's count and clears once it
+        agrees (it used to keep the count read after the last scan).  The read is a slow
+        transaction of this sweep: it is skipped when it does not fit the sweep's slow
+        budget (the bound the validator checked).  Allocation-free."""
+        if not self._group or not self.discovery.has(_F_COUNT, -1):
+            self._t_group = clock.add(now, GROUP_RECHECK_MS)   # (a deadline never gets old)
+            return
+        if not clock.due(now, self._t_group):
+            return
+        master = self._group_master()
+        if master < 0:
+            return
+        d = self.discovery
+        k = d.group_count if d.group_count > d.expected else d.expected
+        cost = pollplan.group_tx_us(self._fname, 0x44, self._baud, self._cells, self.gap_ms, k)
+        if cost > self._slow_left:
+            return
+        self._slow_left -= cost
+        self._slow_n += 1
+        self._t_group = clock.add(now, GROUP_RECHECK_MS)
+        self._start(_K_COUNT, master, -1, self.fam.CMD_ALARM, now)
+
     def _new_sweep(self, now):
         self.sweep_count += 1
         self._slow_left = self._slow_budget
         self._slow_n = 0
         self._slow_done = 0
+        if not self.is_can:
+            self._group_recheck(now)
         mods = self.bank.modules
         if clock.due(now, self._t_ident):
             self._t_ident = clock.add(now, IDENT_PERIOD_MS)

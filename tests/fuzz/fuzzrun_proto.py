@@ -400,6 +400,7 @@ def group_seeds(first):
            RawFrame(R.analog_group_response(first, packs[:1]), PY.CMD_ANALOG, first),
            RawFrame(R.alarm_group_response(first, alarms), PY.CMD_ALARM, first),
            RawFrame(R.alarm_group_response(first, alarms[1:]), PY.CMD_ALARM, first),
+           RawFrame(R.alarm_group_response(first, alarms, extra=True), PY.CMD_ALARM, first),
            RawFrame(R.error_response("pylontech", first, 0x90), PY.CMD_ALARM, first)]
     return out
 

@@ -122,8 +122,7 @@ def test_whole_group_answers_of_up_to_16_packs_decode(mp, tmp_path, n):
     for got, w in zip(obj["modules"], want):
         assert got["voltage_mv"] == w["voltage_mv"] and got["current_ma"] == w["current_ma"]
         assert got["cells_mv"] == w["cells_mv"] and got["remaining_mah"] == w["remaining_mah"]
-    # the text view of it (the emulator's 0x44 group answer is left out: the device decoder
-    # finds it implausible, a disagreement reported in the inst branch's report)
+    # the text view of it (0x44 group answers: tests/host/test_decode_group44.py)
     rc, out, err = run("pylontech", "--group", "--text", "--file", str(f))
     assert "whole group, %d pack%s" % (n, "" if n == 1 else "s") in out and ("pack %d: " % n) in out
 

@@ -166,6 +166,10 @@ def test_module_fields_freshness_names_and_limit():
     m = gw.bank.modules[0]
     m.analog_valid = True
     m.t_analog = 1000
+    d = {"reason": "ok"}
+    x.module(d, m, 1000)                             # data, but the module never answered
+    assert d["avail"] == 0                           # (a group answer filled the slot)
+    m.seen = True
     m.alarms = ALM_CHG_OT
     m.protections = ALM_CELL_OV
     d = {"reason": "dv", "cell_min_mv": 3300, "cell_max_mv": 3312}

@@ -13,7 +13,8 @@
 #   alarm  (0x44): cell_flags [..], temp_flags [..], charge_current_flag, voltage_flag,
 #                  discharge_current_flag, status [5 bytes Pylontech | 9 bytes PACE:
 #                  prot1, prot2, system, config, fault, balance hi, balance lo, warn1, warn2],
-#                  extra (Pylontech: append the undocumented trailing byte real packs send)
+#                  extra (Pylontech: append the undocumented trailing byte real packs send
+#                  to a single-pack answer; group answers: see alarm_group_response)
 #   params (0x47): cell_hi_mv, cell_lo_mv, cell_uv_mv, chg_hi_dc, chg_lo_dc, chg_ma,
 #                  mod_hi_mv, mod_lo_mv, mod_uv_mv, dsg_hi_dc, dsg_lo_dc, dsg_ma
 #   mgmt   (0x92): chg_v_mv, dsg_v_mv, chg_limit_ma, dsg_limit_ma, mgmt_flags
@@ -169,10 +170,14 @@ def alarm_response(family, adr, alarm, ver=None):
     return build(_ver(family, ver), adr, 0, info)
 
 
-def alarm_group_response(adr, alarms, ver=None):
+def alarm_group_response(adr, alarms, ver=None, extra=False):
+    """Pylontech whole-group 0x44 answer of the master at `adr`: per pack the documented
+    block (spec V3.3 table: M, flags, N, flags, three flags, status 1..5), without the
+    trailing byte real single answers carry (an alarm's own "extra" is ignored here);
+    extra=True appends that byte to every pack (the layout the decoder also accepts)."""
     info = bytearray([0, len(alarms)])
     for a in alarms:
-        info += alarm_pack_info("pylontech", a)
+        info += alarm_pack_info("pylontech", dict(a, extra=extra))
     return build(_ver("pylontech", ver), adr, 0, info)
 
 

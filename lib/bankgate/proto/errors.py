@@ -37,6 +37,7 @@ E_RTN_UNKNOWN = const(-19)   # any other non-zero RTN
 # content
 E_PLAUSIBLE = const(-20)     # values no working BMS reports (0 V, FFFF placeholders, counts, SOC)
 E_UNSUPPORTED = const(-21)   # command / CAN id this family does not decode
+E_LAYOUT = const(-22)        # a group answer's INFO length fits no known per-pack layout
 
 CAT_NONE = const(0)
 CAT_CHECKSUM = const(1)
@@ -67,6 +68,7 @@ ERROR_NAMES = {
     E_RTN_UNKNOWN: "rtn_unknown",
     E_PLAUSIBLE: "implausible",
     E_UNSUPPORTED: "unsupported",
+    E_LAYOUT: "layout",
 }
 
 # One line of explanation per code, for the CLI and telemetry (not the hot path).
@@ -93,6 +95,8 @@ ERROR_TEXT = {
     E_RTN_UNKNOWN: "BMS returned an undocumented RTN",
     E_PLAUSIBLE: "values out of the plausible range",
     E_UNSUPPORTED: "command not decoded by this family",
+    E_LAYOUT: "group answer: the INFO length fits neither the documented per-pack layout nor "
+              "that layout plus one trailing byte per pack",
 }
 
 

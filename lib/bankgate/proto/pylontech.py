@@ -26,7 +26,7 @@ from bankgate.model import (
 from bankgate.proto import alarmbits as _ab
 from bankgate.proto import frame
 from bankgate.proto.errors import (
-    E_ADDR, E_CID1, E_OK, E_PLAUSIBLE, E_TRUNCATED, E_UNSUPPORTED, E_VER, rtn_code)
+    E_ADDR, E_CID1, E_LAYOUT, E_OK, E_PLAUSIBLE, E_TRUNCATED, E_UNSUPPORTED, E_VER, rtn_code)
 
 NAME = "pylontech"
 CMD_ANALOG = const(0x42)
@@ -433,8 +433,9 @@ def decode(cmd, buf, n, addr, mod, now):
 _group_n = 0                          # packs in the last accepted group answer (group_count)
 
 
-def _group_walk(cmd, ln, count, bank, first_addr, now, commit):
+def _group_walk(cmd, ln, count, bank, first_addr, now, commit, trail=0):
     # Pass 1 (commit False) validates every pack; pass 2 parses again and writes.
+    # trail: bytes after each pack's block (0x44: _alarm_trail)
     s = _S
     pos = 2
     written = 0
@@ -445,6 +446,7 @@ def _group_walk(cmd, ln, count, bank, first_addr, now, commit):
             pos = _alarm_pack(ln, pos, s)
         if pos < 0:
             return pos
+        pos += trail
         if commit:
             d = bank.slot_for(first_addr + i)
             if d is not None:
@@ -454,6 +456,44 @@ def _group_walk(cmd, ln, count, bank, first_addr, now, commit):
                     commit_alarm(d, s, now)
                 written += 1
     return written
+
+
+def _alarm_end(ln, count, trail):
+    """Where a walk over `count` 0x44 pack blocks, each followed by `trail` bytes, ends
+    (INFO position), or the error of the first block that does not parse."""
+    s = _S
+    pos = 2
+    for i in range(count):
+        pos = _alarm_pack(ln, pos, s)
+        if pos < 0:
+            return pos
+        pos += trail
+    return pos
+
+
+def _alarm_trail(ln, count):
+    """Per-pack layout of a whole-group 0x44 answer: the bytes after each pack's block
+    (0 or 1), or an error code.
+    Sources disagree on what a pack carries:
+      * the spec (RS485 protocol V3.3, table of 0x44; docs/protocols.md): M, M cell
+        flags, N, N temperature flags, charge-current, module-voltage and discharge-current
+        flags, status 1..5 -- M + N + 10 bytes, repeated per pack in the FF answer;
+      * real single-pack answers carry one byte more (public capture in martiby/ess
+        pylontech.py, read_alarm_info: INFO of 33 bytes for 15 cells and 5 sensors, where
+        the table gives 32; python-pylontech 0.3.3 decodes no 0x44 to compare with);
+        no public group capture says whether each pack repeats it.
+    So both are accepted where the layout accounts for the INFO exactly (for packs of one
+    size: the per-pack length is (INFO length - 2) / count, the table's or one more);
+    anything else is E_LAYOUT (or the first pack's own error: it is where both layouts
+    agree), never a guess.  Allocation-free."""
+    r = _alarm_pack(ln, 2, _S)
+    if r < 0:
+        return r
+    if _alarm_end(ln, count, 0) == ln:
+        return 0
+    if _alarm_end(ln, count, 1) == ln:
+        return 1
+    return E_LAYOUT
 
 
 def decode_group(cmd, buf, n, bank, first_addr, now):
@@ -474,12 +514,17 @@ def decode_group(cmd, buf, n, bank, first_addr, now):
     count = frame.INFO[1]             # command value = number of packs
     if count == 0 or count > model.MAX_MODULES:
         return E_PLAUSIBLE
-    r = _group_walk(cmd, ln, count, bank, first_addr, now, False)
+    trail = 0
+    if cmd == CMD_ALARM:
+        trail = _alarm_trail(ln, count)
+        if trail < 0:
+            return trail
+    r = _group_walk(cmd, ln, count, bank, first_addr, now, False, trail)
     if r < 0:
         return r
     global _group_n
     _group_n = count
-    return _group_walk(cmd, ln, count, bank, first_addr, now, True)
+    return _group_walk(cmd, ln, count, bank, first_addr, now, True, trail)
 
 
 def group_count():

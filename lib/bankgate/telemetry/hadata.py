@@ -72,7 +72,7 @@ class HaData:
 
     def module(self, d, m, now):
         """Add the HA fields to module_snapshot() dict d of module record m."""
-        fresh = m.analog_valid and clock.diff(now, m.t_analog) <= self.max_age
+        fresh = m.seen and m.analog_valid and clock.diff(now, m.t_analog) <= self.max_age
         d["avail"] = 1 if fresh else 0
         lo, hi = d.get("cell_min_mv"), d.get("cell_max_mv")
         d["cell_delta_mv"] = hi - lo if lo is not None and hi is not None else None
@@ -91,7 +91,7 @@ class HaData:
         d["e_chg_wh"] = got[0] if got is not None else None
         d["e_dsg_wh"] = got[1] if got is not None else None
         if self.cells:
-            d["cells"] = [m.cell_mv[i] for i in range(m.n_cells)]
+            d["cells"] = [m.cell_mv[i] for i in range(m.n_cells)] if m.seen and m.analog_valid else []
         return d
 
 

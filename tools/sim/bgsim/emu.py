@@ -13,7 +13,9 @@
 #   - with RTN 02 when the request's checksum is wrong, RTN 04 for a command its
 #     family does not have, nothing when the bytes are not a frame at all.
 # The group query (Pylontech 0x42/0x44 with INFO FF) is answered by the addressed
-# module for itself and every plugged module at a higher address (master + slaves).
+# module for itself and every plugged module at a higher address (master + slaves);
+# a 0x44 group answer carries the documented block per pack, without the trailing
+# byte of single answers (bmsproto.alarm_group_response).
 #
 # CAN (bank.bus "can"): every module sends 0x351/355/356/359/35C/35E once per
 # period on id 0x400 + (address << 4) + (id & 0xF) (bankgate.poller.can_id_for),
