@@ -138,6 +138,8 @@ def main(n=16, steps=4000, want_parts=False):
         if "bmsproto" in sys.modules:
             del sys.modules["bmsproto"]
         import leanmqtt
+        from simfs import SimFS
+        fs = SimFS()            # the device's flash filesystem (hw.fs): latches and energy persist
         broker = fakemqtt.FakeBroker()
         net = leanmqtt.lean_net(broker)         # allocates nothing while the firmware runs
         gc.collect()
@@ -169,7 +171,7 @@ def main(n=16, steps=4000, want_parts=False):
         gc.collect()
         a2 = gc.mem_alloc()
         res["code_bytes"] = a2 - a1c + pre
-        gw, clock, uart = benchrig.make_gateway(n, frames, net, cfg=cfg)
+        gw, clock, uart = benchrig.make_gateway(n, frames, net, cfg=cfg, fs=fs)
         gc.collect()
         a3 = gc.mem_alloc()
         res["objects_bytes"] = a3 - a2 + res["config_bytes"]
