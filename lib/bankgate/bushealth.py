@@ -123,8 +123,8 @@ _LEN_MIN_RATIO = const(2)     # compare only replies at least 2 x apart in lengt
 _TERM_STAT_MIN_BAUD = const(38400)  # below: reflections cannot matter (see docs)
 _RECHECK_MS = const(60000)    # spread errors re-run the terminator check at most this often
 _LEN_MIN_REQ = const(16)
-CONFIRM = const(2)
-CLEAR_SAMPLES = const(2)     # recent samples that must be clean to clear a verdict (see above)
+_CONFIRM = const(2)
+_CLEAR_SAMPLES = const(2)     # recent samples that must be clean to clear a verdict (see above)
 _OK_MAX_PM = const(250)       # ok() false above this error rate (data no longer flows)
 _CAN_ERR_RISE = const(16)
 
@@ -409,7 +409,7 @@ class BusHealth(_Terminator):
             else:
                 self._cand = cand
                 self._cand_n = 1
-            if self._cand_n >= CONFIRM or (cand == DUPLICATE_ADDRESS and dup_slot >= 0):
+            if self._cand_n >= _CONFIRM or (cand == DUPLICATE_ADDRESS and dup_slot >= 0):
                 self.verdict = cand
                 self._cand_n = 0
                 self.changes += 1
@@ -513,7 +513,7 @@ class BusHealth(_Terminator):
         """The newest CLEAR_SAMPLES samples: >= MIN_REQUESTS transactions, not one error,
         every used slot answered, nothing lost, termination not measured wrong, CAN
         controller error-active/warning with no TEC/REC rise.  Allocates nothing."""
-        if self._filled <= CLEAR_SAMPLES:
+        if self._filled <= _CLEAR_SAMPLES:
             return False
         if self.poller.lost_mask:
             return False
@@ -521,7 +521,7 @@ class BusHealth(_Terminator):
             return False
         ring = self._ring
         new = (self._head + ring - 1) % ring
-        old = (self._head + ring - 1 - CLEAR_SAMPLES) % ring
+        old = (self._head + ring - 1 - _CLEAR_SAMPLES) % ring
         if self.is_can:
             if self.evidence[EVI_CAN_STATE] >= 2:
                 return False

@@ -69,7 +69,7 @@ from bankgate.proto import errors as perr
 from bankgate.proto import registry
 
 REPROBE_MS = const(5000)         # a lost/missing module is asked this often
-LOST_AFTER = const(3)            # consecutive timeouts that make a module "lost"
+_LOST_AFTER = const(3)            # consecutive timeouts that make a module "lost"
 CAN_MOD_BASE = const(0x400)
 CAN_FRAME_MS = const(1000)       # modules send their frame set once a second (Pylontech CAN)
 _CAN_WAIT_MS = const(10)          # CAN: idle at most this long (hw.idle wakes on input anyway)
@@ -471,7 +471,7 @@ class Poller(SlowReads):
         if outcome == dsc.R_TIMEOUT:
             if self._miss[slot] < 255:
                 self._miss[slot] += 1
-            if self._miss[slot] >= LOST_AFTER and not (self.lost_mask & bit):
+            if self._miss[slot] >= _LOST_AFTER and not (self.lost_mask & bit):
                 self.lost_mask |= bit
                 self._t_reprobe[slot] = clock.add(now, REPROBE_MS)
                 if self._cur == slot:          # abandon the rest of this visit
