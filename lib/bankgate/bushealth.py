@@ -160,6 +160,8 @@ _G_ADDR = const(10)
 _G_NADDR = const(11)
 _G_N = const(12)
 _MASK = const(0x3FFFFFFF)
+_SMASK = const(0xFFFF)      # the sample ring holds counters mod 2**16 ('H'): a window's growth
+                            # is at most _WINDOW_SAMPLES x (SAMPLE_TX + a loop iteration's), far below
 _TC_IDLE = const(0)
 _TC_WAIT_BUS = const(1)
 _TC_OFF = const(2)
@@ -241,8 +243,8 @@ class BusHealth(_Terminator):
         self._k = len(poller.cmd_ids)
         ring = _WINDOW_SAMPLES + 1
         self._ring = ring
-        self._s = zeros("i", ring * n * _F)
-        self._c = zeros("i", ring * 2 * max(self._k, 1))
+        self._s = zeros("H", ring * n * _F)                 # (16 bits: half the bytes of "i")
+        self._c = zeros("H", ring * 2 * max(self._k, 1))
         self._junk = array.array("i", bytes(4 * ring))
         self._tec = array.array("i", bytes(4 * ring))
         self._rec = array.array("i", bytes(4 * ring))
@@ -338,18 +340,18 @@ class BusHealth(_Terminator):
         for i in range(n):
             m = mods[i]
             j = base + i * _F
-            s[j] = m.st_requests
-            s[j + 1] = m.st_good
-            s[j + 2] = m.st_timeouts
-            s[j + 3] = (m.st_checksum + m.st_framing) & _MASK
-            s[j + 4] = (m.st_rtn + m.st_invalid) & _MASK
+            s[j] = m.st_requests & _SMASK
+            s[j + 1] = m.st_good & _SMASK
+            s[j + 2] = m.st_timeouts & _SMASK
+            s[j + 3] = (m.st_checksum + m.st_framing) & _SMASK
+            s[j + 4] = (m.st_rtn + m.st_invalid) & _SMASK
         p = self.poller
         k = self._k
         c = self._c
         cb = h * 2 * k
         for i in range(k):
-            c[cb + 2 * i] = p.cmd_req[i]
-            c[cb + 2 * i + 1] = p.cmd_bad[i]
+            c[cb + 2 * i] = p.cmd_req[i] & _SMASK
+            c[cb + 2 * i + 1] = p.cmd_bad[i] & _SMASK
         rs = p.rs
         if rs is not None:
             self._junk[h] = (rs.noise + rs.stale) & _MASK
@@ -365,11 +367,11 @@ class BusHealth(_Terminator):
         w = self.w
         ob = old * n * _F
         for j in range(n * _F):
-            w[j] = (s[base + j] - s[ob + j]) & _MASK
+            w[j] = (s[base + j] - s[ob + j]) & _SMASK
         obc = old * 2 * k
         for i in range(k):
-            self.wc_req[i] = (c[cb + 2 * i] - c[obc + 2 * i]) & _MASK
-            self.wc_bad[i] = (c[cb + 2 * i + 1] - c[obc + 2 * i + 1]) & _MASK
+            self.wc_req[i] = (c[cb + 2 * i] - c[obc + 2 * i]) & _SMASK
+            self.wc_bad[i] = (c[cb + 2 * i + 1] - c[obc + 2 * i + 1]) & _SMASK
         ev = self.evidence
         ev[_EVI_JUNK] = (self._junk[h] - self._junk[old]) & _MASK
         if can is not None:
@@ -534,11 +536,11 @@ class BusHealth(_Terminator):
         req = 0
         for i in range(n):
             j = i * _F
-            r = (s[nb + j] - s[ob + j]) & _MASK
-            good = (s[nb + j + 1] - s[ob + j + 1]) & _MASK
+            r = (s[nb + j] - s[ob + j]) & _SMASK
+            good = (s[nb + j + 1] - s[ob + j + 1]) & _SMASK
             if good == 0:
                 return False            # a used slot that did not answer
-            if (s[nb + j + 2] - s[ob + j + 2]) & _MASK or (s[nb + j + 3] - s[ob + j + 3]) & _MASK:
+            if (s[nb + j + 2] - s[ob + j + 2]) & _SMASK or (s[nb + j + 3] - s[ob + j + 3]) & _SMASK:
                 return False            # a timeout or a corrupt reply
             req += r
         return req >= _MIN_REQUESTS
