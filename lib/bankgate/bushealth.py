@@ -111,6 +111,8 @@ EVIDENCE_NAMES = ("error_pm", "timeouts", "addr", "requests", "long_frame_pm", "
 SAMPLE_TX = const(32)
 _SAMPLE_MAX_MS = const(5000)
 _WINDOW_SAMPLES = const(8)
+_RING = const(_WINDOW_SAMPLES + 1)   # samples held (a constant, not an attribute:
+                             # 37 attributes fit a 37-slot table, 39 took 47 slots)
 _MIN_REQUESTS = const(48)     # fewer requests in the window: no new verdict
 ERR_PM = const(30)           # bus-wide error rate that is a problem (3 %)
 _CLEAN_PM = const(20)         # "the others are clean"
@@ -238,11 +240,9 @@ class BusHealth(_Terminator):
         self.discovery = poller.discovery
         self.is_can = cfg["bank"]["bus"] == "can"
         self.baud = cfg["bank"]["baud"]
-        n = len(bank.modules)
-        self._n = n
+        n = len(bank.modules)             # (the sample layout's slot count: len(bank.modules))
         self._k = len(poller.cmd_ids)
-        ring = _WINDOW_SAMPLES + 1
-        self._ring = ring
+        ring = _RING
         self._s = zeros("H", ring * n * _F)                 # (16 bits: half the bytes of "i")
         self._c = zeros("H", ring * 2 * max(self._k, 1))
         self._junk = array.array("i", bytes(4 * ring))
@@ -331,11 +331,11 @@ class BusHealth(_Terminator):
 
     # ------------------------------------------------------------------ sampling
     def _sample(self, now):
-        ring = self._ring
+        ring = _RING
         h = self._head
         mods = self.bank.modules
         s = self._s
-        n = self._n
+        n = len(self.bank.modules)
         base = h * n * _F
         for i in range(n):
             m = mods[i]
@@ -521,7 +521,7 @@ class BusHealth(_Terminator):
             return False
         if self.term == TERM_NONE or self.term == TERM_MANY:
             return False
-        ring = self._ring
+        ring = _RING
         new = (self._head + ring - 1) % ring
         old = (self._head + ring - 1 - _CLEAR_SAMPLES) % ring
         if self.is_can:
@@ -531,8 +531,8 @@ class BusHealth(_Terminator):
                 return False
         s = self._s
         n = self.bank.n_used
-        nb = new * self._n * _F
-        ob = old * self._n * _F
+        nb = new * len(self.bank.modules) * _F
+        ob = old * len(self.bank.modules) * _F
         req = 0
         for i in range(n):
             j = i * _F
@@ -597,7 +597,7 @@ class BusHealth(_Terminator):
 
     def _can_verdict(self):
         ev = self.evidence
-        ring = self._ring
+        ring = _RING
         old = (self._head + ring - self._filled) % ring
         new = (self._head + ring - 1) % ring
         rise = (self._tec[new] - self._tec[old]) + (self._rec[new] - self._rec[old])

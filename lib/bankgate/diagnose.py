@@ -71,6 +71,7 @@ _K0 = b"\x00\x10\x20\x30\x40\x40\x51\x51\x52\x63\x63\x74\x84\x94\xa4\xb4"
 N_INST = const(196)         # 12 per-module codes x 16 + 4 bank codes x 1
 _AGE_W = const(12)          # _t_pend stamps aged per pass (17 passes cover N_INST)
 N_ENTRIES = const(64)       # active diagnoses held at once (their addr, evidence, t_raised)
+_FREE = const(0xFF)         # an entry no instance holds (instances are 0..N_INST - 1 < 255)
 _RAISE = const(1)
 _BAND = const(0)
 _CLEAR = const(-1)
@@ -200,7 +201,7 @@ class _Instances:
                     self.active[k] = 0
                     self._pend[k] = 0
                     self.n_active -= 1
-                    self._e_k[e] = -1
+                    self._ent[N_INST + e] = _FREE
                     self.events.emit(now, EV_DIAG_CLEARED, self.addr[e], code, a)
             else:
                 self._pend[k] = 0
@@ -213,7 +214,7 @@ class _Instances:
                 if e < 0:
                     self.entries_full += 1       # stays pending: raised when an entry frees
                     return
-                self._e_k[e] = k
+                self._ent[N_INST + e] = k
                 self._ent[k] = e
                 self.active[k] = 1
                 self.acked[k] = 0
@@ -229,9 +230,9 @@ class _Instances:
             self._pend[k] = 0
 
     def _free_entry(self):
-        ek = self._e_k
+        ent = self._ent
         for e in range(N_ENTRIES):
-            if ek[e] < 0:
+            if ent[N_INST + e] == _FREE:
                 return e
         return -1
 
@@ -586,11 +587,12 @@ class Diagnoser(_ModuleRules):
         self._pend = bytearray(n)        # timer running (towards raise when idle, clear when active)
         self._judged = bytearray(n)      # judged in the current step
         self._t_pend = zeros("i", n)
-        self._ent = bytearray(n)         # entry of an active instance (_Instances)
+        # [k]: entry of active instance k; [N_INST + e]: instance of entry e, _FREE (_Instances;
+        # one attribute: 59 fit the Diagnoser's 59-slot attribute table, a 60th takes 73)
         e = N_ENTRIES
-        self._e_k = zeros("h", e)        # instance k of each entry, -1 free
+        self._ent = bytearray(n + e)
         for i in range(e):
-            self._e_k[i] = -1
+            self._ent[n + i] = _FREE
         self.t_raised = zeros("i", e)
         self.addr = zeros("h", e)
         self.ev_a = zeros("i", e)
