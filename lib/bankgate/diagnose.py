@@ -72,6 +72,8 @@ N_INST = const(196)         # 12 per-module codes x 16 + 4 bank codes x 1
 _AGE_W = const(12)          # _t_pend stamps aged per pass (17 passes cover N_INST)
 N_ENTRIES = const(64)       # active diagnoses held at once (their addr, evidence, t_raised)
 _FREE = const(0xFF)         # an entry no instance holds (instances are 0..N_INST - 1 < 255)
+_PENDING = const(1)         # _pend bits (one bytearray, not two: 196 B of the ESP32's heap)
+_JUDGED = const(2)
 _RAISE = const(1)
 _BAND = const(0)
 _CLEAR = const(-1)
@@ -188,26 +190,27 @@ class _Instances:
 
     def _judge(self, now, code, slot, cond, addr, a, b, hold_r, hold_c):
         k = _K0[code - 1] + slot
-        self._judged[k] = 1
+        pd = self._pend
+        pd[k] |= _JUDGED
         if self.active[k]:
             e = self._ent[k]
             self.ev_a[e] = a
             self.ev_b[e] = b
             if cond == _CLEAR:
-                if not self._pend[k]:
-                    self._pend[k] = 1
+                if not pd[k] & _PENDING:
+                    pd[k] = _JUDGED | _PENDING
                     self._t_pend[k] = now
                 if clock.diff(now, self._t_pend[k]) >= hold_c:
                     self.active[k] = 0
-                    self._pend[k] = 0
+                    pd[k] = _JUDGED
                     self.n_active -= 1
                     self._ent[N_INST + e] = _FREE
                     self.events.emit(now, EV_DIAG_CLEARED, self.addr[e], code, a)
             else:
-                self._pend[k] = 0
+                pd[k] = _JUDGED
         elif cond == _RAISE:
-            if not self._pend[k]:
-                self._pend[k] = 1
+            if not pd[k] & _PENDING:
+                pd[k] = _JUDGED | _PENDING
                 self._t_pend[k] = now
             if clock.diff(now, self._t_pend[k]) >= hold_r:
                 e = self._free_entry()
@@ -218,7 +221,7 @@ class _Instances:
                 self._ent[k] = e
                 self.active[k] = 1
                 self.acked[k] = 0
-                self._pend[k] = 0
+                pd[k] = _JUDGED
                 self.t_raised[e] = now
                 self.addr[e] = addr
                 self.ev_a[e] = a
@@ -227,7 +230,7 @@ class _Instances:
                 self.raised_total += 1
                 self.events.emit(now, EV_DIAG_RAISED, addr, code, a)
         else:
-            self._pend[k] = 0
+            pd[k] = _JUDGED
 
     def _free_entry(self):
         ent = self._ent
@@ -584,8 +587,8 @@ class Diagnoser(_ModuleRules):
         # instance state, index index_of(code, slot) (module comment, _LO/_K0)
         self.active = bytearray(n)
         self.acked = bytearray(n)
-        self._pend = bytearray(n)        # timer running (towards raise when idle, clear when active)
-        self._judged = bytearray(n)      # judged in the current step
+        self._pend = bytearray(n)        # _PENDING: timer running (towards raise when idle, clear
+                                         # when active); _JUDGED: judged in the current step
         self._t_pend = zeros("i", n)
         # [k]: entry of active instance k; [N_INST + e]: instance of entry e, _FREE (_Instances;
         # one attribute: 59 fit the Diagnoser's 59-slot attribute table, a 60th takes 73)
@@ -656,13 +659,13 @@ class Diagnoser(_ModuleRules):
         # an idle instance whose raise hold was running but that could not be judged
         # this step starts its hold again (module comment); the marks are cleared for
         # the next step in the same pass
-        j = self._judged
         p = self._pend
         act = self.active
-        for k in range(len(j)):
-            if j[k]:
-                j[k] = 0
-            elif p[k] and not act[k]:
+        for k in range(len(p)):
+            v = p[k]
+            if v & _JUDGED:
+                p[k] = v & _PENDING
+            elif v and not act[k]:
                 p[k] = 0
 
     def _rules(self, now, admitted_mask, expected_mask, pending_mask):
