@@ -63,7 +63,7 @@ from micropython import const
 
 from bankgate import clock
 from bankgate import discovery as dsc
-from bankgate.model import Module
+from bankgate.model import scratch
 from bankgate.pollslow import IDENT_PERIOD_MS, SlowReads
 from bankgate.proto import errors as perr
 from bankgate.proto import registry
@@ -171,7 +171,7 @@ class Poller(SlowReads):
         self._id_pending = 0                           # slots whose identity is to be read
         self._t_ident = 0
         self._init_slow(cfg, n)
-        self._scratch = Module(-1)                     # decode target for unassigned addresses
+        self._scratch = scratch()                      # decode target for unassigned addresses
         # transaction state
         self._tx = bytearray(64)
         self._busy = False
