@@ -58,6 +58,9 @@ def parts(gw, cfg):
     from bankgate.telemetry import Telemetry
     hw, bank, ev = gw.hw, gw.bank, gw.events
     out = {}
+    # the admission's constructor imports familycaps, which build_gateway then frees: loaded
+    # here first so that the admission part is its records alone
+    import bankgate.familycaps  # noqa: F401
     for name, make in (
             ("bank_records", model.Bank),
             ("event_log", lambda: events.EventLog(64)),
@@ -66,6 +69,7 @@ def parts(gw, cfg):
             ("admission", lambda: Admission(hw, cfg, bank, ev)),
             ("metrics", lambda: Metrics(cfg, bank)),
             ("diagnoser", lambda: Diagnoser(cfg, bank, gw.metrics, ev)),
+            ("energy_counters", lambda: __import__("bankgate.energy").energy.Energy(hw.fs)),
             ("telemetry_ring_and_buffers", lambda: Telemetry(fakemqtt.fake_net(fakemqtt.FakeBroker()), cfg, gw))):
         try:
             obj, out[name] = _delta(make)
@@ -103,6 +107,8 @@ def parts(gw, cfg):
             out["transient_metrics_message"] = gc.mem_alloc() - b0
         d = b = None
         gc.enable()
+    from bankgate import firmware
+    firmware.forget("bankgate.familycaps")
     gc.collect()
     b0 = gc.mem_alloc()
     gc.disable()
