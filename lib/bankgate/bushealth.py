@@ -111,6 +111,8 @@ EVIDENCE_NAMES = ("error_pm", "timeouts", "addr", "requests", "long_frame_pm", "
 SAMPLE_TX = const(32)
 _SAMPLE_MAX_MS = const(5000)
 _WINDOW_SAMPLES = const(8)
+_RING = const(_WINDOW_SAMPLES + 1)   # samples held (a constant, not an attribute:
+                             # 37 attributes fit a 37-slot table, 39 took 47 slots)
 _MIN_REQUESTS = const(48)     # fewer requests in the window: no new verdict
 ERR_PM = const(30)           # bus-wide error rate that is a problem (3 %)
 _CLEAN_PM = const(20)         # "the others are clean"
@@ -123,8 +125,8 @@ _LEN_MIN_RATIO = const(2)     # compare only replies at least 2 x apart in lengt
 _TERM_STAT_MIN_BAUD = const(38400)  # below: reflections cannot matter (see docs)
 _RECHECK_MS = const(60000)    # spread errors re-run the terminator check at most this often
 _LEN_MIN_REQ = const(16)
-CONFIRM = const(2)
-CLEAR_SAMPLES = const(2)     # recent samples that must be clean to clear a verdict (see above)
+_CONFIRM = const(2)
+_CLEAR_SAMPLES = const(2)     # recent samples that must be clean to clear a verdict (see above)
 _OK_MAX_PM = const(250)       # ok() false above this error rate (data no longer flows)
 _CAN_ERR_RISE = const(16)
 
@@ -160,6 +162,8 @@ _G_ADDR = const(10)
 _G_NADDR = const(11)
 _G_N = const(12)
 _MASK = const(0x3FFFFFFF)
+_SMASK = const(0xFFFF)      # the sample ring holds counters mod 2**16 ('H'): a window's growth
+                            # is at most _WINDOW_SAMPLES x (SAMPLE_TX + a loop iteration's), far below
 _TC_IDLE = const(0)
 _TC_WAIT_BUS = const(1)
 _TC_OFF = const(2)
@@ -236,13 +240,11 @@ class BusHealth(_Terminator):
         self.discovery = poller.discovery
         self.is_can = cfg["bank"]["bus"] == "can"
         self.baud = cfg["bank"]["baud"]
-        n = len(bank.modules)
-        self._n = n
+        n = len(bank.modules)             # (the sample layout's slot count: len(bank.modules))
         self._k = len(poller.cmd_ids)
-        ring = _WINDOW_SAMPLES + 1
-        self._ring = ring
-        self._s = zeros("i", ring * n * _F)
-        self._c = zeros("i", ring * 2 * max(self._k, 1))
+        ring = _RING
+        self._s = zeros("H", ring * n * _F)                 # (16 bits: half the bytes of "i")
+        self._c = zeros("H", ring * 2 * max(self._k, 1))
         self._junk = array.array("i", bytes(4 * ring))
         self._tec = array.array("i", bytes(4 * ring))
         self._rec = array.array("i", bytes(4 * ring))
@@ -329,27 +331,27 @@ class BusHealth(_Terminator):
 
     # ------------------------------------------------------------------ sampling
     def _sample(self, now):
-        ring = self._ring
+        ring = _RING
         h = self._head
         mods = self.bank.modules
         s = self._s
-        n = self._n
+        n = len(self.bank.modules)
         base = h * n * _F
         for i in range(n):
             m = mods[i]
             j = base + i * _F
-            s[j] = m.st_requests
-            s[j + 1] = m.st_good
-            s[j + 2] = m.st_timeouts
-            s[j + 3] = (m.st_checksum + m.st_framing) & _MASK
-            s[j + 4] = (m.st_rtn + m.st_invalid) & _MASK
+            s[j] = m.st_requests & _SMASK
+            s[j + 1] = m.st_good & _SMASK
+            s[j + 2] = m.st_timeouts & _SMASK
+            s[j + 3] = (m.st_checksum + m.st_framing) & _SMASK
+            s[j + 4] = (m.st_rtn + m.st_invalid) & _SMASK
         p = self.poller
         k = self._k
         c = self._c
         cb = h * 2 * k
         for i in range(k):
-            c[cb + 2 * i] = p.cmd_req[i]
-            c[cb + 2 * i + 1] = p.cmd_bad[i]
+            c[cb + 2 * i] = p.cmd_req[i] & _SMASK
+            c[cb + 2 * i + 1] = p.cmd_bad[i] & _SMASK
         rs = p.rs
         if rs is not None:
             self._junk[h] = (rs.noise + rs.stale) & _MASK
@@ -365,11 +367,11 @@ class BusHealth(_Terminator):
         w = self.w
         ob = old * n * _F
         for j in range(n * _F):
-            w[j] = (s[base + j] - s[ob + j]) & _MASK
+            w[j] = (s[base + j] - s[ob + j]) & _SMASK
         obc = old * 2 * k
         for i in range(k):
-            self.wc_req[i] = (c[cb + 2 * i] - c[obc + 2 * i]) & _MASK
-            self.wc_bad[i] = (c[cb + 2 * i + 1] - c[obc + 2 * i + 1]) & _MASK
+            self.wc_req[i] = (c[cb + 2 * i] - c[obc + 2 * i]) & _SMASK
+            self.wc_bad[i] = (c[cb + 2 * i + 1] - c[obc + 2 * i + 1]) & _SMASK
         ev = self.evidence
         ev[_EVI_JUNK] = (self._junk[h] - self._junk[old]) & _MASK
         if can is not None:
@@ -409,7 +411,7 @@ class BusHealth(_Terminator):
             else:
                 self._cand = cand
                 self._cand_n = 1
-            if self._cand_n >= CONFIRM or (cand == DUPLICATE_ADDRESS and dup_slot >= 0):
+            if self._cand_n >= _CONFIRM or (cand == DUPLICATE_ADDRESS and dup_slot >= 0):
                 self.verdict = cand
                 self._cand_n = 0
                 self.changes += 1
@@ -513,15 +515,15 @@ class BusHealth(_Terminator):
         """The newest CLEAR_SAMPLES samples: >= MIN_REQUESTS transactions, not one error,
         every used slot answered, nothing lost, termination not measured wrong, CAN
         controller error-active/warning with no TEC/REC rise.  Allocates nothing."""
-        if self._filled <= CLEAR_SAMPLES:
+        if self._filled <= _CLEAR_SAMPLES:
             return False
         if self.poller.lost_mask:
             return False
         if self.term == TERM_NONE or self.term == TERM_MANY:
             return False
-        ring = self._ring
+        ring = _RING
         new = (self._head + ring - 1) % ring
-        old = (self._head + ring - 1 - CLEAR_SAMPLES) % ring
+        old = (self._head + ring - 1 - _CLEAR_SAMPLES) % ring
         if self.is_can:
             if self.evidence[EVI_CAN_STATE] >= 2:
                 return False
@@ -529,16 +531,16 @@ class BusHealth(_Terminator):
                 return False
         s = self._s
         n = self.bank.n_used
-        nb = new * self._n * _F
-        ob = old * self._n * _F
+        nb = new * len(self.bank.modules) * _F
+        ob = old * len(self.bank.modules) * _F
         req = 0
         for i in range(n):
             j = i * _F
-            r = (s[nb + j] - s[ob + j]) & _MASK
-            good = (s[nb + j + 1] - s[ob + j + 1]) & _MASK
+            r = (s[nb + j] - s[ob + j]) & _SMASK
+            good = (s[nb + j + 1] - s[ob + j + 1]) & _SMASK
             if good == 0:
                 return False            # a used slot that did not answer
-            if (s[nb + j + 2] - s[ob + j + 2]) & _MASK or (s[nb + j + 3] - s[ob + j + 3]) & _MASK:
+            if (s[nb + j + 2] - s[ob + j + 2]) & _SMASK or (s[nb + j + 3] - s[ob + j + 3]) & _SMASK:
                 return False            # a timeout or a corrupt reply
             req += r
         return req >= _MIN_REQUESTS
@@ -595,7 +597,7 @@ class BusHealth(_Terminator):
 
     def _can_verdict(self):
         ev = self.evidence
-        ring = self._ring
+        ring = _RING
         old = (self._head + ring - self._filled) % ring
         new = (self._head + ring - 1) % ring
         rise = (self._tec[new] - self._tec[old]) + (self._rec[new] - self._rec[old])

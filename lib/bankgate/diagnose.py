@@ -70,6 +70,10 @@ _LO = b"\x00\x10\x20\x30\x40\x50\x51\x61\x62\x63\x73\x74\x84\x94\xa4\xb4\xc4"
 _K0 = b"\x00\x10\x20\x30\x40\x40\x51\x51\x52\x63\x63\x74\x84\x94\xa4\xb4"
 N_INST = const(196)         # 12 per-module codes x 16 + 4 bank codes x 1
 _AGE_W = const(12)          # _t_pend stamps aged per pass (17 passes cover N_INST)
+N_ENTRIES = const(64)       # active diagnoses held at once (their addr, evidence, t_raised)
+_FREE = const(0xFF)         # an entry no instance holds (instances are 0..N_INST - 1 < 255)
+_PENDING = const(1)         # _pend bits (one bytearray, not two: 196 B of the ESP32's heap)
+_JUDGED = const(2)
 _RAISE = const(1)
 _BAND = const(0)
 _CLEAR = const(-1)
@@ -178,53 +182,79 @@ def slot_of(k):
 
 class _Instances:
     """The instance machine (module comment): one state per (code, slot); the arrays
-    are allocated by Diagnoser.__init__."""
+    are allocated by Diagnoser.__init__.  What only an ACTIVE instance has (addr, the
+    evidence ev_a/ev_b, t_raised) is kept in one of N_ENTRIES entries, entry(k), not per
+    instance: 196 x 14 B would be 2.7 KB of the ESP32's heap for the few diagnoses active
+    at a time.  With every entry taken a diagnosis stays pending (raised once an entry is
+    free) and `entries_full` counts those judgements."""
 
     def _judge(self, now, code, slot, cond, addr, a, b, hold_r, hold_c):
         k = _K0[code - 1] + slot
-        self._judged[k] = 1
+        pd = self._pend
+        pd[k] |= _JUDGED
         if self.active[k]:
-            self.ev_a[k] = a
-            self.ev_b[k] = b
+            e = self._ent[k]
+            self.ev_a[e] = a
+            self.ev_b[e] = b
             if cond == _CLEAR:
-                if not self._pend[k]:
-                    self._pend[k] = 1
+                if not pd[k] & _PENDING:
+                    pd[k] = _JUDGED | _PENDING
                     self._t_pend[k] = now
                 if clock.diff(now, self._t_pend[k]) >= hold_c:
                     self.active[k] = 0
-                    self._pend[k] = 0
+                    pd[k] = _JUDGED
                     self.n_active -= 1
-                    self.events.emit(now, EV_DIAG_CLEARED, self.addr[k], code, a)
+                    self._ent[N_INST + e] = _FREE
+                    self.events.emit(now, EV_DIAG_CLEARED, self.addr[e], code, a)
             else:
-                self._pend[k] = 0
+                pd[k] = _JUDGED
         elif cond == _RAISE:
-            if not self._pend[k]:
-                self._pend[k] = 1
+            if not pd[k] & _PENDING:
+                pd[k] = _JUDGED | _PENDING
                 self._t_pend[k] = now
             if clock.diff(now, self._t_pend[k]) >= hold_r:
+                e = self._free_entry()
+                if e < 0:
+                    self.entries_full += 1       # stays pending: raised when an entry frees
+                    return
+                self._ent[N_INST + e] = k
+                self._ent[k] = e
                 self.active[k] = 1
                 self.acked[k] = 0
-                self._pend[k] = 0
-                self.t_raised[k] = now
-                self.addr[k] = addr
-                self.ev_a[k] = a
-                self.ev_b[k] = b
+                pd[k] = _JUDGED
+                self.t_raised[e] = now
+                self.addr[e] = addr
+                self.ev_a[e] = a
+                self.ev_b[e] = b
                 self.n_active += 1
                 self.raised_total += 1
                 self.events.emit(now, EV_DIAG_RAISED, addr, code, a)
         else:
-            self._pend[k] = 0
+            pd[k] = _JUDGED
+
+    def _free_entry(self):
+        ent = self._ent
+        for e in range(N_ENTRIES):
+            if ent[N_INST + e] == _FREE:
+                return e
+        return -1
+
+    def entry(self, k):
+        """Entry of active instance k (its addr, ev_a, ev_b, t_raised are at that index),
+        -1 when k is not active."""
+        return self._ent[k] if self.active[k] else -1
 
     def is_active(self, code, addr):
         """Is diagnosis `code` active for module address `addr` (-1: any / bank)?"""
         for k in range(_LO[code - 1], _LO[code]):
-            if self.active[k] and (addr == -1 or self.addr[k] == addr):
+            if self.active[k] and (addr == -1 or self.addr[self._ent[k]] == addr):
                 return True
         return False
 
     def next_active(self, k=-1):
         """Index of the next active instance after k, or -1 (allocation-free walk):
-        code_of(k), slot_of(k); addr, ev_a, ev_b, t_raised, acked are arrays at k."""
+        code_of(k), slot_of(k); active, acked are arrays at k, addr, ev_a, ev_b, t_raised
+        at entry(k)."""
         k += 1
         n = N_INST
         while k < n:
@@ -248,7 +278,7 @@ class _Instances:
             return False
         found = False
         for k in range(_LO[code - 1], _LO[code]):
-            if self.active[k] and self.addr[k] == addr:
+            if self.active[k] and self.addr[self._ent[k]] == addr:
                 self.acked[k] = 1
                 found = True
         return found
@@ -260,10 +290,11 @@ class _Instances:
         while k >= 0:
             code = code_of(k)
             name, an, bn, advice, stop = DIAG_INFO[code - 1]
+            e = self._ent[k]
             out.append({
-                "code": code, "name": name, "addr": self.addr[k],
-                "evidence": {an: self.ev_a[k], bn: self.ev_b[k]},
-                "t_raised": self.t_raised[k], "acked": bool(self.acked[k]),
+                "code": code, "name": name, "addr": self.addr[e],
+                "evidence": {an: self.ev_a[e], bn: self.ev_b[e]},
+                "t_raised": self.t_raised[e], "acked": bool(self.acked[k]),
                 "first_check": advice, "stop": STOP_TEXT[stop], "stop_code": stop,
             })
             k = self.next_active(k)
@@ -556,13 +587,20 @@ class Diagnoser(_ModuleRules):
         # instance state, index index_of(code, slot) (module comment, _LO/_K0)
         self.active = bytearray(n)
         self.acked = bytearray(n)
-        self._pend = bytearray(n)        # timer running (towards raise when idle, clear when active)
-        self._judged = bytearray(n)      # judged in the current step
+        self._pend = bytearray(n)        # _PENDING: timer running (towards raise when idle, clear
+                                         # when active); _JUDGED: judged in the current step
         self._t_pend = zeros("i", n)
-        self.t_raised = zeros("i", n)
-        self.addr = zeros("h", n)
-        self.ev_a = zeros("i", n)
-        self.ev_b = zeros("i", n)
+        # [k]: entry of active instance k; [N_INST + e]: instance of entry e, _FREE (_Instances;
+        # one attribute: 59 fit the Diagnoser's 59-slot attribute table, a 60th takes 73)
+        e = N_ENTRIES
+        self._ent = bytearray(n + e)
+        for i in range(e):
+            self._ent[n + i] = _FREE
+        self.t_raised = zeros("i", e)
+        self.addr = zeros("h", e)
+        self.ev_a = zeros("i", e)
+        self.ev_b = zeros("i", e)
+        self.entries_full = 0
         self.n_active = 0
         self.raised_total = 0
         # per-slot rule memory
@@ -621,13 +659,13 @@ class Diagnoser(_ModuleRules):
         # an idle instance whose raise hold was running but that could not be judged
         # this step starts its hold again (module comment); the marks are cleared for
         # the next step in the same pass
-        j = self._judged
         p = self._pend
         act = self.active
-        for k in range(len(j)):
-            if j[k]:
-                j[k] = 0
-            elif p[k] and not act[k]:
+        for k in range(len(p)):
+            v = p[k]
+            if v & _JUDGED:
+                p[k] = v & _PENDING
+            elif v and not act[k]:
                 p[k] = 0
 
     def _rules(self, now, admitted_mask, expected_mask, pending_mask):

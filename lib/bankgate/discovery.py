@@ -106,10 +106,10 @@ DROP_AFTER = const(6)         # consecutive timeouts that drop an unexpected add
 _HASH_MASK = const(0xFFFF)
 
 
-def serial_hash(buf, n):
-    """16-bit hash of a serial number (evidence in findings and events)."""
+def serial_hash(buf, n, o=0):
+    """16-bit hash of a serial number, buf[o:o + n] (evidence in findings and events)."""
     h = 0
-    for i in range(n):
+    for i in range(o, o + n):
         h = ((h * 31) + buf[i]) & _HASH_MASK
     return h
 
@@ -227,9 +227,11 @@ class Discovery(_Findings):
         self._hist = array.array("i", bytes(4 * n))     # bit 1 = corrupt reply
         self._nhist = bytearray(n)
         self._good_run = array.array("i", bytes(4 * n))
-        self._known = [bytearray(16) for _ in range(n)]  # confirmed serial per slot
+        # serials per slot at [16 * slot:]: one buffer each, not 2 x n bytearrays (32 objects:
+        # ~0.6 KB more on the ESP32's heap)
+        self._known = bytearray(16 * n)          # confirmed serial per slot
         self._known_len = bytearray(n)
-        self._other = [bytearray(16) for _ in range(n)]  # the previous, different serial
+        self._other = bytearray(16 * n)          # the previous, different serial
         self._other_len = bytearray(n)
         self._alternations = bytearray(n)
         self._confirm = bytearray(n)
@@ -506,13 +508,14 @@ class Discovery(_Findings):
         n = m.serial_len
         if n <= 0:
             return
-        known = self._known[slot]
+        known = self._known
+        o = slot << 4
         kn = self._known_len[slot]
         if kn == 0:
-            self._copy(known, m.serial, n)
+            self._copy(known, o, m.serial, 0, n)
             self._known_len[slot] = n
             return
-        if self._same(known, kn, m.serial, n):
+        if self._same(known, o, kn, m.serial, n):
             if self.id_fast_mask & (1 << slot):
                 c = self._confirm[slot] + 1
                 self._confirm[slot] = c
@@ -521,10 +524,10 @@ class Discovery(_Findings):
                     self._clear(F_SWAPPED, m.addr, now)
             return
         # a different serial at this address
-        other = self._other[slot]
+        other = self._other
         on = self._other_len[slot]
-        old_hash = serial_hash(known, kn)
-        if on and self._same(other, on, m.serial, n):
+        old_hash = serial_hash(known, kn, o)
+        if on and self._same(other, o, on, m.serial, n):
             alt = self._alternations[slot] + 1
             if alt > 255:
                 alt = 255
@@ -535,26 +538,28 @@ class Discovery(_Findings):
         else:
             self._set(F_SWAPPED, m.addr, slot, old_hash, serial_hash(m.serial, n), now)
         # the new serial becomes the known one, the old one the "other"
-        self._copy(other, known, kn)
+        self._copy(other, o, known, o, kn)
         self._other_len[slot] = kn
-        self._copy(known, m.serial, n)
+        self._copy(known, o, m.serial, 0, n)
         self._known_len[slot] = n
         self._confirm[slot] = 0
         self.id_fast_mask |= 1 << slot
 
     @staticmethod
-    def _same(a, na, b, nb):
+    def _same(a, o, na, b, nb):
+        """a[o:o + na] == b[:nb]"""
         if na != nb:
             return False
         for i in range(na):
-            if a[i] != b[i]:
+            if a[o + i] != b[i]:
                 return False
         return True
 
     @staticmethod
-    def _copy(dst, src, n):
+    def _copy(dst, do, src, so, n):
+        """dst[do:do + n] = src[so:so + n]"""
         for i in range(n):
-            dst[i] = src[i]
+            dst[do + i] = src[so + i]
 
     # ---------------------------------------------------------------- reporting
     def snapshot(self):
@@ -566,8 +571,9 @@ class Discovery(_Findings):
                  "slot": self.f_slot[i], "a": self.f_a[i], "b": self.f_b[i], "t_ms": self.f_t[i]}
             s = self.f_slot[i]
             if c == F_SWAPPED and s >= 0 and self._other_len[s]:
-                d["old_serial"] = bytes(self._other[s][: self._other_len[s]]).decode()
-                d["new_serial"] = bytes(self._known[s][: self._known_len[s]]).decode()
+                o = s << 4
+                d["old_serial"] = bytes(self._other[o:o + self._other_len[s]]).decode()
+                d["new_serial"] = bytes(self._known[o:o + self._known_len[s]]).decode()
             out.append(d)
         return out
 

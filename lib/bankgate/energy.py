@@ -41,8 +41,8 @@ TMP = "energy.tmp"
 VERSION = const(1)
 N = const(16)
 SIZE = const(178)
-STEP_WH = const(100)            # write when this much energy is unsaved...
-PERIOD_MS = const(900000)       # ...or this long after the last write with any unsaved
+_STEP_WH = const(100)            # write when this much energy is unsaved...
+_PERIOD_MS = const(900000)       # ...or this long after the last write with any unsaved
 _GAP_MS = const(60000)          # one fold never counts more than this towards PERIOD_MS
 _MAGIC = b"BGEN"
 
@@ -80,7 +80,7 @@ def _sat(a, d):
 
 
 class Energy:
-    def __init__(self, fs, step_wh=STEP_WH, period_ms=PERIOD_MS, path=PATH, tmp=TMP):
+    def __init__(self, fs, step_wh=_STEP_WH, period_ms=_PERIOD_MS, path=PATH, tmp=TMP):
         self.fs = fs
         self.step_wh = step_wh
         self.period_ms = period_ms

@@ -228,6 +228,20 @@ class Module:
         return bytes(self.model[: self.model_len]).decode()
 
 
+_scratch = None
+
+
+def scratch():
+    """The one scratch Module (slot -1) of the firmware: a protocol family decodes a reply into
+    it before committing to a bank record, and the poller gives it as the record of an address
+    no slot holds (a sink: the family then commits the scratch into itself, harmlessly).  One,
+    not one per user: a Module is about 750 bytes of the ESP32's heap."""
+    global _scratch
+    if _scratch is None:
+        _scratch = Module(-1)
+    return _scratch
+
+
 class Bank:
     """The module slots plus the bank-wide measurements other layers share."""
 

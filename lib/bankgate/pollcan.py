@@ -13,8 +13,8 @@ from bankgate import clock
 from bankgate import discovery as dsc
 from bankgate.proto import errors as perr
 
-CAN_LISTEN_MS = const(3000)       # CAN discovery listening window
-CAN_SILENT_MS = const(3000)       # no frame this long counts one timeout
+_CAN_LISTEN_MS = const(3000)       # CAN discovery listening window
+_CAN_SILENT_MS = const(3000)       # no frame this long counts one timeout
 CAN_MAX_FRAMES = const(16)        # frames handled per service() call (bounded work)
 _E_BUS_TIMEOUT = const(-101)      # (bankgate.poller's last_error code of a timeout)
 
@@ -40,7 +40,7 @@ class CanReception:
         if not p._started or p._rescan:
             p._started = True
             p._rescan = False
-            self._t_listen = clock.add(now, CAN_LISTEN_MS)
+            self._t_listen = clock.add(now, _CAN_LISTEN_MS)
             d.begin_scan(now)
             self._listening = True
         changed = -1
@@ -113,7 +113,7 @@ class CanReception:
         p = self.p
         mods = p.bank.modules
         for s in range(p.bank.n_used):
-            if clock.diff(now, self._t_can[s]) >= CAN_SILENT_MS:
+            if clock.diff(now, self._t_can[s]) >= _CAN_SILENT_MS:
                 # silence: one timeout per CAN_SILENT_MS, and the module is lost
                 self._t_can[s] = now
                 p.transactions += 1

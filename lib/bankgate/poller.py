@@ -65,13 +65,13 @@ from micropython import const
 
 from bankgate import clock
 from bankgate import discovery as dsc
-from bankgate.model import Module
+from bankgate.model import scratch
 from bankgate.pollslow import GROUP_RECHECK_MS, IDENT_PERIOD_MS, NoSlots, SlowReads
 from bankgate.proto import errors as perr
 from bankgate.proto import registry
 
 REPROBE_MS = const(5000)         # a lost/missing module is asked this often
-LOST_AFTER = const(3)            # consecutive timeouts that make a module "lost"
+_LOST_AFTER = const(3)            # consecutive timeouts that make a module "lost"
 CAN_MOD_BASE = const(0x400)
 CAN_FRAME_MS = const(1000)       # modules send their frame set once a second (Pylontech CAN)
 _CAN_WAIT_MS = const(10)          # CAN: idle at most this long (hw.idle wakes on input anyway)
@@ -175,7 +175,7 @@ class Poller(SlowReads):
         self._t_ident = 0
         self._gone_ms = cfg["gating"]["max_age_ms"]     # lost longer: forget the identity
         self._init_slow(cfg, n)
-        self._scratch = Module(-1)                     # decode target for unassigned addresses
+        self._scratch = scratch()                      # decode target for unassigned addresses
         # transaction state
         self._tx = bytearray(64)
         self._busy = False
@@ -493,7 +493,7 @@ class Poller(SlowReads):
         if outcome == dsc.R_TIMEOUT:
             if self._miss[slot] < 255:
                 self._miss[slot] += 1
-            if self._miss[slot] >= LOST_AFTER and not (self.lost_mask & bit):
+            if self._miss[slot] >= _LOST_AFTER and not (self.lost_mask & bit):
                 self.lost_mask |= bit
                 self._t_reprobe[slot] = clock.add(now, REPROBE_MS)
                 if self._cur == slot:          # abandon the rest of this visit

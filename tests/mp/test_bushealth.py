@@ -397,3 +397,26 @@ def test_can_offline_unexpected_and_controller_errors():
     run(12000)
     assert h.verdict == bh.WIRING_NOISE, h.name()
     assert h.evidence[bh.EVI_CAN_STATE] == 2 and h.evidence[bh.EVI_CAN_REC] == 130
+
+
+def test_window_is_right_across_the_16_bit_wrap_of_the_sample_ring():
+    # heap: the sample ring keeps the counters mod 2**16 (half the bytes); the window's growth
+    # (newest - oldest, mod 2**16) stays exact when the 30-bit counters cross a multiple of 2**16
+    r = Rig(addresses=[2, 3, 4], model={"terminators": 2, "length_m": 30}, seed=7)
+    p = r.poller
+    for m in r.bank.modules:
+        m.st_requests = m.st_good = 0xFFFF - 40      # consistent: requests = good + errors
+    for i in range(len(p.cmd_req)):
+        p.cmd_req[i] = 0xFFFF - 40
+    r.run_sweeps(1)
+    t0 = p.transactions
+    while p.transactions - t0 < 600:
+        r.step()
+        assert r.health.verdict == bh.HEALTHY, (r.health.name(), list(r.health.evidence))
+    assert all(r.bank.modules[i].st_requests > 0xFFFF for i in range(3))
+    h = r.health
+    req = [h.w[i * 5] for i in range(3)]              # _F = 5 counters per slot
+    # 8 samples of SAMPLE_TX transactions over 3 modules: each module's share, never a wrapped value
+    assert all(0 < x <= bh.SAMPLE_TX * 8 for x in req) and sum(req) >= bh.SAMPLE_TX * 7, req
+    assert all(0 < h.wc_req[i] <= bh.SAMPLE_TX * 8 for i in range(len(p.cmd_ids)) if h.wc_req[i]), list(h.wc_req)
+    assert h.ok()

@@ -496,3 +496,36 @@ def test_hostile_publisher_through_the_mqtt_client():
     now = r.gw.derate.snapshot(r.clock.ticks_ms())
     assert last.pop("expires_s") >= now.pop("expires_s") and last == now
     assert got["range"] > 0 and got["ok"] > 0
+
+
+def test_every_command_that_can_be_accepted_fits_the_rx_buffer_a_longer_one_is_skipped():
+    # heap: Telemetry's MQTT receive buffer is 512 bytes (was 1 KiB; docs/mqtt.md "Commands").
+    # Every command that can be accepted fits: a payload of commands.CMD_MAX_BYTES under the
+    # longest topic (prefix 32 + gateway_id 32 + "/cmd/" + a 16-character name) is < 400 bytes.
+    # A larger payload is refused (E_SIZE, rejected_commands); a PUBLISH longer than the buffer is
+    # also skipped unread and counted (client.rx_oversize); the next command is taken.
+    import fakemqtt
+    base = "bankgate/bankgate"
+    broker = fakemqtt.FakeBroker()
+    r = Rig(benchrig.build_frames(N), net=fakemqtt.fake_net(broker))
+    r.run_until(lambda: r.gw.telemetry.online, 5000)
+    tel, c = r.gw.telemetry, r.gw.telemetry.client
+    assert len(c.t.rx) == 512 and 5 + 2 + 32 + 1 + 32 + 5 + 16 + cmds.CMD_MAX_BYTES < 400
+
+    def send(payload):
+        a0, j0, o0 = tel.accepted_commands, tel.rejected_commands, c.rx_oversize
+        assert broker.inject(base + "/cmd/chg_cap_a", payload)
+        for _ in range(50):
+            r.step()
+        return tel.accepted_commands - a0, tel.rejected_commands - j0, c.rx_oversize - o0
+
+    def cap():
+        return r.gw.derate.snapshot(r.clock.ticks_ms())["chg_cap_a"]
+
+    big = '{"value": 5' + " " * (cmds.CMD_MAX_BYTES - 12) + "}"
+    assert len(big) == cmds.CMD_MAX_BYTES
+    assert send(big) == (1, 0, 0) and cap() == 5                       # the largest accepted
+    assert send('{"value": 6' + " " * 288 + "}") == (0, 1, 0) and cap() == 5     # E_SIZE
+    got = send('{"value": 7' + " " * 588 + "}")
+    assert got == (0, 1, 1) and cap() == 5, got        # 600 bytes: skipped unread, refused (E_SIZE)
+    assert send('{"value": 8}') == (1, 0, 0) and cap() == 8 and tel.online

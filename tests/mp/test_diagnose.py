@@ -203,8 +203,8 @@ def test_running_warm():
     env.run(20)
     _only(env, dg.DG_RUNNING_WARM)
     assert env.dg.is_active(dg.DG_RUNNING_WARM, 2)
-    k = dg.index_of(dg.DG_RUNNING_WARM, 0)
-    assert env.dg.ev_a[k] == 53 and env.dg.ev_b[k] == 327   # body dev, body (mean of 2 sensors)
+    e = env.dg.entry(dg.index_of(dg.DG_RUNNING_WARM, 0))
+    assert env.dg.ev_a[e] == 53 and env.dg.ev_b[e] == 327   # body dev, body (mean of 2 sensors)
 
 
 def _five_sensors(env, s, body_dc, hot_dc):
@@ -319,7 +319,7 @@ def test_circulating_current_at_rest():
     env.set(2, 52015, 300)
     env.run(20)
     _only(env, dg.DG_CIRCULATING_CURRENT)
-    assert env.dg.ev_a[dg.index_of(dg.DG_CIRCULATING_CURRENT, dg.BANK)] == 6300
+    assert env.dg.ev_a[env.dg.entry(dg.index_of(dg.DG_CIRCULATING_CURRENT, dg.BANK))] == 6300
 
 
 def test_module_offline_and_back():
@@ -357,8 +357,8 @@ def test_reduced_capacity_when_a_module_is_left_out():
     assert env.active_codes() == []              # reduced_hold_ms is 60 s
     env.run(15)
     _only(env, dg.DG_REDUCED_CAPACITY)
-    k = dg.index_of(dg.DG_REDUCED_CAPACITY, dg.BANK)
-    assert env.dg.addr[k] == 4 and env.dg.ev_a[k] == 2 and env.dg.ev_b[k] == 3
+    e = env.dg.entry(dg.index_of(dg.DG_REDUCED_CAPACITY, dg.BANK))
+    assert env.dg.addr[e] == 4 and env.dg.ev_a[e] == 2 and env.dg.ev_b[e] == 3
 
 
 def test_branch_fuse_trip():
@@ -493,8 +493,8 @@ def test_pending_too_long():
     assert env.active_codes() == []
     env.run(10)
     _only(env, dg.DG_PENDING_LONG)
-    k = dg.index_of(dg.DG_PENDING_LONG, 2)
-    assert env.dg.ev_a[k] >= 60 and env.dg.ev_b[k] == 700
+    e = env.dg.entry(dg.index_of(dg.DG_PENDING_LONG, 2))
+    assert env.dg.ev_a[e] >= 60 and env.dg.ev_b[e] == 700
 
 
 def test_capacity_mismatch():
@@ -583,9 +583,51 @@ def test_instance_layout_per_module_codes_x16_bank_codes_x1():
             assert dg.code_of(k) == code and dg.slot_of(k) == slot, (code, slot, k)
     assert len(seen) == dg.N_INST == 12 * 16 + 4
     env = Env()
-    for a in (env.dg.active, env.dg.acked, env.dg.addr, env.dg.ev_a, env.dg.ev_b, env.dg.t_raised):
+    for a in (env.dg.active, env.dg.acked):
         assert len(a) == dg.N_INST
+    # what only an active diagnosis has is held in N_ENTRIES entries (heap), not per instance
+    for a in (env.dg.addr, env.dg.ev_a, env.dg.ev_b, env.dg.t_raised):
+        assert len(a) == dg.N_ENTRIES < dg.N_INST
     mptest.no_alloc(dg.code_of, dg.N_INST - 1)
+
+
+def test_entries_are_reused_and_a_raise_waits_for_a_free_one():
+    # every per-module code of every slot raised at once: more than N_ENTRIES diagnoses; the
+    # ones without an entry stay pending (no event, not active) and are raised, with their own
+    # evidence, as soon as cleared diagnoses free entries
+    env = Env()
+    d = env.dg
+    ks = []
+    for code in range(1, dg.N_CODES + 1):
+        if code not in _BANK_CODES:
+            for slot in range(16):
+                ks.append((code, slot))
+    assert len(ks) > dg.N_ENTRIES
+    seq0 = env.ev.seq
+    for i, (code, slot) in enumerate(ks):
+        d._judge(env.now, code, slot, 1, 100 + slot, i, -i, 0, 0)          # RAISE, no hold
+    assert d.n_active == dg.N_ENTRIES and d.entries_full == len(ks) - dg.N_ENTRIES
+    assert env.ev.seq - seq0 == dg.N_ENTRIES                               # one event per raise
+    waiting = ks[dg.N_ENTRIES]
+    k_wait = dg.index_of(*waiting)
+    assert not d.active[k_wait] and d.entry(k_wait) == -1
+    # evidence is per diagnosis, in its own entry
+    for i, (code, slot) in enumerate(ks[:dg.N_ENTRIES]):
+        e = d.entry(dg.index_of(code, slot))
+        assert d.addr[e] == 100 + slot and d.ev_a[e] == i and d.ev_b[e] == -i
+    # the first one clears (no hold): its entry goes to the next raise
+    code0, slot0 = ks[0]
+    e0 = d.entry(dg.index_of(code0, slot0))
+    d._judge(env.now, code0, slot0, -1, 100 + slot0, 0, 0, 0, 0)             # CLEAR
+    assert not d.is_active(code0, 100 + slot0) and d.n_active == dg.N_ENTRIES - 1
+    d._judge(env.now, waiting[0], waiting[1], 1, 100 + waiting[1], 77, 78, 0, 0)
+    assert d.active[k_wait] and d.entry(k_wait) == e0 and d.ev_a[e0] == 77 and d.addr[e0] == 100 + waiting[1]
+    assert d.is_active(waiting[0], 100 + waiting[1]) and len(d.snapshot()) == dg.N_ENTRIES
+    now, (c1, s1), (c2, s2) = env.now, waiting, ks[1]
+    mptest.no_alloc(lambda: d._judge(now, c1, s1, 1, 100 + s1, 79, 80, 0, 0))       # active
+    mptest.no_alloc(lambda: d._judge(now, c2, s2, -1, 100 + s2, 0, 0, 0, 0))        # clears
+    mptest.no_alloc(lambda: d._judge(now, c2, s2, 1, 100 + s2, 5, 6, 0, 0))         # raises again
+    assert d.entry(dg.index_of(c2, s2)) >= 0 and d.ev_a[d.entry(dg.index_of(c1, s1))] == 79
 
 
 def test_bank_and_last_slot_instances_do_not_touch_their_neighbours():

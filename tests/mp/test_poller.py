@@ -229,3 +229,22 @@ def test_one_outcome_classification_for_rs485_and_can():
         if want is None:        # framing-class codes are corruption, the rest rejections
             want = dsc.R_CORRUPT if cat in (perr.CAT_CHECKSUM, perr.CAT_FRAMING) else dsc.R_REJECT
         assert got == want, (code, cat, got)
+
+
+def test_an_unassigned_address_decodes_into_the_shared_scratch_never_a_bank_record():
+    # heap: one scratch Module for the family's decode and the poller's unassigned addresses
+    # (bankgate.model.scratch); a reply committed into it reaches no bank record
+    import bmsproto
+    from bankgate import model
+    from bankgate.proto import pylontech as pyl
+    r = Rig(addresses=[2, 3])
+    assert r.poller._scratch is model.scratch() is pyl._S
+    r.run_sweeps(2)
+    before = [(m.addr, m.voltage_mv, m.analog_valid, bytes(m.cell_mv)) for m in r.bank.modules]
+    s = model.scratch()
+    reply = bytearray(bmsproto.response("pylontech", 0x42, 2, {
+        "cells_mv": [3333] * 15, "temps_dc": [250] * 6, "current_ma": 0, "voltage_mv": 49995,
+        "remaining_mah": 1000, "total_mah": 100000, "cycles": 1}))
+    assert pyl.decode(0x42, reply, len(reply), 2, s, 0) == 0       # the family decodes into itself
+    assert s.voltage_mv == 49995 and s.analog_valid and s.slot == -1 and s.cell_mv[14] == 3333
+    assert [(m.addr, m.voltage_mv, m.analog_valid, bytes(m.cell_mv)) for m in r.bank.modules] == before

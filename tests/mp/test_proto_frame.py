@@ -188,3 +188,12 @@ def test_native_loops_active_and_equal_to_bytecode():
             assert got1 == got0, (t, bytes(b[:n]), got1, got0)
     finally:
         frame.use_native(True)
+
+
+def test_hexval_table_is_the_nibble_of_every_byte():
+    # the literal table (in flash when frozen) against nibble(): 0xFF where not hex
+    t = frame.HEXVAL
+    assert type(t) is bytes and len(t) == 256
+    for c in range(256):
+        v = frame.nibble(c)
+        assert t[c] == (v if v >= 0 else 0xFF), (c, t[c], v)

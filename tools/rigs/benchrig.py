@@ -156,12 +156,16 @@ def gateway(n, frames=None):
     return g
 
 
-def make_gateway(n, frames, net=None, cfg=None):
+def make_gateway(n, frames, net=None, cfg=None, fs=None):
     """A Gateway on fake hardware with the instant UART; warmed up until every module is
     admitted (discovery, identity, boot hold and dwell done).  Returns (gw, clock, uart).
-    cfg: an already validated bench_config() (default: validated here)."""
+    cfg: an already validated bench_config() (default: validated here).  fs: the device
+    filesystem (hw.fs; e.g. simfs.SimFS()): as on the device, the latched faults and the
+    energy counters then persist (bankgate.latchstore, bankgate.energy are loaded)."""
     clock = SimClock()
     hw = FakeHardware(clock, outputs=["k%d" % i for i in range(n)])
+    if fs is not None:
+        hw.fs = fs
     uart = InstantUart(frames)
     hw.uart = uart
     pack_mv = sum(module_data(0)["pack"]["cells_mv"])

@@ -32,7 +32,7 @@ MOD_STATE_NAMES = ("absent", "checking", "pending", "dwell", "closing", "admitte
 # Codes 1..7 are CRITICAL for a closed output (open at once); 8..18 open after a ramp-down;
 # 19..29 and 33 only gate joining; 30..32 (data that must make sense) are critical like
 # 1..7, evaluated after CHK_STALE.
-CHK_OK = const(0)
+_CHK_OK = const(0)
 CHK_ABSENT = const(1)         # no address / never answered / no analog data   value: addr
 CHK_ADDR = const(2)           # answers at an address that is not the approved one   value: addr
 CHK_STALE = const(3)          # analog or alarm data older than max_age_ms   value: age ms
@@ -74,11 +74,11 @@ CHECK_NAMES = (
     "cells", "chemistry", "nominal", "parallel", "boot_hold", "voltage", "soc", "soc_spread",
     "link_unknown", "bank_wait", "dv", "inrush", "module_limit", "spread",
     "frozen", "cell_sum", "current_range", "join_hold")
-LAST_IMMEDIATE = const(7)     # codes 1..7 open a closed output at once
-LAST_STAY = const(18)         # codes 8..18 open after a ramp-down; >18 only gate joins
+_LAST_IMMEDIATE = const(7)     # codes 1..7 open a closed output at once
+_LAST_STAY = const(18)         # codes 8..18 open after a ramp-down; >18 only gate joins
 
 
 def critical(code):
     """True when a closed output with this reason must open in this same step
     (codes 1..7 and the data-sense codes 30..32)."""
-    return 0 < code <= LAST_IMMEDIATE or CHK_FROZEN <= code <= CHK_CURRENT_RANGE
+    return 0 < code <= _LAST_IMMEDIATE or CHK_FROZEN <= code <= CHK_CURRENT_RANGE

@@ -53,7 +53,7 @@ TEMP_MIN_DC = const(-500)
 TEMP_MAX_DC = const(1500)
 MAX_FRAME = const(338)             # frame.OVERHEAD + 2 * 160 INFO bytes (a 24-cell 0x42 is 97)
 
-_S = model.Module(-1)
+_S = model.scratch()               # decode scratch (shared: bankgate.model.scratch)
 _REQ = bytearray(1)
 
 

@@ -50,7 +50,7 @@ TEMP_MIN_DC = const(-500)
 TEMP_MAX_DC = const(1500)
 MAX_FRAME = const(2818)            # frame.OVERHEAD + 2 * frame.MAX_INFO
 
-_S = model.Module(-1)              # decode scratch
+_S = model.scratch()               # decode scratch (shared: bankgate.model.scratch)
 _REQ = bytearray(1)
 
 

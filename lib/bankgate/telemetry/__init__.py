@@ -47,7 +47,7 @@ _INFLIGHT_MAX = const(16)      # QoS 1 events awaiting PUBACK at once
 _EVENTS_PER_PASS = const(32)   # events copied from the EventLog per service() call
 _REPORTS_PER_S = const(10)     # rejected commands reported (event + reply) per second; all are counted
 _TX_BYTES = const(4096)
-_RX_BYTES = const(1024)
+_RX_BYTES = const(512)       # every acceptable command fits (CMD_MAX_BYTES 256 + topic < 400 B)
 _J = (",", ":")
 
 from bankgate import VERSION  # noqa: E402  (one version: the CLI's, HA's sw_version)

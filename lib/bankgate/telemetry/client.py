@@ -71,7 +71,7 @@ C_ONLINE = const(2)
 _STABLE_MS = const(10000)
 _PUBACK_TIMEOUT_MS = const(5000)
 _NOACK_MS = const(15000)
-INFLIGHT_MAX = const(16)
+_INFLIGHT_MAX = const(16)
 
 
 class _WouldBlock(Exception):
@@ -464,7 +464,7 @@ class Client(_Outbound):
                  user=None, password=None, will_topic=None, will_msg=b"offline",
                  tx_size=4096, rx_size=1024, connect_timeout_ms=10000,
                  min_backoff_ms=500, max_backoff_ms=30000, puback_timeout_ms=_PUBACK_TIMEOUT_MS,
-                 noack_ms=_NOACK_MS, inflight_max=INFLIGHT_MAX):
+                 noack_ms=_NOACK_MS, inflight_max=_INFLIGHT_MAX):
         if _umqtt is None:
             raise ImportError("umqtt.simple missing: run `make setup` (or `mip install umqtt.simple`)")
         self.net = net

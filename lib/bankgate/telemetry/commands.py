@@ -29,7 +29,7 @@ CMD_UNKNOWN = const(0)
 CMD_RESCAN = const(1)
 _CMD_DISCOVERY = const(2)
 _CMD_ACK = const(3)
-CMD_DERATE = const(4)         # 4..8: the derate controls, in bankgate.derate.NAMES order
+_CMD_DERATE = const(4)         # 4..8: the derate controls, in bankgate.derate.NAMES order
 
 NAMES = ("?", "rescan", "discovery", "ack",
          "chg_cap_a", "dsg_cap_a", "chg_stop_soc", "dsg_stop_soc", "hold_joins")
@@ -85,7 +85,7 @@ def parse(name_mv, payload_mv):
         return code, None, E_SHAPE
     if code in (CMD_RESCAN, _CMD_DISCOVERY):
         return (code, None, OK) if not obj else (code, None, E_SHAPE)
-    if code >= CMD_DERATE:
+    if code >= _CMD_DERATE:
         if len(obj) != 1 or "value" not in obj:
             return code, None, E_SHAPE
         v = obj["value"]
@@ -106,11 +106,11 @@ def execute(gateway, code, args, republish, now=0):
     """Perform a validated command.  Returns OK or a rejection reason.  now: ticks_ms (the
     derate controls' refresh time)."""
     try:
-        if code >= CMD_DERATE and code < len(NAMES):
+        if code >= _CMD_DERATE and code < len(NAMES):
             d = getattr(gateway, "derate", None)
             if d is None:
                 return E_UNKNOWN
-            return d.set(code - CMD_DERATE, args[0], now)      # OK or derate.E_RANGE
+            return d.set(code - _CMD_DERATE, args[0], now)      # OK or derate.E_RANGE
         if code == CMD_RESCAN:
             gateway.poller.rescan()
         elif code == _CMD_DISCOVERY:

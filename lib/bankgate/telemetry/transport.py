@@ -26,10 +26,10 @@ T_UP = const(3)
 # close reasons (also the `b` of EV_MQTT disconnect events and Client.last_error)
 R_NONE = const(0)
 R_DNS = const(1)            # name not resolved (failed, or still pending at the deadline)
-R_CONNECT = const(2)        # TCP connect refused / failed
+_R_CONNECT = const(2)        # TCP connect refused / failed
 R_TIMEOUT = const(3)        # connect (TCP+TLS+CONNACK) deadline passed
 _R_IO = const(4)             # socket error while connected
-R_EOF = const(5)            # broker closed the connection
+_R_EOF = const(5)            # broker closed the connection
 R_REFUSED = const(6)        # CONNACK return code != 0 (bad credentials, ...)
 R_PROTOCOL = const(7)       # malformed packet from the broker
 R_SILENCE = const(8)        # nothing received for 1.5 x keepalive / no PINGRESP
@@ -129,14 +129,14 @@ class Transport:
             try:
                 s = self.net.socket()
             except OSError as e:
-                return self._fail(R_CONNECT, e.errno if e.args else 0)
+                return self._fail(_R_CONNECT, e.errno if e.args else 0)
             self._raw = s
             self.sock = s
             try:
                 s.connect(addr)
             except OSError as e:
                 if e.errno not in _EAGAIN:
-                    return self._fail(R_CONNECT, e.errno)
+                    return self._fail(_R_CONNECT, e.errno)
             self._poll = select.poll()
             self._poll.register(s, _POLLOUT)
             self.state = _T_CONNECT
@@ -146,7 +146,7 @@ class Transport:
             for _, ev in self._poll.ipoll(0):
                 pass
             if ev & _POLLBAD:
-                return self._fail(R_CONNECT)
+                return self._fail(_R_CONNECT)
             if not ev & _POLLOUT:
                 if tk.due(now, self._deadline):
                     return self._fail(R_TIMEOUT)
@@ -192,7 +192,7 @@ class Transport:
                 else:
                     return self._fail(_R_IO, e.errno)
             if n == 0:
-                return self._fail(R_EOF)
+                return self._fail(_R_EOF)
             if n:
                 self.rx_len += n
                 self.bytes_in += n
