@@ -93,56 +93,19 @@ class Module:
     def __init__(self, slot):
         self.slot = slot
         self.addr = -1               # bus address; -1: slot unused
-        # identity: 0x51 manufacturer info, 0x93 serial, 0x4F protocol version
-        self.serial = bytearray(16)
-        self.serial_len = 0
-        self.model = bytearray(10)
-        self.model_len = 0
+        # buffers (filled by the decoders; their lengths and every value below are
+        # reset by clear_data, the one list of what a module reports)
+        self.serial = bytearray(16)          # identity: 0x93 serial
+        self.model = bytearray(10)           # 0x51 manufacturer info
         self.manufacturer = bytearray(20)
-        self.manufacturer_len = 0
-        self.sw_version = -1         # (major << 8) | minor
-        self.proto_version = -1
-        self.id_valid = False
+        self.cell_mv = array.array("H", bytes(2 * MAX_CELLS))   # analog values: 0x42
+        self.temp_dc = array.array("h", bytes(2 * MAX_TEMPS))   # [0] is the BMS board
+        self.status = bytearray(5)           # raw 0x44 status bytes, kept for diagnosis
         self.t_id = 0
-        # analog values: 0x42
-        self.n_cells = 0
-        self.cell_mv = array.array("H", bytes(2 * MAX_CELLS))
-        self.n_temps = 0
-        self.temp_dc = array.array("h", bytes(2 * MAX_TEMPS))  # [0] is the BMS board
-        self.current_ma = 0
-        self.voltage_mv = 0
-        self.remaining_mah = 0
-        self.total_mah = 0
-        self.cycles = 0
-        self.soc_pm = 0              # state of charge, permille (remaining * 1000 // total)
-        self.soh_pm = 1000           # state of health, permille, where the family reports it
-        self.analog_valid = False
         self.t_analog = 0
-        self.fp = 0                  # fingerprint of the analog content (note_analog)
-        # alarms: 0x44 (bitmasks of ALM_*), raw status bytes kept for diagnosis
-        self.alarms = 0
-        self.protections = 0
-        self.status = bytearray(5)
-        self.alarm_valid = False
         self.t_alarm = 0
-        # charge/discharge management: 0x92 (limits as positive magnitudes)
-        self.chg_v_mv = 0
-        self.dsg_v_mv = 0
-        self.chg_limit_ma = 0
-        self.dsg_limit_ma = 0
-        self.mgmt_flags = 0          # b7 charge enable, b6 discharge enable, b5/b4 force charge, b3 full
-        self.mgmt_valid = False
         self.t_mgmt = 0
-        # system parameters: 0x47
-        self.cell_hi_mv = 0
-        self.cell_lo_mv = 0
-        self.cell_uv_mv = 0
-        self.mod_hi_mv = 0
-        self.mod_lo_mv = 0
-        self.mod_uv_mv = 0
-        self.params_chg_ma = 0
-        self.params_dsg_ma = 0
-        self.params_valid = False
+        self.clear_data()
         # bus statistics for this address (see bankgate.bushealth)
         self.st_requests = 0
         self.st_good = 0
@@ -175,12 +138,8 @@ class Module:
         Nothing of the old module may pass a check for the next one that answers here:
         the identity/compatibility checks (model, firmware, cell count) judge only what
         the new module itself reports.  Allocation-free."""
+        # analog values: 0x42
         self.analog_valid = False
-        self.alarm_valid = False
-        self.mgmt_valid = False
-        self.params_valid = False
-        self.alarms = 0
-        self.protections = 0
         self.n_cells = 0
         self.n_temps = 0
         self.current_ma = 0
@@ -188,14 +147,22 @@ class Module:
         self.remaining_mah = 0
         self.total_mah = 0
         self.cycles = 0
-        self.soc_pm = 0
-        self.soh_pm = 1000
-        self.fp = 0
+        self.soc_pm = 0              # state of charge, permille (remaining * 1000 // total)
+        self.soh_pm = 1000           # state of health, permille, where the family reports it
+        self.fp = 0                  # fingerprint of the analog content (note_analog)
+        # alarms: 0x44 (bitmasks of ALM_*)
+        self.alarm_valid = False
+        self.alarms = 0
+        self.protections = 0
+        # charge/discharge management: 0x92 (limits as positive magnitudes)
+        self.mgmt_valid = False
         self.chg_v_mv = 0
         self.dsg_v_mv = 0
         self.chg_limit_ma = 0
         self.dsg_limit_ma = 0
-        self.mgmt_flags = 0
+        self.mgmt_flags = 0          # b7 charge enable, b6 discharge enable, b5/b4 force charge, b3 full
+        # system parameters: 0x47
+        self.params_valid = False
         self.cell_hi_mv = 0
         self.cell_lo_mv = 0
         self.cell_uv_mv = 0
@@ -218,7 +185,7 @@ class Module:
         self.serial_len = 0
         self.model_len = 0
         self.manufacturer_len = 0
-        self.sw_version = -1
+        self.sw_version = -1         # (major << 8) | minor
         self.proto_version = -1
 
     def serial_str(self):
